@@ -1,0 +1,174 @@
+//! Checkpoint directories: written whole or not at all.
+//!
+//! Layout: `<run>/step-00000500/{model.bpk, checkpoint.json, ...}` plus `<run>/latest`, a one-line
+//! file naming the newest complete step directory. A step directory is first written under a
+//! temporary name, every file synced, then renamed into place; `latest` is replaced by rename too.
+//! A crash therefore leaves either the previous checkpoint or the new one, never a half-written one.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::ModuleRecord;
+use burn::tensor::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::error::CoreError;
+use crate::schedule::{BetaSchedule, NoiseSchedule};
+use crate::unet::{UNet, UNetConfig};
+
+/// Version of the checkpoint layout; bumped on incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+/// File holding the [`CheckpointMeta`].
+pub const META_FILE: &str = "checkpoint.json";
+/// File holding the model weights (burnpack).
+pub const MODEL_FILE: &str = "model.bpk";
+
+/// The noise schedule as stored in checkpoints and configs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum ScheduleSpec {
+    Linear { timesteps: usize, beta_start: f64, beta_end: f64 },
+    Cosine { timesteps: usize, s: f64, max_beta: f64 },
+}
+
+impl ScheduleSpec {
+    pub fn build(&self) -> Result<NoiseSchedule, CoreError> {
+        match *self {
+            ScheduleSpec::Linear { timesteps, beta_start, beta_end } => {
+                NoiseSchedule::new(BetaSchedule::Linear { start: beta_start, end: beta_end }, timesteps)
+            }
+            ScheduleSpec::Cosine { timesteps, s, max_beta } => {
+                NoiseSchedule::new(BetaSchedule::Cosine { s, max_beta }, timesteps)
+            }
+        }
+    }
+}
+
+/// Everything needed to rebuild the model and its diffusion from a checkpoint directory.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    /// Optimiser steps taken when this checkpoint was written.
+    pub step: usize,
+    pub unet: UNetConfig,
+    pub schedule: ScheduleSpec,
+    /// The dataset the model was trained on (informative).
+    pub dataset: String,
+}
+
+/// The step directory's name for `step`.
+pub fn step_dir_name(step: usize) -> String {
+    format!("step-{step:08}")
+}
+
+fn sync_write(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
+    let mut f = fs::File::create(path).map_err(|e| CoreError::io(path, e))?;
+    f.write_all(bytes).map_err(|e| CoreError::io(path, e))?;
+    f.sync_all().map_err(|e| CoreError::io(path, e))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary sibling, synced, then renamed over `path`.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    sync_write(&tmp, bytes)?;
+    fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
+}
+
+/// Writes a complete checkpoint `run_dir/step-NNNNNNNN/` holding `files`, points `run_dir/latest`
+/// at it and removes all but the newest `keep_last` step directories (0 keeps all).
+pub fn write_checkpoint(run_dir: &Path, step: usize, files: &[(&str, Vec<u8>)], keep_last: usize) -> Result<PathBuf, CoreError> {
+    fs::create_dir_all(run_dir).map_err(|e| CoreError::io(run_dir, e))?;
+    let name = step_dir_name(step);
+    let tmp = run_dir.join(format!(".tmp-{name}-{}", std::process::id()));
+    if tmp.exists() {
+        fs::remove_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+    }
+    fs::create_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
+    for (file, bytes) in files {
+        sync_write(&tmp.join(file), bytes)?;
+    }
+    let dest = run_dir.join(&name);
+    if dest.exists() {
+        // Re-saving the same step (e.g. the final step after a periodic save): replace it.
+        fs::remove_dir_all(&dest).map_err(|e| CoreError::io(&dest, e))?;
+    }
+    fs::rename(&tmp, &dest).map_err(|e| CoreError::io(&dest, e))?;
+    write_atomic(&run_dir.join("latest"), format!("{name}\n").as_bytes())?;
+    if keep_last > 0 {
+        let mut steps = list_step_dirs(run_dir)?;
+        steps.sort();
+        let excess = steps.len().saturating_sub(keep_last);
+        for old in steps.into_iter().take(excess) {
+            let p = run_dir.join(old);
+            fs::remove_dir_all(&p).map_err(|e| CoreError::io(&p, e))?;
+        }
+    }
+    Ok(dest)
+}
+
+fn list_step_dirs(run_dir: &Path) -> Result<Vec<String>, CoreError> {
+    let entries = fs::read_dir(run_dir).map_err(|e| CoreError::io(run_dir, e))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with("step-"))
+        .collect())
+}
+
+/// Resolves what the user named: a step directory (holding `checkpoint.json`) or a run directory
+/// (holding `latest`).
+pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
+    if path.join(META_FILE).is_file() {
+        return Ok(path.to_path_buf());
+    }
+    let latest = path.join("latest");
+    if latest.is_file() {
+        let name = fs::read_to_string(&latest).map_err(|e| CoreError::io(&latest, e))?;
+        let dir = path.join(name.trim());
+        if dir.join(META_FILE).is_file() {
+            return Ok(dir);
+        }
+        return Err(CoreError::checkpoint(&latest, format!("points at `{}`, which holds no {META_FILE}", name.trim())));
+    }
+    if !path.exists() {
+        return Err(CoreError::checkpoint(path, "no such directory"));
+    }
+    Err(CoreError::checkpoint(path, format!("neither a run directory (no `latest`) nor a checkpoint (no {META_FILE})")))
+}
+
+/// Reads the metadata of a resolved checkpoint directory.
+pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
+    let p = dir.join(META_FILE);
+    let text = fs::read_to_string(&p).map_err(|e| CoreError::io(&p, e))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| CoreError::checkpoint(&p, format!("unreadable metadata: {e}")))?;
+    if meta.format != FORMAT_VERSION {
+        return Err(CoreError::checkpoint(&p, format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
+    }
+    meta.unet.validate().map_err(|e| CoreError::checkpoint(&p, e.to_string()))?;
+    Ok(meta)
+}
+
+/// Serialises a module's parameters (burnpack bytes).
+pub fn module_bytes<M: Module>(module: M) -> Result<Vec<u8>, CoreError> {
+    let bytes = module
+        .into_record()
+        .into_bytes()
+        .map_err(|e| CoreError::InvalidConfig(format!("cannot serialise the model: {e}")))?;
+    Ok(bytes.to_vec())
+}
+
+/// Loads burnpack bytes from `path` into `module`; every tensor must be present and of the right
+/// shape, and no extra tensor may remain.
+pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, CoreError> {
+    let bytes = fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| CoreError::checkpoint(path, format!("damaged weights file: {e}")))?;
+    module.try_load_record(record).map_err(|e| CoreError::checkpoint(path, format!("weights do not fit the model: {e}")))
+}
+
+/// Loads the U-Net of a resolved checkpoint directory on `device`.
+pub fn load_unet(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<UNet, CoreError> {
+    load_module(meta.unet.init(device), &dir.join(MODEL_FILE))
+}

@@ -1,0 +1,135 @@
+//! The DDPM U-Net's building blocks (Ho et al. 2020, appendix B; `diffusion_tf/models/unet.py`).
+
+use burn::module::Param;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
+
+/// The official code's `variance_scaling(scale, 'fan_avg', 'uniform')` = Xavier-uniform with gain
+/// √scale; "zero-initialised" layers use scale 1e-10.
+fn tf_init(scale: f64) -> Initializer {
+    Initializer::XavierUniform { gain: scale.sqrt() }
+}
+
+/// A conv with TF-style init and zero bias. `padding` is (top, left, bottom, right).
+pub(crate) fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: [usize; 4], scale: f64, device: &Device) -> Conv2d {
+    let mut c = Conv2dConfig::new([cin, cout], [k, k])
+        .with_stride([stride, stride])
+        .with_padding(PaddingConfig2d::Explicit(padding[0], padding[1], padding[2], padding[3]))
+        .with_initializer(tf_init(scale))
+        .init(device);
+    c.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
+    c
+}
+
+pub(crate) fn conv3(cin: usize, cout: usize, scale: f64, device: &Device) -> Conv2d {
+    conv(cin, cout, 3, 1, [1, 1, 1, 1], scale, device)
+}
+
+pub(crate) fn conv1(cin: usize, cout: usize, scale: f64, device: &Device) -> Conv2d {
+    conv(cin, cout, 1, 1, [0, 0, 0, 0], scale, device)
+}
+
+pub(crate) fn linear(din: usize, dout: usize, device: &Device) -> Linear {
+    let mut l = LinearConfig::new(din, dout).with_initializer(tf_init(1.0)).init(device);
+    l.bias = Some(Param::from_tensor(Tensor::zeros([dout], device)));
+    l
+}
+
+/// GroupNorm(32) with the TF default ε = 1e-6.
+pub(crate) fn group_norm(c: usize, device: &Device) -> GroupNorm {
+    GroupNormConfig::new(32, c).with_epsilon(1e-6).init(device)
+}
+
+/// GN → SiLU → conv3×3 → + Linear(SiLU(temb)) → GN → SiLU → Dropout → conv3×3 (zero init), with
+/// a 1×1 shortcut when the channel count changes.
+#[derive(Module, Debug)]
+pub struct ResBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    temb_proj: Linear,
+    norm2: GroupNorm,
+    dropout: Dropout,
+    conv2: Conv2d,
+    nin_shortcut: Option<Conv2d>,
+}
+
+impl ResBlock {
+    pub fn new(cin: usize, cout: usize, temb_ch: usize, dropout: f64, device: &Device) -> Self {
+        Self {
+            norm1: group_norm(cin, device),
+            conv1: conv3(cin, cout, 1.0, device),
+            temb_proj: linear(temb_ch, cout, device),
+            norm2: group_norm(cout, device),
+            dropout: DropoutConfig::new(dropout).init(),
+            conv2: conv3(cout, cout, 1e-10, device),
+            nin_shortcut: (cin != cout).then(|| conv1(cin, cout, 1.0, device)),
+        }
+    }
+
+    /// `x` `[B, Cin, H, W]`, `temb` `[B, 4ch]` → `[B, Cout, H, W]`.
+    pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
+        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = h + self.temb_proj.forward(silu(temb)).unsqueeze_dims::<4>(&[2, 3]);
+        let h = self.dropout.forward(silu(self.norm2.forward(h)));
+        let h = self.conv2.forward(h);
+        let x = match &self.nin_shortcut {
+            Some(c) => c.forward(x),
+            None => x,
+        };
+        x + h
+    }
+}
+
+/// Single-head self-attention over the H·W positions: softmax(q kᵀ / √C) v, 1×1 q/k/v/proj_out
+/// convs, residual.
+#[derive(Module, Debug)]
+pub struct AttnBlock {
+    norm: GroupNorm,
+    q: Conv2d,
+    k: Conv2d,
+    v: Conv2d,
+    proj_out: Conv2d,
+}
+
+impl AttnBlock {
+    pub fn new(c: usize, device: &Device) -> Self {
+        Self {
+            norm: group_norm(c, device),
+            q: conv1(c, c, 1.0, device),
+            k: conv1(c, c, 1.0, device),
+            v: conv1(c, c, 1.0, device),
+            proj_out: conv1(c, c, 1e-10, device),
+        }
+    }
+
+    /// `[B, C, H, W]` → `[B, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let [b, c, h, w] = x.dims();
+        let n = h * w;
+        let hn = self.norm.forward(x.clone());
+        let q = self.q.forward(hn.clone()).reshape([b, c, n]).swap_dims(1, 2); // [B, N, C]
+        let k = self.k.forward(hn.clone()).reshape([b, c, n]); // [B, C, N]
+        let v = self.v.forward(hn).reshape([b, c, n]).swap_dims(1, 2); // [B, N, C]
+        let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5)), 2); // [B, N, N]
+        let out = att.matmul(v).swap_dims(1, 2).reshape([b, c, h, w]);
+        x + self.proj_out.forward(out)
+    }
+}
+
+/// 3×3 conv with stride 2 and TensorFlow's 'SAME' padding (asymmetric for even sizes).
+pub(crate) fn downsample(c: usize, resolution: usize, device: &Device) -> Conv2d {
+    let out = resolution.div_ceil(2);
+    let pad = ((out - 1) * 2 + 3).saturating_sub(resolution);
+    conv(c, c, 3, 2, [pad / 2, pad / 2, pad - pad / 2, pad - pad / 2], 1.0, device)
+}
+
+/// Nearest-neighbour ×2 then the conv.
+pub(crate) fn upsample(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let up = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]));
+    conv.forward(up)
+}

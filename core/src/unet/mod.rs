@@ -1,0 +1,263 @@
+//! The U-Net of the DDPM paper (Ho et al. 2020, appendix B), layer for layer as in the official
+//! `diffusion_tf/models/unet.py`: parameter counts match the PyTorch port exactly
+//! (`../shared/ref/params.json`; tested).
+
+mod blocks;
+mod embed;
+
+pub use blocks::{AttnBlock, ResBlock};
+pub use embed::timestep_embedding;
+
+use blocks::{conv3, downsample, group_norm, linear, upsample};
+use burn::nn::conv::Conv2d;
+use burn::nn::{GroupNorm, Linear};
+use burn::prelude::*;
+use burn::tensor::activation::silu;
+
+use crate::denoiser::Denoiser;
+use crate::error::CoreError;
+
+/// Hyperparameters of the DDPM U-Net.
+#[derive(Config, Debug, PartialEq)]
+pub struct UNetConfig {
+    /// Image channels (1 for MNIST, 3 for CIFAR-10).
+    pub in_channels: usize,
+    /// Image side length (square images).
+    pub resolution: usize,
+    /// Base channel count `ch`.
+    pub ch: usize,
+    /// Channel multiplier of each resolution level.
+    pub ch_mult: Vec<usize>,
+    /// Residual blocks per level on the way down (one more on the way up).
+    pub num_res_blocks: usize,
+    /// Resolutions at which an attention block follows each residual block.
+    pub attn_resolutions: Vec<usize>,
+    /// Dropout probability inside the residual blocks.
+    pub dropout: f64,
+}
+
+impl UNetConfig {
+    /// The paper's CIFAR-10 model (35,746,307 parameters).
+    pub fn cifar10() -> Self {
+        Self::new(3, 32, 128, vec![1, 2, 2, 2], 2, vec![16], 0.1)
+    }
+    /// The MNIST model of `params.json` (6,469,889 parameters).
+    pub fn mnist() -> Self {
+        Self::new(1, 28, 64, vec![1, 2, 2], 2, vec![14], 0.1)
+    }
+    /// A small model that trains on two CPU cores (651,041 parameters).
+    pub fn tiny() -> Self {
+        Self::new(1, 28, 32, vec![1, 2], 1, vec![], 0.0)
+    }
+    /// A preset by name: `cifar10`, `mnist` or `tiny`.
+    pub fn preset(name: &str) -> Result<Self, CoreError> {
+        match name {
+            "cifar10" => Ok(Self::cifar10()),
+            "mnist" => Ok(Self::mnist()),
+            "tiny" => Ok(Self::tiny()),
+            _ => Err(CoreError::InvalidConfig(format!(
+                "unknown model preset `{name}` (expected cifar10, mnist or tiny)"
+            ))),
+        }
+    }
+
+    /// Checks the shapes fit: GroupNorm(32) needs channel counts divisible by 32, levels need a
+    /// resolution that survives the downsamplings, dropout is a probability.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let bad = |m: String| Err(CoreError::InvalidConfig(m));
+        if self.in_channels == 0 || self.ch == 0 || self.ch_mult.is_empty() || self.num_res_blocks == 0 {
+            return bad("in_channels, ch, ch_mult and num_res_blocks must be non-empty / positive".into());
+        }
+        if let Some(m) = self.ch_mult.iter().find(|m| (self.ch * **m) % 32 != 0) {
+            return bad(format!("ch × ch_mult = {} × {m} is not divisible by GroupNorm's 32 groups", self.ch));
+        }
+        let levels = self.ch_mult.len();
+        let mut r = self.resolution;
+        for _ in 1..levels {
+            if r % 2 != 0 || r < 2 {
+                return bad(format!(
+                    "resolution {} cannot be halved {} times and doubled back (reached {r})",
+                    self.resolution,
+                    levels - 1
+                ));
+            }
+            r /= 2;
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        Ok(())
+    }
+
+    /// Builds the network with the official initialisation (Xavier-uniform, zero biases, the
+    /// residual branches' last convs and the output conv at scale 1e-10).
+    pub fn init(&self, device: &Device) -> UNet {
+        let ch = self.ch;
+        let temb_ch = 4 * ch;
+        let mut down = Vec::new();
+        let mut skips = vec![ch];
+        let (mut cur, mut res) = (ch, self.resolution);
+        for (i, m) in self.ch_mult.iter().enumerate() {
+            let cout = ch * m;
+            let mut blocks = Vec::new();
+            let mut attns = Vec::new();
+            for _ in 0..self.num_res_blocks {
+                blocks.push(ResBlock::new(cur, cout, temb_ch, self.dropout, device));
+                cur = cout;
+                attns.push(self.attn_resolutions.contains(&res).then(|| AttnBlock::new(cur, device)));
+                skips.push(cur);
+            }
+            let resample = (i + 1 != self.ch_mult.len()).then(|| {
+                let d = downsample(cur, res, device);
+                skips.push(cur);
+                res = res.div_ceil(2);
+                d
+            });
+            down.push(Level { blocks, attns, resample });
+        }
+        let mid_block1 = ResBlock::new(cur, cur, temb_ch, self.dropout, device);
+        let mid_attn = AttnBlock::new(cur, device);
+        let mid_block2 = ResBlock::new(cur, cur, temb_ch, self.dropout, device);
+        let mut up = Vec::new();
+        for i in (0..self.ch_mult.len()).rev() {
+            let cout = ch * self.ch_mult[i];
+            let mut blocks = Vec::new();
+            let mut attns = Vec::new();
+            for _ in 0..=self.num_res_blocks {
+                let skip = skips.pop().expect("one skip per down block");
+                blocks.push(ResBlock::new(cur + skip, cout, temb_ch, self.dropout, device));
+                cur = cout;
+                attns.push(self.attn_resolutions.contains(&res).then(|| AttnBlock::new(cur, device)));
+            }
+            let resample = (i != 0).then(|| {
+                res *= 2;
+                conv3(cur, cur, 1.0, device)
+            });
+            up.push(Level { blocks, attns, resample });
+        }
+        debug_assert!(skips.is_empty());
+        UNet {
+            temb_dense0: linear(ch, temb_ch, device),
+            temb_dense1: linear(temb_ch, temb_ch, device),
+            conv_in: conv3(self.in_channels, ch, 1.0, device),
+            down,
+            mid_block1,
+            mid_attn,
+            mid_block2,
+            up,
+            norm_out: group_norm(cur, device),
+            conv_out: conv3(cur, self.in_channels, 1e-10, device),
+            ch,
+            in_channels: self.in_channels,
+        }
+    }
+}
+
+/// One resolution level: residual blocks, their optional attention, and the down/up sampling conv.
+#[derive(Module, Debug)]
+pub struct Level {
+    blocks: Vec<ResBlock>,
+    attns: Vec<Option<AttnBlock>>,
+    resample: Option<Conv2d>,
+}
+
+/// The DDPM U-Net ε_θ(x_t, t).
+#[derive(Module, Debug)]
+pub struct UNet {
+    temb_dense0: Linear,
+    temb_dense1: Linear,
+    conv_in: Conv2d,
+    down: Vec<Level>,
+    mid_block1: ResBlock,
+    mid_attn: AttnBlock,
+    mid_block2: ResBlock,
+    up: Vec<Level>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
+    ch: usize,
+    in_channels: usize,
+}
+
+fn apply_attn(attn: &Option<AttnBlock>, h: Tensor<4>) -> Tensor<4> {
+    match attn {
+        Some(a) => a.forward(h),
+        None => h,
+    }
+}
+
+impl UNet {
+    /// # Shapes
+    /// - `x`: `[B, C, H, W]`, `t`: `[B]` (float timesteps) → `[B, C, H, W]`.
+    pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
+        let temb = timestep_embedding(t, self.ch);
+        let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(temb)));
+
+        let mut hs = vec![self.conv_in.forward(x)];
+        for level in &self.down {
+            for (block, attn) in level.blocks.iter().zip(&level.attns) {
+                let h = block.forward(hs.last().expect("non-empty").clone(), temb.clone());
+                hs.push(apply_attn(attn, h));
+            }
+            if let Some(d) = &level.resample {
+                let h = d.forward(hs.last().expect("non-empty").clone());
+                hs.push(h);
+            }
+        }
+        let h = hs.last().expect("non-empty").clone();
+        let h = self.mid_block1.forward(h, temb.clone());
+        let h = self.mid_attn.forward(h);
+        let mut h = self.mid_block2.forward(h, temb.clone());
+        for level in &self.up {
+            for (block, attn) in level.blocks.iter().zip(&level.attns) {
+                let skip = hs.pop().expect("one skip per up block");
+                h = apply_attn(attn, block.forward(Tensor::cat(vec![h, skip], 1), temb.clone()));
+            }
+            if let Some(u) = &level.resample {
+                h = upsample(u, h);
+            }
+        }
+        self.conv_out.forward(silu(self.norm_out.forward(h)))
+    }
+
+    /// Image channels the network expects.
+    pub fn in_channels(&self) -> usize {
+        self.in_channels
+    }
+}
+
+impl Denoiser for UNet {
+    fn eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        let device = x_t.device();
+        let tf: Vec<f32> = t.iter().map(|v| *v as f32).collect();
+        let t = Tensor::<1>::from_data(TensorData::new(tf, [t.len()]), &device);
+        self.forward(x_t, t)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameter_counts_match_the_reference_port() {
+        // ../shared/ref/params.json: PyTorch port of the official code, sum(p.numel()).
+        let dev = Device::flex();
+        assert_eq!(UNetConfig::tiny().init(&dev).num_params(), 651_041);
+        assert_eq!(UNetConfig::mnist().init(&dev).num_params(), 6_469_889);
+        assert_eq!(UNetConfig::cifar10().init(&dev).num_params(), 35_746_307);
+    }
+
+    #[test]
+    fn forward_keeps_the_shape_and_validate_rejects_misfits() {
+        let dev = Device::flex();
+        let cfg = UNetConfig::new(1, 8, 32, vec![1, 2], 1, vec![4], 0.0);
+        cfg.validate().unwrap();
+        let net = cfg.init(&dev);
+        let x = Tensor::<4>::ones([2, 1, 8, 8], &dev);
+        let y = net.eps(x, &[3, 900]);
+        assert_eq!(y.dims(), [2, 1, 8, 8]);
+        assert!(UNetConfig::new(1, 28, 48, vec![1], 1, vec![], 0.0).validate().is_err());
+        assert!(UNetConfig::new(1, 14, 32, vec![1, 2, 2], 1, vec![], 0.0).validate().is_err());
+        assert!(UNetConfig::preset("huge").is_err());
+    }
+}

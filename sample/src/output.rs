@@ -1,0 +1,101 @@
+//! What people look at: sample grids as PNG, and samples as a NumPy `.npy` array (uint8, N×H×W×C).
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+
+/// Images in [−1, 1] `[N, C, H, W]` → uint8 NHWC bytes (round((x + 1)·127.5), clamped).
+pub fn to_u8_nhwc(x: Tensor<4>) -> (Vec<u8>, [usize; 4]) {
+    let [n, c, h, w] = x.dims();
+    let v = tweedie_core::host_values(x);
+    let mut out = vec![0u8; n * h * w * c];
+    for i in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    let val = v[((i * c + ch) * h + y) * w + xx];
+                    out[((i * h + y) * w + xx) * c + ch] = ((val + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+                }
+            }
+        }
+    }
+    (out, [n, h, w, c])
+}
+
+/// The bytes of a version-1.0 `.npy` file holding `data` as uint8 of `shape`.
+pub fn npy_bytes(data: &[u8], shape: &[usize]) -> Vec<u8> {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64,
+    // ending in a newline.
+    let total = 10 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - total % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + data.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Writes `data` to `path` through a temporary sibling and a rename.
+pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
+    tweedie_core::checkpoint::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Lays out uint8 NHWC images in a grid of `cols` columns with a 2-pixel border, as a PNG.
+pub fn grid_png(data: &[u8], shape: [usize; 4], cols: usize) -> Result<Vec<u8>> {
+    let [n, h, w, c] = shape;
+    let cols = cols.clamp(1, n.max(1));
+    let rows = n.div_ceil(cols);
+    let pad = 2;
+    let (gw, gh) = (cols * (w + pad) + pad, rows * (h + pad) + pad);
+    let mut rgb = vec![255u8; gw * gh * 3];
+    for i in 0..n {
+        let (r, cc) = (i / cols, i % cols);
+        for y in 0..h {
+            for x in 0..w {
+                let gy = pad + r * (h + pad) + y;
+                let gx = pad + cc * (w + pad) + x;
+                for k in 0..3 {
+                    let src = ((i * h + y) * w + x) * c + if c == 1 { 0 } else { k };
+                    rgb[(gy * gw + gx) * 3 + k] = data[src];
+                }
+            }
+        }
+    }
+    let img = image::RgbImage::from_raw(gw as u32, gh as u32, rgb).context("grid buffer size")?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).context("encoding PNG")?;
+    Ok(png)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn npy_header_is_aligned_and_parsable() {
+        let b = npy_bytes(&[1, 2, 3, 4, 5, 6], &[1, 2, 3, 1]);
+        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
+        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+        assert_eq!((10 + hl) % 64, 0);
+        let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+        assert!(header.contains("'shape': (1, 2, 3, 1)") && header.ends_with('\n'));
+        assert_eq!(&b[10 + hl..], &[1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn u8_conversion_rounds_and_clamps_and_grid_decodes() {
+        let dev = Device::flex();
+        let x = Tensor::<4>::from_data(TensorData::new(vec![-1.0f32, 1.0, 0.0, 3.0], [1, 1, 2, 2]), &dev);
+        let (v, shape) = to_u8_nhwc(x);
+        assert_eq!(v, vec![0, 255, 128, 255]);
+        let png = grid_png(&v, shape, 8).unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (6, 6));
+    }
+}

@@ -1,0 +1,74 @@
+//! Reverse-process samplers. A [`Sampler`] is one update rule x_t → x_{t_prev}; [`run`] owns the
+//! only loop over t, counts network evaluations, and detaches every step so that no autodiff
+//! graph survives from one step to the next.
+
+mod ddim;
+mod ddpm;
+
+pub use ddim::Ddim;
+pub use ddpm::Ddpm;
+
+use burn::prelude::*;
+use tweedie_core::denoiser::Denoiser;
+use tweedie_core::diffusion::Transition;
+use tweedie_core::rng::Rng;
+use tweedie_core::schedule::NoiseSchedule;
+
+/// Where a sampler's fresh Gaussian noise comes from.
+pub trait NoiseSource {
+    /// A standard normal tensor of `shape` on `device`.
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4>;
+}
+
+impl NoiseSource for Rng {
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        let n = shape.iter().product();
+        Tensor::<4>::from_data(TensorData::new(self.normals(n), shape), device)
+    }
+}
+
+/// What one step produced: the next state and the Tweedie estimate x̂_0 it used.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    pub x_prev: Tensor<4>,
+    pub x0: Tensor<4>,
+}
+
+/// One reverse update rule, given ε̂ = ε_θ(x_t, t).
+pub trait Sampler {
+    fn name(&self) -> &'static str;
+    fn step(&self, tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, noise: &mut dyn NoiseSource) -> StepOutput;
+}
+
+/// x̂_0 from ε̂ (DDPM eq. 15), optionally clipped to the data range [−1, 1].
+pub(crate) fn tweedie_x0(tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, clip: bool) -> Tensor<4> {
+    let b = x_t.dims()[0];
+    let x0 = tweedie_core::diffusion::predict_x0(x_t, eps, &vec![tr.alpha_bar; b]);
+    if clip { x0.clamp(-1.0, 1.0) } else { x0 }
+}
+
+/// Runs the reverse process from `x` (at `timesteps[0]`) through every listed training timestep,
+/// descending. `on_step(i, out)` is called after step i. Returns the final sample and the number of
+/// network evaluations.
+pub fn run(
+    model: &dyn Denoiser,
+    sampler: &dyn Sampler,
+    schedule: &NoiseSchedule,
+    timesteps: &[usize],
+    mut x: Tensor<4>,
+    noise: &mut dyn NoiseSource,
+    mut on_step: impl FnMut(usize, &StepOutput),
+) -> (Tensor<4>, usize) {
+    let b = x.dims()[0];
+    let mut nfe = 0;
+    for (i, &t) in timesteps.iter().enumerate() {
+        let tr = Transition::new(schedule, t, timesteps.get(i + 1).copied());
+        let eps = model.eps(x.clone(), &vec![t; b]);
+        nfe += 1;
+        let out = sampler.step(&tr, x, eps, noise);
+        let out = StepOutput { x_prev: out.x_prev.detach(), x0: out.x0.detach() };
+        on_step(i, &out);
+        x = out.x_prev;
+    }
+    (x, nfe)
+}

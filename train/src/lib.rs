@@ -1,0 +1,10 @@
+//! # tweedie-train
+//!
+//! Trains the DDPM U-Net of `tweedie-core` with L_simple from a TOML experiment file
+//! ([`config`]), in a step loop of our own ([`trainer`]) with global gradient clipping ([`clip`])
+//! and an EMA of the weights ([`ema`]).
+
+pub mod clip;
+pub mod config;
+pub mod ema;
+pub mod trainer;

@@ -1,0 +1,123 @@
+//! `train`: fits a DDPM ε-model to a dataset from a TOML experiment file.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use clap::Parser;
+use tweedie_core::checkpoint;
+use tweedie_core::device::BackendKind;
+use tweedie_datasets::{Split, load, resolve_dir};
+use tweedie_train::config::TrainFile;
+use tweedie_train::trainer::{self, RunOptions};
+
+/// Train a denoising diffusion model (DDPM, L_simple) from a TOML experiment file.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Experiment file, e.g. experiments/mnist-tiny.toml. With --resume it may be left out:
+    /// the checkpoint's own copy is used.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue a run from its newest checkpoint (a run directory) or from a step directory.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Backend: flex (CPU, default), ndarray (CPU) or wgpu (GPU; needs the `wgpu` feature).
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// Seed of the run (overrides the file's `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Total optimiser steps (overrides `[train] steps`).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Output directory (overrides `run_dir`).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Checkpoint every N steps (overrides `[train] checkpoint_every`).
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    /// Print the model's parameter count (`parameters: N`) and exit.
+    #[arg(long)]
+    dry_run: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<()> {
+    let (mut file, stem) = match (&args.config, &args.resume) {
+        (Some(p), _) => (TrainFile::load(p)?, p.file_stem().and_then(|s| s.to_str()).unwrap_or("run").to_string()),
+        (None, Some(r)) => {
+            let dir = checkpoint::resolve(r)?;
+            let p = dir.join(trainer::CONFIG_FILE);
+            let mut f = TrainFile::load(&p)?;
+            // A resumed run stays in its own directory unless told otherwise.
+            f.run_dir = Some(dir.parent().map(PathBuf::from).unwrap_or_else(|| r.clone()));
+            (f, "run".to_string())
+        }
+        (None, None) => anyhow::bail!("give --config FILE (or --resume DIR)"),
+    };
+    if let Some(s) = args.seed {
+        file.seed = s;
+    }
+    if let Some(s) = args.steps {
+        file.train.steps = s;
+    }
+    if let Some(d) = &args.run_dir {
+        file.run_dir = Some(d.clone());
+    }
+    if let Some(n) = args.checkpoint_every {
+        file.train.checkpoint_every = n;
+    }
+    let plan = file.resolve(&stem).with_context(|| match &args.config {
+        Some(p) => format!("{}", p.display()),
+        None => "the checkpoint's config.toml".into(),
+    })?;
+    if args.dry_run {
+        let device = BackendKind::Flex.device()?;
+        println!("parameters: {}", plan.unet.init(&device).num_params());
+        return Ok(());
+    }
+    let dir = resolve_dir(plan.dataset, plan.file.data.dir.as_deref())?;
+    let mut data = load(plan.dataset, Split::Train, &dir)?;
+    if plan.file.data.limit > 0 {
+        data.truncate(plan.file.data.limit);
+    }
+    eprintln!(
+        "training {} ({} parameters) on {} {} images from {} with {} for {} steps → {}",
+        plan.file.model.preset,
+        plan.unet.init(&BackendKind::Flex.device()?).num_params(),
+        data.len(),
+        plan.dataset.name(),
+        dir.display(),
+        args.backend,
+        plan.file.train.steps,
+        plan.run_dir.display()
+    );
+    let opts = RunOptions { backend: args.backend, resume: args.resume.clone(), progress: !args.quiet };
+    let report = trainer::train(&plan, &data, &opts)?;
+    let n = report.losses.len();
+    let head = report.losses.iter().take(20.min(n)).sum::<f64>() / 20.min(n).max(1) as f64;
+    let tail = report.losses.iter().skip(n.saturating_sub(20)).sum::<f64>() / 20.min(n).max(1) as f64;
+    println!(
+        "done: steps {}..{} in {:.1} s ({:.3} s/step), loss {head:.4} → {tail:.4} (mean of first/last 20), checkpoint {}",
+        report.first_step,
+        report.last_step,
+        report.seconds,
+        report.seconds / n.max(1) as f64,
+        report.checkpoint.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! The training loop: a step loop of our own rather than burn-train's `Learner`, because a
+//! bit-exact resume needs every random choice to be a function of (seed, step), the EMA must be
+//! updated after each optimiser step, and clipping must be global (see ARCHITECTURE.md).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Bytes;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tweedie_core::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, MODEL_FILE};
+use tweedie_core::device::BackendKind;
+use tweedie_core::loss::l_simple;
+use tweedie_core::rng::Rng;
+use tweedie_core::unet::UNet;
+use tweedie_datasets::{ImageBatcher, ImageSet};
+
+use crate::config::{Plan, TrainFile};
+use crate::{clip, ema};
+
+pub const EMA_FILE: &str = "ema.bpk";
+pub const OPTIM_FILE: &str = "optim.bpk";
+pub const STATE_FILE: &str = "trainer.json";
+pub const CONFIG_FILE: &str = "config.toml";
+pub const METRICS_FILE: &str = "metrics.jsonl";
+
+/// Trainer state beyond tensors. Every random draw of step n comes from `Rng::derive(seed, n)` and
+/// the data order from `Rng::derive(seed ^ DATA_STREAM, epoch)`, so the step is the whole RNG state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub step: usize,
+    pub seed: u64,
+    pub backend: String,
+}
+
+const DATA_STREAM: u64 = 0xDA7A_0DE5;
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub backend: BackendKind,
+    /// Continue from this checkpoint (run or step directory).
+    pub resume: Option<PathBuf>,
+    /// Show the progress bar.
+    pub progress: bool,
+}
+
+/// One logged step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub step: usize,
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub seconds: f64,
+}
+
+/// What a run did.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The loss of every step run in this invocation, in order (for tests and summaries).
+    pub losses: Vec<f64>,
+    pub first_step: usize,
+    pub last_step: usize,
+    pub seconds: f64,
+    pub checkpoint: PathBuf,
+    pub model: UNet,
+}
+
+/// The learning rate at `step` (0-based): linear warm-up to `lr` over `warmup` steps.
+pub fn lr_at(lr: f64, warmup: usize, step: usize) -> f64 {
+    if warmup == 0 { lr } else { lr * ((step + 1) as f64 / warmup as f64).min(1.0) }
+}
+
+/// The dataset indices of step `step`'s batch: epochs are independent permutations.
+struct DataOrder {
+    seed: u64,
+    n: usize,
+    epoch: Option<(usize, Vec<usize>)>,
+}
+
+impl DataOrder {
+    fn index(&mut self, k: usize) -> usize {
+        let epoch = k / self.n;
+        if self.epoch.as_ref().map(|e| e.0) != Some(epoch) {
+            let perm = Rng::derive(self.seed ^ DATA_STREAM, epoch as u64).permutation(self.n);
+            self.epoch = Some((epoch, perm));
+        }
+        self.epoch.as_ref().expect("set above").1[k % self.n]
+    }
+}
+
+/// Trains `plan` on `data` (already loaded). The experiment file's text is copied into every
+/// checkpoint so that `--resume` needs nothing else.
+pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> {
+    let f = &plan.file;
+    let tc = &f.train;
+    let schedule = plan.schedule.build()?;
+    let big_t = schedule.len();
+    if data.shape != [plan.unet.in_channels, plan.unet.resolution, plan.unet.resolution] {
+        bail!("dataset images are {:?} but the model expects {}×{}×{}", data.shape, plan.unet.in_channels, plan.unet.resolution, plan.unet.resolution);
+    }
+    if data.is_empty() {
+        bail!("the dataset is empty");
+    }
+    let device = opts.backend.device()?.autodiff();
+    device.seed(f.seed);
+    let mut model = plan.unet.init(&device);
+    let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
+    let mut ema_model = (tc.ema_decay > 0.0).then(|| model.valid());
+    let mut start = 0;
+
+    if let Some(resume) = &opts.resume {
+        let dir = checkpoint::resolve(resume)?;
+        let meta = checkpoint::read_meta(&dir)?;
+        if meta.unet != plan.unet {
+            bail!("{}: the checkpoint's model {:?} differs from the config's {:?}", dir.display(), meta.unet, plan.unet);
+        }
+        if meta.schedule != plan.schedule {
+            bail!("{}: the checkpoint's schedule {:?} differs from the config's {:?}", dir.display(), meta.schedule, plan.schedule);
+        }
+        let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
+        model = checkpoint::load_module(model, &dir.join(MODEL_FILE))?;
+        if let Some(e) = ema_model.take() {
+            ema_model = Some(checkpoint::load_module(e, &dir.join(EMA_FILE))?);
+        }
+        let ob = std::fs::read(dir.join(OPTIM_FILE)).with_context(|| format!("{}", dir.join(OPTIM_FILE).display()))?;
+        optim = optim
+            .from_bytes(Bytes::from_bytes_vec(ob))
+            .map_err(|e| anyhow::anyhow!("{}: damaged optimizer state: {e}", dir.join(OPTIM_FILE).display()))?;
+        start = state.step;
+        if start >= tc.steps {
+            bail!("{}: already at step {start}, and the run has {} steps (raise --steps)", dir.display(), tc.steps);
+        }
+    }
+
+    std::fs::create_dir_all(&plan.run_dir).with_context(|| format!("creating {}", plan.run_dir.display()))?;
+    let metrics_path = plan.run_dir.join(METRICS_FILE);
+    let mut metrics = open_metrics(&metrics_path, start)?;
+
+    let bar = if opts.progress { ProgressBar::new(tc.steps as u64) } else { ProgressBar::hidden() };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(start as u64);
+
+    let mut order = DataOrder { seed: f.seed, n: data.len(), epoch: None };
+    let b = tc.batch_size;
+    let [c, h, w] = data.shape;
+    let clock = Instant::now();
+    let mut losses = Vec::new();
+    let mut smooth: Option<f64> = None;
+    let mut last_ckpt = PathBuf::new();
+    for step in start..tc.steps {
+        let mut rng = Rng::derive(f.seed, step as u64);
+        let items: Vec<_> = (0..b).map(|i| {
+            let idx = order.index(step * b + i);
+            tweedie_datasets::ImageItem { shape: data.shape, pixels: data.image(idx).to_vec(), label: data.labels[idx] }
+        }).collect();
+        let flips: Vec<bool> = (0..b).map(|_| f.data.hflip && rng.uniform() < 0.5).collect();
+        let x0 = ImageBatcher.batch_with_flips(items, &flips, &device).images;
+        let t: Vec<usize> = (0..b).map(|_| rng.below(big_t)).collect();
+        let eps = Tensor::<4>::from_data(TensorData::new(rng.normals(b * c * h * w), [b, c, h, w]), &device);
+        // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same masks.
+        device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+
+        let loss = l_simple(&model, &schedule, x0, &t, eps);
+        let loss_value = loss.clone().into_scalar::<f32>() as f64;
+        if !loss_value.is_finite() {
+            bar.abandon();
+            bail!(
+                "loss became {loss_value} at step {}; stopping (the last good checkpoint in {} is intact)",
+                step + 1,
+                plan.run_dir.display()
+            );
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        let grad_norm = clip::clip_global_norm(&model, &mut grads, tc.grad_clip);
+        let lr = lr_at(tc.lr, tc.warmup_steps, step);
+        model = optim.step(lr, model, grads);
+        if let Some(e) = ema_model.take() {
+            ema_model = Some(ema::update(e, &model.valid(), ema::decay_at(tc.ema_decay, tc.ema_warmup, step)));
+        }
+        losses.push(loss_value);
+        let done = step + 1;
+        smooth = Some(smooth.map_or(loss_value, |s| 0.95 * s + 0.05 * loss_value));
+        bar.set_message(format!("loss {:.4}", smooth.unwrap_or(loss_value)));
+        bar.set_position(done as u64);
+        if done % tc.log_every.max(1) == 0 || done == tc.steps {
+            let line = StepLog { step: done, loss: loss_value, lr, grad_norm, seconds: clock.elapsed().as_secs_f64() };
+            writeln!(metrics, "{}", serde_json::to_string(&line)?).with_context(|| metrics_path.display().to_string())?;
+            metrics.flush().ok();
+        }
+        if (tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0) || done == tc.steps {
+            last_ckpt = save(plan, opts, done, &model, ema_model.as_ref(), &optim)?;
+        }
+    }
+    bar.finish_and_clear();
+    Ok(Report {
+        losses,
+        first_step: start,
+        last_step: tc.steps,
+        seconds: clock.elapsed().as_secs_f64(),
+        checkpoint: last_ckpt,
+        model: model.valid(),
+    })
+}
+
+fn save(plan: &Plan, opts: &RunOptions, step: usize, model: &UNet, ema_model: Option<&UNet>, optim: &burn::optim::ModuleOptimizer) -> Result<PathBuf> {
+    let meta = CheckpointMeta {
+        format: FORMAT_VERSION,
+        step,
+        unet: plan.unet.clone(),
+        schedule: plan.schedule.clone(),
+        dataset: plan.dataset.name().to_string(),
+    };
+    let state = TrainerState { step, seed: plan.file.seed, backend: opts.backend.name().into() };
+    let mut files: Vec<(&str, Vec<u8>)> = vec![
+        (checkpoint::META_FILE, serde_json::to_vec_pretty(&meta)?),
+        (STATE_FILE, serde_json::to_vec_pretty(&state)?),
+        (CONFIG_FILE, effective_config(&plan.file)?.into_bytes()),
+        (MODEL_FILE, checkpoint::module_bytes(model.clone())?),
+        (OPTIM_FILE, optim.into_bytes().map_err(|e| anyhow::anyhow!("serialising the optimizer: {e}"))?.to_vec()),
+    ];
+    if let Some(e) = ema_model {
+        files.push((EMA_FILE, checkpoint::module_bytes(e.clone())?));
+    }
+    Ok(checkpoint::write_checkpoint(&plan.run_dir, step, &files, plan.file.train.keep_last)?)
+}
+
+/// The experiment as run (file plus command-line overrides), as TOML.
+pub fn effective_config(file: &TrainFile) -> Result<String> {
+    Ok(toml::to_string_pretty(file)?)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: damaged", path.display()))
+}
+
+/// Opens `metrics.jsonl` for appending, first dropping lines past `keep_up_to` (a resumed run
+/// rewrites the steps it repeats).
+fn open_metrics(path: &Path, keep_up_to: usize) -> Result<std::fs::File> {
+    let kept: Vec<String> = match std::fs::read_to_string(path) {
+        Ok(text) => text
+            .lines()
+            .filter(|l| serde_json::from_str::<StepLog>(l).map(|s| s.step <= keep_up_to).unwrap_or(false))
+            .map(String::from)
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    checkpoint::write_atomic(path, body.as_bytes())?;
+    std::fs::OpenOptions::new().append(true).open(path).with_context(|| path.display().to_string())
+}
