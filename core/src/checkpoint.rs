@@ -29,19 +29,37 @@ pub const MODEL_FILE: &str = "model.bpk";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ScheduleSpec {
-    Linear { timesteps: usize, beta_start: f64, beta_end: f64 },
-    Cosine { timesteps: usize, s: f64, max_beta: f64 },
+    Linear {
+        timesteps: usize,
+        beta_start: f64,
+        beta_end: f64,
+    },
+    Cosine {
+        timesteps: usize,
+        s: f64,
+        max_beta: f64,
+    },
 }
 
 impl ScheduleSpec {
     pub fn build(&self) -> Result<NoiseSchedule, CoreError> {
         match *self {
-            ScheduleSpec::Linear { timesteps, beta_start, beta_end } => {
-                NoiseSchedule::new(BetaSchedule::Linear { start: beta_start, end: beta_end }, timesteps)
-            }
-            ScheduleSpec::Cosine { timesteps, s, max_beta } => {
-                NoiseSchedule::new(BetaSchedule::Cosine { s, max_beta }, timesteps)
-            }
+            ScheduleSpec::Linear {
+                timesteps,
+                beta_start,
+                beta_end,
+            } => NoiseSchedule::new(
+                BetaSchedule::Linear {
+                    start: beta_start,
+                    end: beta_end,
+                },
+                timesteps,
+            ),
+            ScheduleSpec::Cosine {
+                timesteps,
+                s,
+                max_beta,
+            } => NoiseSchedule::new(BetaSchedule::Cosine { s, max_beta }, timesteps),
         }
     }
 }
@@ -78,7 +96,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
 
 /// Writes a complete checkpoint `run_dir/step-NNNNNNNN/` holding `files`, points `run_dir/latest`
 /// at it and removes all but the newest `keep_last` step directories (0 keeps all).
-pub fn write_checkpoint(run_dir: &Path, step: usize, files: &[(&str, Vec<u8>)], keep_last: usize) -> Result<PathBuf, CoreError> {
+pub fn write_checkpoint(
+    run_dir: &Path,
+    step: usize,
+    files: &[(&str, Vec<u8>)],
+    keep_last: usize,
+) -> Result<PathBuf, CoreError> {
     fs::create_dir_all(run_dir).map_err(|e| CoreError::io(run_dir, e))?;
     let name = step_dir_name(step);
     let tmp = run_dir.join(format!(".tmp-{name}-{}", std::process::id()));
@@ -130,23 +153,38 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
         if dir.join(META_FILE).is_file() {
             return Ok(dir);
         }
-        return Err(CoreError::checkpoint(&latest, format!("points at `{}`, which holds no {META_FILE}", name.trim())));
+        return Err(CoreError::checkpoint(
+            &latest,
+            format!("points at `{}`, which holds no {META_FILE}", name.trim()),
+        ));
     }
     if !path.exists() {
         return Err(CoreError::checkpoint(path, "no such directory"));
     }
-    Err(CoreError::checkpoint(path, format!("neither a run directory (no `latest`) nor a checkpoint (no {META_FILE})")))
+    Err(CoreError::checkpoint(
+        path,
+        format!("neither a run directory (no `latest`) nor a checkpoint (no {META_FILE})"),
+    ))
 }
 
 /// Reads the metadata of a resolved checkpoint directory.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
     let p = dir.join(META_FILE);
     let text = fs::read_to_string(&p).map_err(|e| CoreError::io(&p, e))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text).map_err(|e| CoreError::checkpoint(&p, format!("unreadable metadata: {e}")))?;
+    let meta: CheckpointMeta = serde_json::from_str(&text)
+        .map_err(|e| CoreError::checkpoint(&p, format!("unreadable metadata: {e}")))?;
     if meta.format != FORMAT_VERSION {
-        return Err(CoreError::checkpoint(&p, format!("format version {} (this build reads {FORMAT_VERSION})", meta.format)));
+        return Err(CoreError::checkpoint(
+            &p,
+            format!(
+                "format version {} (this build reads {FORMAT_VERSION})",
+                meta.format
+            ),
+        ));
     }
-    meta.unet.validate().map_err(|e| CoreError::checkpoint(&p, e.to_string()))?;
+    meta.unet
+        .validate()
+        .map_err(|e| CoreError::checkpoint(&p, e.to_string()))?;
     Ok(meta)
 }
 
@@ -165,7 +203,9 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, CoreError> {
     let bytes = fs::read(path).map_err(|e| CoreError::io(path, e))?;
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| CoreError::checkpoint(path, format!("damaged weights file: {e}")))?;
-    module.try_load_record(record).map_err(|e| CoreError::checkpoint(path, format!("weights do not fit the model: {e}")))
+    module
+        .try_load_record(record)
+        .map_err(|e| CoreError::checkpoint(path, format!("weights do not fit the model: {e}")))
 }
 
 /// Loads the U-Net of a resolved checkpoint directory on `device`.

@@ -28,7 +28,11 @@ impl Denoiser for GaussianDenoiser {
                 (1.0 - ab).sqrt() / (ab * self.std * self.std + 1.0 - ab)
             })
             .collect();
-        let shift: Vec<f64> = t.iter().map(|&i| self.alphas_cumprod[i].sqrt() * self.mean).collect();
-        (x_t - crate::diffusion::per_sample(&shift, &device)) * crate::diffusion::per_sample(&coef, &device)
+        let shift: Vec<f64> = t
+            .iter()
+            .map(|&i| self.alphas_cumprod[i].sqrt() * self.mean)
+            .collect();
+        (x_t - crate::diffusion::per_sample(&shift, &device))
+            * crate::diffusion::per_sample(&coef, &device)
     }
 }

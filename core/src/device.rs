@@ -62,7 +62,10 @@ impl std::str::FromStr for BackendKind {
             "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
             _ => Err(CoreError::Backend {
                 name: s.into(),
-                why: format!("unknown backend (expected one of {})", Self::NAMES.join(", ")),
+                why: format!(
+                    "unknown backend (expected one of {})",
+                    Self::NAMES.join(", ")
+                ),
             }),
         }
     }

@@ -23,7 +23,10 @@ pub fn q_sample(s: &NoiseSchedule, x0: Tensor<4>, t: &[usize], eps: Tensor<4>) -
     let device = x0.device();
     let ab: Vec<f64> = t.iter().map(|&i| s.alphas_cumprod[i]).collect();
     let a = per_sample(&ab.iter().map(|v| v.sqrt()).collect::<Vec<_>>(), &device);
-    let b = per_sample(&ab.iter().map(|v| (1.0 - v).sqrt()).collect::<Vec<_>>(), &device);
+    let b = per_sample(
+        &ab.iter().map(|v| (1.0 - v).sqrt()).collect::<Vec<_>>(),
+        &device,
+    );
     x0 * a + eps * b
 }
 
@@ -31,16 +34,37 @@ pub fn q_sample(s: &NoiseSchedule, x0: Tensor<4>, t: &[usize], eps: Tensor<4>) -
 /// ᾱ per sample.
 pub fn predict_x0(x_t: Tensor<4>, eps: Tensor<4>, alpha_bar: &[f64]) -> Tensor<4> {
     let device = x_t.device();
-    let inv = per_sample(&alpha_bar.iter().map(|a| 1.0 / a.sqrt()).collect::<Vec<_>>(), &device);
-    let c = per_sample(&alpha_bar.iter().map(|a| (1.0 / a - 1.0).sqrt()).collect::<Vec<_>>(), &device);
+    let inv = per_sample(
+        &alpha_bar.iter().map(|a| 1.0 / a.sqrt()).collect::<Vec<_>>(),
+        &device,
+    );
+    let c = per_sample(
+        &alpha_bar
+            .iter()
+            .map(|a| (1.0 / a - 1.0).sqrt())
+            .collect::<Vec<_>>(),
+        &device,
+    );
     x_t * inv - eps * c
 }
 
 /// The inverse of [`predict_x0`]: ε = (x_t − √ᾱ x̂_0) / √(1 − ᾱ).
 pub fn eps_from_x0(x_t: Tensor<4>, x0: Tensor<4>, alpha_bar: &[f64]) -> Tensor<4> {
     let device = x_t.device();
-    let inv = per_sample(&alpha_bar.iter().map(|a| 1.0 / (1.0 - a).sqrt()).collect::<Vec<_>>(), &device);
-    let c = per_sample(&alpha_bar.iter().map(|a| (a / (1.0 - a)).sqrt()).collect::<Vec<_>>(), &device);
+    let inv = per_sample(
+        &alpha_bar
+            .iter()
+            .map(|a| 1.0 / (1.0 - a).sqrt())
+            .collect::<Vec<_>>(),
+        &device,
+    );
+    let c = per_sample(
+        &alpha_bar
+            .iter()
+            .map(|a| (a / (1.0 - a)).sqrt())
+            .collect::<Vec<_>>(),
+        &device,
+    );
     x_t * inv - x0 * c
 }
 
@@ -93,15 +117,26 @@ mod tests {
     fn x0_and_eps_are_inverse_and_q_sample_consistent() {
         let dev = Device::flex();
         let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
-        let x0 = Tensor::<4>::from_data(TensorData::new(vec![0.5f32, -0.25, 1.0, 0.0], [2, 1, 1, 2]), &dev);
-        let eps = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 2.0, -1.0, 0.3], [2, 1, 1, 2]), &dev);
+        let x0 = Tensor::<4>::from_data(
+            TensorData::new(vec![0.5f32, -0.25, 1.0, 0.0], [2, 1, 1, 2]),
+            &dev,
+        );
+        let eps = Tensor::<4>::from_data(
+            TensorData::new(vec![1.0f32, 2.0, -1.0, 0.3], [2, 1, 1, 2]),
+            &dev,
+        );
         let t = [10usize, 700];
         let xt = q_sample(&s, x0.clone(), &t, eps.clone());
         let ab: Vec<f64> = t.iter().map(|&i| s.alphas_cumprod[i]).collect();
         let x0_hat = predict_x0(xt.clone(), eps.clone(), &ab);
-        x0_hat.into_data().assert_approx_eq::<f32>(&x0.clone().into_data(), burn::tensor::Tolerance::absolute(1e-4));
+        x0_hat.into_data().assert_approx_eq::<f32>(
+            &x0.clone().into_data(),
+            burn::tensor::Tolerance::absolute(1e-4),
+        );
         let eps_hat = eps_from_x0(xt, x0, &ab);
-        eps_hat.into_data().assert_approx_eq::<f32>(&eps.into_data(), burn::tensor::Tolerance::absolute(1e-4));
+        eps_hat
+            .into_data()
+            .assert_approx_eq::<f32>(&eps.into_data(), burn::tensor::Tolerance::absolute(1e-4));
     }
 
     #[test]

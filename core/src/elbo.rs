@@ -7,7 +7,7 @@
 use burn::prelude::*;
 
 use crate::denoiser::Denoiser;
-use crate::diffusion::{predict_x0, q_sample, Transition};
+use crate::diffusion::{Transition, predict_x0, q_sample};
 use crate::loss::{discretized_gaussian_log_likelihood, mean_per_sample, normal_kl};
 use crate::rng::Rng;
 use crate::schedule::NoiseSchedule;
@@ -25,7 +25,9 @@ impl ModelVariance {
     /// log σ_t².
     pub fn log_variance(self, s: &NoiseSchedule, t: usize) -> f64 {
         match (self, t) {
-            (ModelVariance::Small, _) | (ModelVariance::Large, 0) => s.posterior_log_variance_clipped[t],
+            (ModelVariance::Small, _) | (ModelVariance::Large, 0) => {
+                s.posterior_log_variance_clipped[t]
+            }
             (ModelVariance::Large, _) => s.betas[t].ln(),
         }
     }
@@ -37,7 +39,9 @@ impl std::str::FromStr for ModelVariance {
         match v {
             "small" => Ok(ModelVariance::Small),
             "large" => Ok(ModelVariance::Large),
-            _ => Err(crate::CoreError::InvalidConfig(format!("unknown variance `{v}` (expected small or large)"))),
+            _ => Err(crate::CoreError::InvalidConfig(format!(
+                "unknown variance `{v}` (expected small or large)"
+            ))),
         }
     }
 }
@@ -57,7 +61,9 @@ impl ElboTerms {
     /// The total bound per image, in bits/dim.
     pub fn total(&self) -> Vec<f64> {
         (0..self.prior.len())
-            .map(|i| self.prior[i] + self.decoder[i] + self.kl.iter().skip(1).map(|k| k[i]).sum::<f64>())
+            .map(|i| {
+                self.prior[i] + self.decoder[i] + self.kl.iter().skip(1).map(|k| k[i]).sum::<f64>()
+            })
             .collect()
     }
 }
@@ -87,7 +93,12 @@ pub fn elbo_bpd(
     // L_T: q(x_T | x_0) = N(√ᾱ_T x_0, (1 − ᾱ_T) I) against N(0, I).
     let ab_last = s.alphas_cumprod[big_t - 1];
     let prior_mean = x0.clone().mul_scalar(ab_last.sqrt());
-    let prior = normal_kl(prior_mean.clone(), (1.0 - ab_last).ln(), prior_mean.zeros_like(), 0.0);
+    let prior = normal_kl(
+        prior_mean.clone(),
+        (1.0 - ab_last).ln(),
+        prior_mean.zeros_like(),
+        0.0,
+    );
     let prior = to_vec(mean_per_sample(prior).div_scalar(ln2));
 
     let mut kl = vec![Vec::new(); big_t];
@@ -105,11 +116,17 @@ pub fn elbo_bpd(
         let model_mean = tr.posterior_mean(x_t.clone(), x0_hat).detach();
         let model_logvar = variance.log_variance(s, t);
         if t == 0 {
-            let ll = discretized_gaussian_log_likelihood(x0.clone(), model_mean, 0.5 * model_logvar);
+            let ll =
+                discretized_gaussian_log_likelihood(x0.clone(), model_mean, 0.5 * model_logvar);
             decoder = to_vec(mean_per_sample(ll).div_scalar(-ln2));
         } else {
             let true_mean = tr.posterior_mean(x_t, x0.clone());
-            let term = normal_kl(true_mean, s.posterior_log_variance_clipped[t], model_mean, model_logvar);
+            let term = normal_kl(
+                true_mean,
+                s.posterior_log_variance_clipped[t],
+                model_mean,
+                model_logvar,
+            );
             kl[t] = to_vec(mean_per_sample(term).div_scalar(ln2));
         }
         on_step(t);

@@ -26,9 +26,15 @@ pub enum CoreError {
 
 impl CoreError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CoreError::Io { path: path.into(), source }
+        CoreError::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub(crate) fn checkpoint(path: impl Into<PathBuf>, why: impl Into<String>) -> Self {
-        CoreError::Checkpoint { path: path.into(), why: why.into() }
+        CoreError::Checkpoint {
+            path: path.into(),
+            why: why.into(),
+        }
     }
 }

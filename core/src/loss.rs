@@ -8,7 +8,13 @@ use crate::schedule::NoiseSchedule;
 
 /// L_simple = E‖ε − ε_θ(√ᾱ_t x_0 + √(1 − ᾱ_t) ε, t)‖²   (DDPM eq. 14), averaged over the batch and
 /// pixels. `t` and `eps` are drawn by the caller (one t per sample).
-pub fn l_simple(model: &dyn Denoiser, s: &NoiseSchedule, x0: Tensor<4>, t: &[usize], eps: Tensor<4>) -> Tensor<1> {
+pub fn l_simple(
+    model: &dyn Denoiser,
+    s: &NoiseSchedule,
+    x0: Tensor<4>,
+    t: &[usize],
+    eps: Tensor<4>,
+) -> Tensor<1> {
     let x_t = q_sample(s, x0, t, eps.clone());
     let pred = model.eps(x_t, t);
     (pred - eps).square().mean()
@@ -24,18 +30,28 @@ pub fn mean_per_sample(x: Tensor<4>) -> Tensor<1> {
 /// ½(−1 + lv₂ − lv₁ + e^{lv₁−lv₂} + (μ₁ − μ₂)² e^{−lv₂}).
 pub fn normal_kl(mean1: Tensor<4>, logvar1: f64, mean2: Tensor<4>, logvar2: f64) -> Tensor<4> {
     let constant = 0.5 * (-1.0 + logvar2 - logvar1 + (logvar1 - logvar2).exp());
-    (mean1 - mean2).square().mul_scalar(0.5 * (-logvar2).exp()).add_scalar(constant)
+    (mean1 - mean2)
+        .square()
+        .mul_scalar(0.5 * (-logvar2).exp())
+        .add_scalar(constant)
 }
 
 /// Standard normal CDF Φ(z) = ½(1 + erf(z/√2)).
 fn std_normal_cdf(z: Tensor<4>) -> Tensor<4> {
-    z.mul_scalar(std::f64::consts::FRAC_1_SQRT_2).erf().add_scalar(1.0).mul_scalar(0.5)
+    z.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)
+        .erf()
+        .add_scalar(1.0)
+        .mul_scalar(0.5)
 }
 
 /// log p(x | μ, σ) of the discretized Gaussian decoder for 8-bit data scaled to [−1, 1]
 /// (DDPM eq. 13): bins of width 2/255 around each value, the edge bins open to ±∞.
 /// `log_scale` is log σ. Probabilities are floored at 1e-12 as in the official code.
-pub fn discretized_gaussian_log_likelihood(x: Tensor<4>, means: Tensor<4>, log_scale: f64) -> Tensor<4> {
+pub fn discretized_gaussian_log_likelihood(
+    x: Tensor<4>,
+    means: Tensor<4>,
+    log_scale: f64,
+) -> Tensor<4> {
     let inv_std = (-log_scale).exp();
     let centered = x.clone() - means;
     let plus_in = centered.clone().add_scalar(1.0 / 255.0).mul_scalar(inv_std);

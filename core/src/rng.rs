@@ -24,7 +24,14 @@ impl Rng {
     /// A generator seeded from one number.
     pub fn new(seed: u64) -> Self {
         let mut x = seed;
-        Self { s: [splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x), splitmix64(&mut x)] }
+        Self {
+            s: [
+                splitmix64(&mut x),
+                splitmix64(&mut x),
+                splitmix64(&mut x),
+                splitmix64(&mut x),
+            ],
+        }
     }
 
     /// An independent stream derived from this seed and a label (e.g. the step number).
@@ -88,6 +95,14 @@ impl Rng {
     }
 }
 
+/// burn's device RNG (parameter initialisation, dropout masks) is global to the process: two
+/// runs in one process that seed it and draw from it concurrently interleave their draws. Hold
+/// this lock from `device.seed(..)` until the draws are made to keep each run reproducible.
+pub fn device_rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,7 +129,10 @@ mod tests {
         for _ in 0..50_000 {
             counts[r.below(5)] += 1;
         }
-        assert!(counts.iter().all(|c| (*c as f64 - 10_000.0).abs() < 500.0), "{counts:?}");
+        assert!(
+            counts.iter().all(|c| (*c as f64 - 10_000.0).abs() < 500.0),
+            "{counts:?}"
+        );
         let mut p = r.permutation(100);
         p.sort();
         assert_eq!(p, (0..100).collect::<Vec<_>>());

@@ -17,11 +17,17 @@ pub enum BetaSchedule {
 impl BetaSchedule {
     /// The DDPM paper's linear schedule, β from 1e-4 to 0.02.
     pub fn ddpm_linear() -> Self {
-        BetaSchedule::Linear { start: 1e-4, end: 0.02 }
+        BetaSchedule::Linear {
+            start: 1e-4,
+            end: 0.02,
+        }
     }
     /// The iDDPM cosine schedule, s = 0.008, β clipped at 0.999.
     pub fn iddpm_cosine() -> Self {
-        BetaSchedule::Cosine { s: 0.008, max_beta: 0.999 }
+        BetaSchedule::Cosine {
+            s: 0.008,
+            max_beta: 0.999,
+        }
     }
 }
 
@@ -49,7 +55,9 @@ impl NoiseSchedule {
     /// Builds a schedule of `steps` steps. Errors on T < 2 or β outside (0, 1).
     pub fn new(kind: BetaSchedule, steps: usize) -> Result<Self, CoreError> {
         if steps < 2 {
-            return Err(CoreError::InvalidConfig(format!("timesteps must be at least 2, got {steps}")));
+            return Err(CoreError::InvalidConfig(format!(
+                "timesteps must be at least 2, got {steps}"
+            )));
         }
         let betas: Vec<f64> = match kind {
             BetaSchedule::Linear { start, end } => (0..steps)
@@ -57,7 +65,11 @@ impl NoiseSchedule {
                 .collect(),
             BetaSchedule::Cosine { s, max_beta } => {
                 // Float division: t / T must not be integer division (every β but the last would be 0).
-                let f = |t: f64| (((t / steps as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |t: f64| {
+                    (((t / steps as f64) + s) / (1.0 + s) * std::f64::consts::FRAC_PI_2)
+                        .cos()
+                        .powi(2)
+                };
                 (0..steps)
                     .map(|i| (1.0 - f((i + 1) as f64) / f(i as f64)).min(max_beta))
                     .collect()
@@ -67,8 +79,14 @@ impl NoiseSchedule {
     }
 
     fn from_betas(kind: BetaSchedule, betas: Vec<f64>) -> Result<Self, CoreError> {
-        if let Some((t, b)) = betas.iter().enumerate().find(|(_, b)| !(**b > 0.0 && **b < 1.0)) {
-            return Err(CoreError::InvalidConfig(format!("beta_{t} = {b} is outside (0, 1)")));
+        if let Some((t, b)) = betas
+            .iter()
+            .enumerate()
+            .find(|(_, b)| !(**b > 0.0 && **b < 1.0))
+        {
+            return Err(CoreError::InvalidConfig(format!(
+                "beta_{t} = {b} is outside (0, 1)"
+            )));
         }
         let n = betas.len();
         let mut alphas_cumprod = Vec::with_capacity(n);
@@ -77,8 +95,9 @@ impl NoiseSchedule {
             acc *= 1.0 - b;
             alphas_cumprod.push(acc);
         }
-        let alphas_cumprod_prev: Vec<f64> =
-            std::iter::once(1.0).chain(alphas_cumprod[..n - 1].iter().copied()).collect();
+        let alphas_cumprod_prev: Vec<f64> = std::iter::once(1.0)
+            .chain(alphas_cumprod[..n - 1].iter().copied())
+            .collect();
         let mut posterior_variance = Vec::with_capacity(n);
         let mut coef1 = Vec::with_capacity(n);
         let mut coef2 = Vec::with_capacity(n);
@@ -140,7 +159,11 @@ impl std::str::FromStr for Spacing {
 }
 
 /// The `n` training timesteps visited by a sampler, in descending order.
-pub fn inference_timesteps(train_steps: usize, n: usize, spacing: Spacing) -> Result<Vec<usize>, CoreError> {
+pub fn inference_timesteps(
+    train_steps: usize,
+    n: usize,
+    spacing: Spacing,
+) -> Result<Vec<usize>, CoreError> {
     if n == 0 || n > train_steps {
         return Err(CoreError::InvalidConfig(format!(
             "number of sampling steps must be in 1..={train_steps}, got {n}"
@@ -154,14 +177,18 @@ pub fn inference_timesteps(train_steps: usize, n: usize, spacing: Spacing) -> Re
         }
         Spacing::Trailing => {
             let r = t_max / n as f64;
-            (0..n).map(|i| ((t_max - i as f64 * r).round() as usize).saturating_sub(1)).collect()
+            (0..n)
+                .map(|i| ((t_max - i as f64 * r).round() as usize).saturating_sub(1))
+                .collect()
         }
         Spacing::Linspace => {
             if n == 1 {
                 vec![train_steps - 1]
             } else {
                 (0..n)
-                    .map(|i| ((train_steps - 1) as f64 * i as f64 / (n - 1) as f64).round() as usize)
+                    .map(|i| {
+                        ((train_steps - 1) as f64 * i as f64 / (n - 1) as f64).round() as usize
+                    })
                     .rev()
                     .collect()
             }
@@ -187,25 +214,55 @@ mod tests {
     #[test]
     fn cosine_has_no_integer_division_bug() {
         let s = NoiseSchedule::new(BetaSchedule::iddpm_cosine(), 50).unwrap();
-        assert!(s.betas.iter().all(|b| *b > 1e-5), "every beta must be positive");
-        assert!((s.betas[49] - 0.999).abs() < 1e-12, "last beta is clipped at 0.999");
+        assert!(
+            s.betas.iter().all(|b| *b > 1e-5),
+            "every beta must be positive"
+        );
+        assert!(
+            (s.betas[49] - 0.999).abs() < 1e-12,
+            "last beta is clipped at 0.999"
+        );
     }
 
     #[test]
     fn rejects_bad_schedules() {
         assert!(NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1).is_err());
-        assert!(NoiseSchedule::new(BetaSchedule::Linear { start: 0.0, end: 0.02 }, 10).is_err());
+        assert!(
+            NoiseSchedule::new(
+                BetaSchedule::Linear {
+                    start: 0.0,
+                    end: 0.02
+                },
+                10
+            )
+            .is_err()
+        );
         assert!(inference_timesteps(10, 11, Spacing::Leading).is_err());
         assert!(inference_timesteps(10, 0, Spacing::Leading).is_err());
     }
 
     #[test]
     fn spacings_match_diffusers() {
-        assert_eq!(inference_timesteps(1000, 10, Spacing::Leading).unwrap()[..3], [900, 800, 700]);
-        assert_eq!(inference_timesteps(1000, 10, Spacing::Trailing).unwrap()[..3], [999, 899, 799]);
-        assert_eq!(*inference_timesteps(1000, 10, Spacing::Trailing).unwrap().last().unwrap(), 99);
+        assert_eq!(
+            inference_timesteps(1000, 10, Spacing::Leading).unwrap()[..3],
+            [900, 800, 700]
+        );
+        assert_eq!(
+            inference_timesteps(1000, 10, Spacing::Trailing).unwrap()[..3],
+            [999, 899, 799]
+        );
+        assert_eq!(
+            *inference_timesteps(1000, 10, Spacing::Trailing)
+                .unwrap()
+                .last()
+                .unwrap(),
+            99
+        );
         let l = inference_timesteps(1000, 4, Spacing::Linspace).unwrap();
         assert_eq!(l, [999, 666, 333, 0]);
-        assert_eq!(inference_timesteps(20, 20, Spacing::Leading).unwrap(), (0..20).rev().collect::<Vec<_>>());
+        assert_eq!(
+            inference_timesteps(20, 20, Spacing::Leading).unwrap(),
+            (0..20).rev().collect::<Vec<_>>()
+        );
     }
 }

@@ -24,13 +24,23 @@ fn decoder_nll(x: f64, m: f64, log_scale: f64) -> f64 {
     let inv = (-log_scale).exp();
     let hi = cdf(inv * (x - m + 1.0 / 255.0));
     let lo = cdf(inv * (x - m - 1.0 / 255.0));
-    let p = if x < -0.999 { hi } else if x > 0.999 { 1.0 - lo } else { hi - lo };
+    let p = if x < -0.999 {
+        hi
+    } else if x > 0.999 {
+        1.0 - lo
+    } else {
+        hi - lo
+    };
     -p.max(1e-12).ln()
 }
 
 fn setup(big_t: usize) -> (NoiseSchedule, GaussianDenoiser) {
     let s = NoiseSchedule::new(BetaSchedule::iddpm_cosine(), big_t).unwrap();
-    let d = GaussianDenoiser { mean: MU, std: STD, alphas_cumprod: s.alphas_cumprod.clone() };
+    let d = GaussianDenoiser {
+        mean: MU,
+        std: STD,
+        alphas_cumprod: s.alphas_cumprod.clone(),
+    };
     (s, d)
 }
 
@@ -54,16 +64,36 @@ fn every_term_matches_a_hand_computation() {
     let x0v = data(b, n, 3);
     let x0 = Tensor::<4>::from_data(TensorData::new(x0v.clone(), [b, 1, 4, 4]), &dev);
     for variance in [ModelVariance::Small, ModelVariance::Large] {
-        let terms = elbo_bpd(&den, &s, x0.clone(), variance, false, &mut Rng::new(11), |_| {});
+        let terms = elbo_bpd(
+            &den,
+            &s,
+            x0.clone(),
+            variance,
+            false,
+            &mut Rng::new(11),
+            |_| {},
+        );
         // Replay the same noise, in the documented order t = T−1, …, 0.
         let mut rng = Rng::new(11);
         let ln2 = std::f64::consts::LN_2;
         let ab_t = s.alphas_cumprod[big_t - 1];
         for i in 0..b {
             let prior: f64 = (0..n)
-                .map(|j| gauss_kl(ab_t.sqrt() * x0v[i * n + j] as f64, (1.0 - ab_t).ln(), 0.0, 0.0))
-                .sum::<f64>() / n as f64 / ln2;
-            assert!((terms.prior[i] - prior).abs() < 1e-5 * (1.0 + prior), "prior {i}");
+                .map(|j| {
+                    gauss_kl(
+                        ab_t.sqrt() * x0v[i * n + j] as f64,
+                        (1.0 - ab_t).ln(),
+                        0.0,
+                        0.0,
+                    )
+                })
+                .sum::<f64>()
+                / n as f64
+                / ln2;
+            assert!(
+                (terms.prior[i] - prior).abs() < 1e-5 * (1.0 + prior),
+                "prior {i}"
+            );
         }
         for t in (0..big_t).rev() {
             let eps = rng.normals(b * n);
@@ -79,18 +109,31 @@ fn every_term_matches_a_hand_computation() {
                 for j in 0..n {
                     let x = x0v[i * n + j] as f64;
                     let xt = ab.sqrt() * x + (1.0 - ab).sqrt() * eps[i * n + j] as f64;
-                    let eps_star = (1.0 - ab).sqrt() * (xt - ab.sqrt() * MU) / (ab * STD * STD + 1.0 - ab);
+                    let eps_star =
+                        (1.0 - ab).sqrt() * (xt - ab.sqrt() * MU) / (ab * STD * STD + 1.0 - ab);
                     let x0_hat = (xt - (1.0 - ab).sqrt() * eps_star) / ab.sqrt();
                     let m_model = c1 * x0_hat + c2 * xt;
                     acc += if t == 0 {
                         decoder_nll(x, m_model, 0.5 * lv_model)
                     } else {
-                        gauss_kl(c1 * x + c2 * xt, s.posterior_log_variance_clipped[t], m_model, lv_model)
+                        gauss_kl(
+                            c1 * x + c2 * xt,
+                            s.posterior_log_variance_clipped[t],
+                            m_model,
+                            lv_model,
+                        )
                     };
                 }
                 let want = acc / n as f64 / ln2;
-                let got = if t == 0 { terms.decoder[i] } else { terms.kl[t][i] };
-                assert!((got - want).abs() < 2e-4 * (1.0 + want.abs()), "{variance:?} t={t} image {i}: got {got} want {want}");
+                let got = if t == 0 {
+                    terms.decoder[i]
+                } else {
+                    terms.kl[t][i]
+                };
+                assert!(
+                    (got - want).abs() < 2e-4 * (1.0 + want.abs()),
+                    "{variance:?} t={t} image {i}: got {got} want {want}"
+                );
             }
         }
         let total = terms.total();
@@ -107,9 +150,21 @@ fn expected_kl_terms_match_their_closed_form() {
     let (s, den) = setup(big_t);
     let dev = Device::flex();
     let mut r = Rng::new(5);
-    let x0v: Vec<f32> = r.normals(b * n).into_iter().map(|z| (MU + STD * z as f64) as f32).collect();
+    let x0v: Vec<f32> = r
+        .normals(b * n)
+        .into_iter()
+        .map(|z| (MU + STD * z as f64) as f32)
+        .collect();
     let x0 = Tensor::<4>::from_data(TensorData::new(x0v, [b, 1, 16, 16]), &dev);
-    let terms = elbo_bpd(&den, &s, x0, ModelVariance::Small, false, &mut Rng::new(9), |_| {});
+    let terms = elbo_bpd(
+        &den,
+        &s,
+        x0,
+        ModelVariance::Small,
+        false,
+        &mut Rng::new(9),
+        |_| {},
+    );
     for t in 1..big_t {
         let (ab, abp, beta) = (s.alphas_cumprod[t], s.alphas_cumprod_prev[t], s.betas[t]);
         let c1 = beta * abp.sqrt() / (1.0 - ab);
@@ -118,6 +173,9 @@ fn expected_kl_terms_match_their_closed_form() {
         let want = 0.5 * (-lv).exp() * c1 * c1 * var_post / std::f64::consts::LN_2;
         let got = terms.kl[t].iter().sum::<f64>() / b as f64;
         // 4096 draws of a scaled χ²₁: relative standard error √(2/4096) ≈ 2.2 %; allow 4.5 σ.
-        assert!((got - want).abs() < 0.1 * want, "t={t}: got {got} want {want}");
+        assert!(
+            (got - want).abs() < 0.1 * want,
+            "t={t}: got {got} want {want}"
+        );
     }
 }

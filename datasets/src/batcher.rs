@@ -17,9 +17,16 @@ pub struct ImageItem {
 impl Dataset<ImageItem, DataError> for ImageSet {
     fn get(&self, index: usize) -> Result<ImageItem, DataError> {
         if index >= self.len() {
-            return Err(DataError::Index { index, len: self.len() });
+            return Err(DataError::Index {
+                index,
+                len: self.len(),
+            });
         }
-        Ok(ImageItem { shape: self.shape, pixels: self.image(index).to_vec(), label: self.labels[index] })
+        Ok(ImageItem {
+            shape: self.shape,
+            pixels: self.image(index).to_vec(),
+            label: self.labels[index],
+        })
     }
     fn len(&self) -> usize {
         self.labels.len()
@@ -40,7 +47,12 @@ pub struct ImageBatcher;
 
 impl ImageBatcher {
     /// Like [`Batcher::batch`], mirroring the items whose `flips` entry is true.
-    pub fn batch_with_flips(&self, items: Vec<ImageItem>, flips: &[bool], device: &Device) -> ImageBatch {
+    pub fn batch_with_flips(
+        &self,
+        items: Vec<ImageItem>,
+        flips: &[bool],
+        device: &Device,
+    ) -> ImageBatch {
         let b = items.len();
         let [c, h, w] = items.first().map_or([1, 1, 1], |i| i.shape);
         let mut data = Vec::with_capacity(b * c * h * w);
@@ -75,7 +87,11 @@ mod tests {
 
     #[test]
     fn scales_to_unit_interval_and_flips() {
-        let set = ImageSet { shape: [1, 1, 3], pixels: vec![0, 255, 51, 255, 0, 0], labels: vec![4, 2] };
+        let set = ImageSet {
+            shape: [1, 1, 3],
+            pixels: vec![0, 255, 51, 255, 0, 0],
+            labels: vec![4, 2],
+        };
         assert_eq!(set.len(), 2);
         assert!(set.get(2).is_err());
         let items = vec![set.get(0).unwrap(), set.get(1).unwrap()];
@@ -83,8 +99,16 @@ mod tests {
         let b = ImageBatcher.batch_with_flips(items.clone(), &[false, true], &dev);
         let v: Vec<f32> = b.images.into_data().iter::<f32>().collect();
         let want = [-1.0, 1.0, 51.0 / 127.5 - 1.0, -1.0, -1.0, 1.0];
-        assert!(v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6), "{v:?}");
-        let l: Vec<i64> = ImageBatcher.batch(items, &dev).labels.into_data().iter::<i64>().collect();
+        assert!(
+            v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6),
+            "{v:?}"
+        );
+        let l: Vec<i64> = ImageBatcher
+            .batch(items, &dev)
+            .labels
+            .into_data()
+            .iter::<i64>()
+            .collect();
         assert_eq!(l, vec![4, 2]);
     }
 }

@@ -13,7 +13,10 @@ pub fn parse_cifar(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>), Data
     if bytes.is_empty() || bytes.len() % RECORD != 0 {
         return Err(DataError::format(
             path,
-            format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)", bytes.len()),
+            format!(
+                "{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records (truncated?)",
+                bytes.len()
+            ),
         ));
     }
     let n = bytes.len() / RECORD;
@@ -21,7 +24,10 @@ pub fn parse_cifar(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>), Data
     let mut labels = Vec::with_capacity(n);
     for (i, rec) in bytes.chunks_exact(RECORD).enumerate() {
         if rec[0] >= 10 {
-            return Err(DataError::format(path, format!("record {i} has label {}, expected 0..9", rec[0])));
+            return Err(DataError::format(
+                path,
+                format!("record {i} has label {}, expected 0..9", rec[0]),
+            ));
         }
         labels.push(rec[0]);
         pixels.extend_from_slice(&rec[1..]);
@@ -43,9 +49,16 @@ mod tests {
         assert_eq!(lb, vec![3, 1]);
         assert_eq!(px.len(), 2 * 3072);
         assert_eq!(px[3072], 4);
-        let e = parse_cifar(&b[..b.len() - 1], Path::new("b.bin")).unwrap_err().to_string();
+        let e = parse_cifar(&b[..b.len() - 1], Path::new("b.bin"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("b.bin") && e.contains("truncated"), "{e}");
         b[0] = 10;
-        assert!(parse_cifar(&b, Path::new("b.bin")).unwrap_err().to_string().contains("label 10"));
+        assert!(
+            parse_cifar(&b, Path::new("b.bin"))
+                .unwrap_err()
+                .to_string()
+                .contains("label 10")
+        );
     }
 }

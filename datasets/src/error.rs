@@ -24,6 +24,9 @@ pub enum DataError {
 
 impl DataError {
     pub(crate) fn format(path: impl Into<PathBuf>, why: impl Into<String>) -> Self {
-        DataError::Format { path: path.into(), why: why.into() }
+        DataError::Format {
+            path: path.into(),
+            why: why.into(),
+        }
     }
 }

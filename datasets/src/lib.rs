@@ -7,7 +7,9 @@
 
 pub mod batcher;
 pub mod cifar;
+pub mod download;
 pub mod error;
+pub mod folder;
 pub mod idx;
 pub mod read;
 
@@ -22,6 +24,10 @@ pub enum DatasetKind {
     Mnist,
     FashionMnist,
     Cifar10,
+    /// A folder of PNG images (see [`folder`]), converted to `channels` channels.
+    Folder {
+        channels: usize,
+    },
 }
 
 impl DatasetKind {
@@ -31,14 +37,16 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::FashionMnist => "fashion-mnist",
             DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Folder { .. } => "folder",
         }
     }
 
-    /// (channels, height, width) of one image.
-    pub fn shape(self) -> [usize; 3] {
+    /// (channels, height, width) of one image, where the format fixes it.
+    pub fn shape(self) -> Option<[usize; 3]> {
         match self {
-            DatasetKind::Mnist | DatasetKind::FashionMnist => [1, 28, 28],
-            DatasetKind::Cifar10 => [3, 32, 32],
+            DatasetKind::Mnist | DatasetKind::FashionMnist => Some([1, 28, 28]),
+            DatasetKind::Cifar10 => Some([3, 32, 32]),
+            DatasetKind::Folder { .. } => None,
         }
     }
 }
@@ -50,7 +58,10 @@ impl std::str::FromStr for DatasetKind {
             "mnist" => Ok(DatasetKind::Mnist),
             "fashion-mnist" | "fashion_mnist" => Ok(DatasetKind::FashionMnist),
             "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
-            _ => Err(format!("unknown dataset `{s}` (expected mnist, fashion-mnist or cifar10)")),
+            "folder" => Ok(DatasetKind::Folder { channels: 3 }),
+            _ => Err(format!(
+                "unknown dataset `{s}` (expected mnist, fashion-mnist, cifar10 or folder)"
+            )),
         }
     }
 }
@@ -101,11 +112,20 @@ impl ImageSet {
 /// (`data/<name>`, MNIST only).
 pub fn resolve_dir(kind: DatasetKind, explicit: Option<&Path>) -> Result<PathBuf, DataError> {
     let mut tried = Vec::new();
+    if let (DatasetKind::Folder { .. }, None) = (kind, explicit) {
+        return Err(DataError::NotFound {
+            what: "a folder dataset needs `[data] dir`".into(),
+            tried: "-".into(),
+        });
+    }
     if let Some(dir) = explicit {
         if dir.is_dir() {
             return Ok(dir.to_path_buf());
         }
-        return Err(DataError::NotFound { what: format!("{} data directory", kind.name()), tried: dir.display().to_string() });
+        return Err(DataError::NotFound {
+            what: format!("{} data directory", kind.name()),
+            tried: dir.display().to_string(),
+        });
     }
     if let Some(root) = std::env::var_os("TWEEDIE_DATA") {
         let d = Path::new(&root).join(kind.name());
@@ -114,7 +134,10 @@ pub fn resolve_dir(kind: DatasetKind, explicit: Option<&Path>) -> Result<PathBuf
         }
         tried.push(d.display().to_string());
     }
-    for base in [PathBuf::from("data"), Path::new(env!("CARGO_MANIFEST_DIR")).join("../data")] {
+    for base in [
+        PathBuf::from("data"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../data"),
+    ] {
         let d = base.join(kind.name());
         if d.is_dir() {
             return Ok(d);
@@ -122,8 +145,24 @@ pub fn resolve_dir(kind: DatasetKind, explicit: Option<&Path>) -> Result<PathBuf
         tried.push(d.display().to_string());
     }
     Err(DataError::NotFound {
-        what: format!("{} data (set `data.dir` in the config or TWEEDIE_DATA)", kind.name()),
+        what: format!(
+            "{} data (set `data.dir` in the config or TWEEDIE_DATA)",
+            kind.name()
+        ),
         tried: tried.join(", "),
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary sibling and a rename (no half-written files).
+pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).map_err(|e| DataError::Io {
+        path: tmp.clone(),
+        source: e,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|e| DataError::Io {
+        path: path.into(),
+        source: e,
     })
 }
 
@@ -139,16 +178,45 @@ fn find_file(dir: &Path, names: &[&str]) -> Result<PathBuf, DataError> {
             tried.push(p.display().to_string());
         }
     }
-    Err(DataError::NotFound { what: names.join(" or "), tried: tried.join(", ") })
+    Err(DataError::NotFound {
+        what: names.join(" or "),
+        tried: tried.join(", "),
+    })
 }
 
-/// Loads a split of a dataset from `dir` (see [`resolve_dir`]).
+/// Loads a split of a dataset from `dir` (see [`resolve_dir`]). A folder dataset has one split:
+/// `dir` itself for training, `dir/test` (if present, else `dir`) for testing.
 pub fn load(kind: DatasetKind, split: Split, dir: &Path) -> Result<ImageSet, DataError> {
     match kind {
+        DatasetKind::Folder { channels } => {
+            let test = dir.join("test");
+            let d = if split == Split::Test && test.is_dir() {
+                test
+            } else {
+                dir.to_path_buf()
+            };
+            folder::load_folder(&d, channels)
+        }
         DatasetKind::Mnist | DatasetKind::FashionMnist => {
-            let prefix = if split == Split::Train { "train" } else { "t10k" };
-            let ip = find_file(dir, &[&format!("{prefix}-images-idx3-ubyte"), &format!("{prefix}-images.idx3-ubyte")])?;
-            let lp = find_file(dir, &[&format!("{prefix}-labels-idx1-ubyte"), &format!("{prefix}-labels.idx1-ubyte")])?;
+            let prefix = if split == Split::Train {
+                "train"
+            } else {
+                "t10k"
+            };
+            let ip = find_file(
+                dir,
+                &[
+                    &format!("{prefix}-images-idx3-ubyte"),
+                    &format!("{prefix}-images.idx3-ubyte"),
+                ],
+            )?;
+            let lp = find_file(
+                dir,
+                &[
+                    &format!("{prefix}-labels-idx1-ubyte"),
+                    &format!("{prefix}-labels.idx1-ubyte"),
+                ],
+            )?;
             load_idx_pair(&ip, &lp)
         }
         DatasetKind::Cifar10 => load_cifar_dir(dir, split),
@@ -160,22 +228,47 @@ pub fn load_idx_pair(images: &Path, labels: &Path) -> Result<ImageSet, DataError
     let im = idx::parse_idx(&read::read_maybe_gz(images)?, images)?;
     let lb = idx::parse_idx(&read::read_maybe_gz(labels)?, labels)?;
     if im.dims.len() != 3 {
-        return Err(DataError::format(images, format!("expected 3 dimensions (N×H×W), found {:?}", im.dims)));
+        return Err(DataError::format(
+            images,
+            format!("expected 3 dimensions (N×H×W), found {:?}", im.dims),
+        ));
     }
     if lb.dims.len() != 1 {
-        return Err(DataError::format(labels, format!("expected 1 dimension (N), found {:?}", lb.dims)));
+        return Err(DataError::format(
+            labels,
+            format!("expected 1 dimension (N), found {:?}", lb.dims),
+        ));
     }
     if im.dims[0] != lb.dims[0] {
-        return Err(DataError::format(labels, format!("{} labels for {} images in {}", lb.dims[0], im.dims[0], images.display())));
+        return Err(DataError::format(
+            labels,
+            format!(
+                "{} labels for {} images in {}",
+                lb.dims[0],
+                im.dims[0],
+                images.display()
+            ),
+        ));
     }
-    Ok(ImageSet { shape: [1, im.dims[1], im.dims[2]], pixels: im.data, labels: lb.data })
+    Ok(ImageSet {
+        shape: [1, im.dims[1], im.dims[2]],
+        pixels: im.data,
+        labels: lb.data,
+    })
 }
 
 /// Every CIFAR-10 batch of a split in `dir`: `data_batch_*.bin[.gz]` (train) or
 /// `test_batch*.bin[.gz]` (test), in name order.
 pub fn load_cifar_dir(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
-    let prefix = if split == Split::Train { "data_batch" } else { "test_batch" };
-    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Io { path: dir.into(), source: e })?;
+    let prefix = if split == Split::Train {
+        "data_batch"
+    } else {
+        "test_batch"
+    };
+    let entries = std::fs::read_dir(dir).map_err(|e| DataError::Io {
+        path: dir.into(),
+        source: e,
+    })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
@@ -185,9 +278,16 @@ pub fn load_cifar_dir(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(DataError::NotFound { what: format!("CIFAR-10 {prefix}*.bin files"), tried: dir.display().to_string() });
+        return Err(DataError::NotFound {
+            what: format!("CIFAR-10 {prefix}*.bin files"),
+            tried: dir.display().to_string(),
+        });
     }
-    let mut set = ImageSet { shape: [3, 32, 32], pixels: Vec::new(), labels: Vec::new() };
+    let mut set = ImageSet {
+        shape: [3, 32, 32],
+        pixels: Vec::new(),
+        labels: Vec::new(),
+    };
     for f in files {
         let (px, lb) = cifar::parse_cifar(&read::read_maybe_gz(&f)?, &f)?;
         set.pixels.extend(px);
@@ -213,18 +313,38 @@ mod tests {
             e.finish().unwrap()
         };
         std::fs::write(dir.join("train-images-idx3-ubyte.gz"), &gz).unwrap();
-        std::fs::write(dir.join("train-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 2, 7, 3]).unwrap();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            [0, 0, 8, 1, 0, 0, 0, 2, 7, 3],
+        )
+        .unwrap();
         let set = load(DatasetKind::Mnist, Split::Train, &dir).unwrap();
         assert_eq!(set.shape, [1, 2, 2]);
         assert_eq!(set.labels, vec![7, 3]);
         assert_eq!(set.image(1), &[1, 2, 3, 4]);
-        std::fs::write(dir.join("train-labels-idx1-ubyte"), [0, 0, 8, 1, 0, 0, 0, 1, 7]).unwrap();
-        let e = load(DatasetKind::Mnist, Split::Train, &dir).unwrap_err().to_string();
+        std::fs::write(
+            dir.join("train-labels-idx1-ubyte"),
+            [0, 0, 8, 1, 0, 0, 0, 1, 7],
+        )
+        .unwrap();
+        let e = load(DatasetKind::Mnist, Split::Train, &dir)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("1 labels for 2 images"), "{e}");
         std::fs::write(dir.join("train-images-idx3-ubyte.gz"), &gz[..gz.len() / 2]).unwrap();
-        let e = load(DatasetKind::Mnist, Split::Train, &dir).unwrap_err().to_string();
-        assert!(e.contains("train-images-idx3-ubyte.gz") && e.contains("gzip"), "{e}");
-        assert!(load(DatasetKind::Mnist, Split::Test, &dir).unwrap_err().to_string().contains("not found"));
+        let e = load(DatasetKind::Mnist, Split::Train, &dir)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("train-images-idx3-ubyte.gz") && e.contains("gzip"),
+            "{e}"
+        );
+        assert!(
+            load(DatasetKind::Mnist, Split::Test, &dir)
+                .unwrap_err()
+                .to_string()
+                .contains("not found")
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

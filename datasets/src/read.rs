@@ -7,12 +7,17 @@ use crate::error::DataError;
 
 /// The bytes of `path`, decompressed if gzipped (magic 1f 8b).
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
-    let raw = std::fs::read(path).map_err(|e| DataError::Io { path: path.into(), source: e })?;
+    let raw = std::fs::read(path).map_err(|e| DataError::Io {
+        path: path.into(),
+        source: e,
+    })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| DataError::format(path, format!("corrupt or truncated gzip stream: {e}")))?;
+            .map_err(|e| {
+                DataError::format(path, format!("corrupt or truncated gzip stream: {e}"))
+            })?;
         Ok(out)
     } else {
         Ok(raw)

@@ -89,11 +89,18 @@ fn run_cli(a: Args) -> Result<()> {
     let meta = checkpoint::read_meta(&dir)?;
     let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
-    let weights = dir.join(if a.raw_weights { checkpoint::MODEL_FILE } else { "ema.bpk" });
+    let weights = dir.join(if a.raw_weights {
+        checkpoint::MODEL_FILE
+    } else {
+        "ema.bpk"
+    });
     let weights = if weights.is_file() {
         weights
     } else {
-        eprintln!("note: {} has no EMA weights; using the raw weights", dir.display());
+        eprintln!(
+            "note: {} has no EMA weights; using the raw weights",
+            dir.display()
+        );
         dir.join(checkpoint::MODEL_FILE)
     };
     let model = checkpoint::load_module(meta.unet.init(&device), &weights)?;
@@ -105,13 +112,25 @@ fn run_cli(a: Args) -> Result<()> {
     let timesteps = inference_timesteps(big_t, steps, a.spacing)?;
     let clip = !a.no_clip;
     let sampler: Box<dyn Sampler> = match a.sampler {
-        SamplerKind::Ddpm => Box::new(Ddpm { variance: a.variance, clip }),
+        SamplerKind::Ddpm => Box::new(Ddpm {
+            variance: a.variance,
+            clip,
+        }),
         SamplerKind::Ddim => Box::new(Ddim { eta: a.eta, clip }),
     };
     let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
     let mut rng = Rng::new(a.seed);
-    let bar = if a.quiet { ProgressBar::hidden() } else { ProgressBar::new((a.n.div_ceil(a.batch_size) * timesteps.len()) as u64) };
-    bar.set_style(ProgressStyle::with_template("{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}").expect("template"));
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((a.n.div_ceil(a.batch_size) * timesteps.len()) as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
+        )
+        .expect("template"),
+    );
     let clock = Instant::now();
     let mut all = Vec::new();
     let mut nfe = 0;
@@ -119,7 +138,15 @@ fn run_cli(a: Args) -> Result<()> {
     while left > 0 {
         let b = left.min(a.batch_size);
         let x_t = rng.normal([b, c, r, r], &device);
-        let (x0, k) = run(&model, sampler.as_ref(), &schedule, &timesteps, x_t, &mut rng, |_, _| bar.inc(1));
+        let (x0, k) = run(
+            &model,
+            sampler.as_ref(),
+            &schedule,
+            &timesteps,
+            x_t,
+            &mut rng,
+            |_, _| bar.inc(1),
+        );
         nfe += k;
         let (bytes, _) = to_u8_nhwc(x0.clamp(-1.0, 1.0));
         all.extend(bytes);

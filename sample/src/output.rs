@@ -15,7 +15,8 @@ pub fn to_u8_nhwc(x: Tensor<4>) -> (Vec<u8>, [usize; 4]) {
             for y in 0..h {
                 for xx in 0..w {
                     let val = v[((i * c + ch) * h + y) * w + xx];
-                    out[((i * h + y) * w + xx) * c + ch] = ((val + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
+                    out[((i * h + y) * w + xx) * c + ch] =
+                        ((val + 1.0) * 127.5).round().clamp(0.0, 255.0) as u8;
                 }
             }
         }
@@ -26,7 +27,11 @@ pub fn to_u8_nhwc(x: Tensor<4>) -> (Vec<u8>, [usize; 4]) {
 /// The bytes of a version-1.0 `.npy` file holding `data` as uint8 of `shape`.
 pub fn npy_bytes(data: &[u8], shape: &[usize]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let shape_txt = if dims.len() == 1 {
+        format!("({},)", dims[0])
+    } else {
+        format!("({})", dims.join(", "))
+    };
     let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape_txt}, }}");
     // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64,
     // ending in a newline.
@@ -43,7 +48,8 @@ pub fn npy_bytes(data: &[u8], shape: &[usize]) -> Vec<u8> {
 
 /// Writes `data` to `path` through a temporary sibling and a rename.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    tweedie_core::checkpoint::write_atomic(path, data).with_context(|| format!("writing {}", path.display()))
+    tweedie_core::checkpoint::write_atomic(path, data)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Lays out uint8 NHWC images in a grid of `cols` columns with a 2-pixel border, as a PNG.
@@ -69,7 +75,8 @@ pub fn grid_png(data: &[u8], shape: [usize; 4], cols: usize) -> Result<Vec<u8>> 
     }
     let img = image::RgbImage::from_raw(gw as u32, gh as u32, rgb).context("grid buffer size")?;
     let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).context("encoding PNG")?;
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+        .context("encoding PNG")?;
     Ok(png)
 }
 
@@ -91,7 +98,10 @@ mod tests {
     #[test]
     fn u8_conversion_rounds_and_clamps_and_grid_decodes() {
         let dev = Device::flex();
-        let x = Tensor::<4>::from_data(TensorData::new(vec![-1.0f32, 1.0, 0.0, 3.0], [1, 1, 2, 2]), &dev);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(vec![-1.0f32, 1.0, 0.0, 3.0], [1, 1, 2, 2]),
+            &dev,
+        );
         let (v, shape) = to_u8_nhwc(x);
         assert_eq!(v, vec![0, 255, 128, 255]);
         let png = grid_png(&v, shape, 8).unwrap();

@@ -25,12 +25,19 @@ impl NoiseSource for Replay {
 }
 
 fn floats(v: &Value) -> Vec<f32> {
-    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap() as f32)
+        .collect()
 }
 
 #[test]
 fn ddim_trajectories_match_diffusers() {
-    let p = concat!(env!("CARGO_MANIFEST_DIR"), "/../testdata/ref/schedulers.json");
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/ref/schedulers.json"
+    );
     let r: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
     let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
     let dev = Device::flex();
@@ -41,25 +48,64 @@ fn ddim_trajectories_match_diffusers() {
         let eta = case["eta"].as_f64().unwrap();
         let spacing: Spacing = case["timestep_spacing"].as_str().unwrap().parse().unwrap();
         let ts = inference_timesteps(1000, n, spacing).unwrap();
-        let want_ts: Vec<usize> = case["timesteps"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let want_ts: Vec<usize> = case["timesteps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(ts, want_ts, "timesteps {spacing:?} n={n}");
-        let x = Tensor::<4>::from_data(TensorData::new(floats(&case["x_init"]), [1, 1, 4, 4]), &dev);
-        let noise: Vec<Vec<f32>> = case["variance_noise"].as_array().unwrap().iter().map(floats).collect();
-        let want_x: Vec<Vec<f32>> = case["x_after_each_step"].as_array().unwrap().iter().map(floats).collect();
-        let want_x0: Vec<Vec<f32>> = case["pred_x0"].as_array().unwrap().iter().map(floats).collect();
+        let x =
+            Tensor::<4>::from_data(TensorData::new(floats(&case["x_init"]), [1, 1, 4, 4]), &dev);
+        let noise: Vec<Vec<f32>> = case["variance_noise"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
+        let want_x: Vec<Vec<f32>> = case["x_after_each_step"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
+        let want_x0: Vec<Vec<f32>> = case["pred_x0"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect();
         let mut replay = Replay(noise, 0);
         let label = format!("{spacing:?} n={n} eta={eta}");
-        let (_, nfe) = run(&TanhEps, &Ddim { eta, clip: false }, &s, &ts, x, &mut replay, |i, out| {
-            let got = tweedie_core::host_values(out.x_prev.clone());
-            for (a, b) in got.iter().zip(&want_x[i]) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{label} step {i}: x {a} vs {b}");
-            }
-            let got0 = tweedie_core::host_values(out.x0.clone());
-            for (a, b) in got0.iter().zip(&want_x0[i]) {
-                assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{label} step {i}: x0 {a} vs {b}");
-            }
-        });
+        let (_, nfe) = run(
+            &TanhEps,
+            &Ddim { eta, clip: false },
+            &s,
+            &ts,
+            x,
+            &mut replay,
+            |i, out| {
+                let got = tweedie_core::host_values(out.x_prev.clone());
+                for (a, b) in got.iter().zip(&want_x[i]) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{label} step {i}: x {a} vs {b}"
+                    );
+                }
+                let got0 = tweedie_core::host_values(out.x0.clone());
+                for (a, b) in got0.iter().zip(&want_x0[i]) {
+                    assert!(
+                        (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                        "{label} step {i}: x0 {a} vs {b}"
+                    );
+                }
+            },
+        );
         assert_eq!(nfe, n);
-        assert_eq!(replay.1, if eta > 0.0 { n } else { 0 }, "{label}: noise draws");
+        assert_eq!(
+            replay.1,
+            if eta > 0.0 { n } else { 0 },
+            "{label}: noise draws"
+        );
     }
 }

@@ -40,7 +40,8 @@ impl ModuleVisitor for Scale<'_> {
 pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
     let mut v = SquaredNorm { grads, acc: None };
     module.visit(&mut v);
-    v.acc.map_or(0.0, |a| (a.into_scalar::<f32>() as f64).sqrt())
+    v.acc
+        .map_or(0.0, |a| (a.into_scalar::<f32>() as f64).sqrt())
 }
 
 /// Scales the gradients so their global norm is at most `max_norm` (no-op for `max_norm` = 0).

@@ -42,6 +42,14 @@ pub struct DataSection {
     /// Train on the first N images only (0: all).
     #[serde(default)]
     pub limit: usize,
+    /// Download missing files from the dataset's canonical source (checksums verified).
+    #[serde(default)]
+    pub download: bool,
+    /// `dataset = "folder"` only: channels (1 or 3) and side length of the images.
+    #[serde(default)]
+    pub channels: Option<usize>,
+    #[serde(default)]
+    pub resolution: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,7 +78,14 @@ pub struct DiffusionSection {
 
 impl Default for DiffusionSection {
     fn default() -> Self {
-        Self { schedule: "linear".into(), timesteps: 1000, beta_start: 1e-4, beta_end: 0.02, cosine_s: 0.008, max_beta: 0.999 }
+        Self {
+            schedule: "linear".into(),
+            timesteps: 1000,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+            cosine_s: 0.008,
+            max_beta: 0.999,
+        }
     }
 }
 
@@ -98,6 +113,16 @@ pub struct TrainSection {
     pub keep_last: usize,
     /// Log a metrics line every N steps.
     pub log_every: usize,
+    /// Write a sample grid (EMA weights, DDIM, fixed seed) every N steps to `samples/`. 0: never.
+    pub sample_every: usize,
+    /// Images in that grid.
+    pub sample_n: usize,
+    /// DDIM steps for that grid.
+    pub sample_steps: usize,
+    /// Evaluate L_simple and the bound (bits/dim) on the test split every N steps. 0: never.
+    pub eval_every: usize,
+    /// Test images for that evaluation (the bound costs T network calls per batch).
+    pub eval_images: usize,
 }
 
 impl Default for TrainSection {
@@ -114,6 +139,11 @@ impl Default for TrainSection {
             checkpoint_every: 500,
             keep_last: 3,
             log_every: 10,
+            sample_every: 500,
+            sample_n: 16,
+            sample_steps: 20,
+            eval_every: 0,
+            eval_images: 16,
         }
     }
 }
@@ -131,20 +161,34 @@ pub struct Plan {
 impl TrainFile {
     /// Reads and parses a TOML file; errors name the file, and the key for unknown keys.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
         Self::parse(&text).with_context(|| format!("{}: invalid experiment file", path.display()))
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+        toml::from_str(text)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
     }
 
     /// Validates and builds the run's objects. `stem` names the default run directory.
     pub fn resolve(self, stem: &str) -> Result<Plan> {
-        let dataset: DatasetKind = self.data.dataset.parse().map_err(anyhow::Error::msg)?;
+        let mut dataset: DatasetKind = self.data.dataset.parse().map_err(anyhow::Error::msg)?;
+        if let DatasetKind::Folder { channels } = &mut dataset {
+            *channels = self
+                .data
+                .channels
+                .context("[data] dataset = \"folder\" needs `channels` (1 or 3)")?;
+        }
         let m = &self.model;
         let mut unet = UNetConfig::preset(&m.preset)?;
-        let [c, h, w] = dataset.shape();
+        let [c, h, w] = match (dataset.shape(), self.data.resolution) {
+            (Some(s), _) => s,
+            (None, Some(r)) => [self.data.channels.unwrap_or(3), r, r],
+            (None, None) => {
+                bail!("[data] dataset = \"folder\" needs `resolution` (the images' side length)")
+            }
+        };
         if h != w {
             bail!("non-square images are not supported ({h}×{w})");
         }
@@ -168,8 +212,16 @@ impl TrainFile {
         unet.validate().context("[model]")?;
         let d = &self.diffusion;
         let schedule = match d.schedule.as_str() {
-            "linear" => ScheduleSpec::Linear { timesteps: d.timesteps, beta_start: d.beta_start, beta_end: d.beta_end },
-            "cosine" => ScheduleSpec::Cosine { timesteps: d.timesteps, s: d.cosine_s, max_beta: d.max_beta },
+            "linear" => ScheduleSpec::Linear {
+                timesteps: d.timesteps,
+                beta_start: d.beta_start,
+                beta_end: d.beta_end,
+            },
+            "cosine" => ScheduleSpec::Cosine {
+                timesteps: d.timesteps,
+                s: d.cosine_s,
+                max_beta: d.max_beta,
+            },
             other => bail!("[diffusion] schedule = `{other}`: expected linear or cosine"),
         };
         schedule.build().context("[diffusion]")?;
@@ -183,11 +235,28 @@ impl TrainFile {
         if !(0.0..1.0).contains(&t.ema_decay) {
             bail!("[train] ema_decay must be in [0, 1), got {}", t.ema_decay);
         }
+        if t.sample_every > 0
+            && (t.sample_n == 0 || t.sample_steps == 0 || t.sample_steps > d.timesteps)
+        {
+            bail!(
+                "[train] sample_n must be positive and sample_steps in 1..={}",
+                d.timesteps
+            );
+        }
         if t.grad_clip < 0.0 || t.adam_eps <= 0.0 {
             bail!("[train] grad_clip must be ≥ 0 and adam_eps > 0");
         }
-        let run_dir = self.run_dir.clone().unwrap_or_else(|| PathBuf::from("checkpoints").join(stem));
-        Ok(Plan { file: self, dataset, unet, schedule, run_dir })
+        let run_dir = self
+            .run_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("checkpoints").join(stem));
+        Ok(Plan {
+            file: self,
+            dataset,
+            unet,
+            schedule,
+            run_dir,
+        })
     }
 }
 
@@ -207,13 +276,24 @@ mod tests {
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        let e = TrainFile::parse(&format!("{MIN}[train]\nbatchsize = 3\n")).unwrap_err().to_string();
+        let e = TrainFile::parse(&format!("{MIN}[train]\nbatchsize = 3\n"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("batchsize"), "{e}");
-        let e = TrainFile::parse(&format!("{MIN}[diffusion]\nschedule = \"quadratic\"\n")).unwrap().resolve("x").unwrap_err();
+        let e = TrainFile::parse(&format!("{MIN}[diffusion]\nschedule = \"quadratic\"\n"))
+            .unwrap()
+            .resolve("x")
+            .unwrap_err();
         assert!(format!("{e:#}").contains("quadratic"));
-        let e = TrainFile::parse("[data]\ndataset = \"svhn\"\n[model]\npreset = \"tiny\"\n").unwrap().resolve("x").unwrap_err();
+        let e = TrainFile::parse("[data]\ndataset = \"svhn\"\n[model]\npreset = \"tiny\"\n")
+            .unwrap()
+            .resolve("x")
+            .unwrap_err();
         assert!(e.to_string().contains("svhn"));
-        let e = TrainFile::parse(&format!("{MIN}ch = 40\n")).unwrap().resolve("x").unwrap_err();
+        let e = TrainFile::parse(&format!("{MIN}ch = 40\n"))
+            .unwrap()
+            .resolve("x")
+            .unwrap_err();
         assert!(format!("{e:#}").contains("divisible"), "{e:#}");
     }
 }

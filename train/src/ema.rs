@@ -24,7 +24,9 @@ struct Blend<'a> {
 
 impl ModuleMapper for Blend<'_> {
     fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let Some(src) = self.online.get(&p.id).cloned() else { return p };
+        let Some(src) = self.online.get(&p.id).cloned() else {
+            return p;
+        };
         let d = self.decay;
         p.map(|e| {
             let s: Tensor<D> = src.reshape(e.shape());
@@ -37,7 +39,11 @@ impl ModuleMapper for Blend<'_> {
 /// with warm-up, min(decay, (1 + n)/(10 + n)) as in TensorFlow's ExponentialMovingAverage
 /// `num_updates`; otherwise `decay`.
 pub fn decay_at(decay: f64, warmup: bool, step: usize) -> f64 {
-    if warmup { decay.min((1.0 + step as f64) / (10.0 + step as f64)) } else { decay }
+    if warmup {
+        decay.min((1.0 + step as f64) / (10.0 + step as f64))
+    } else {
+        decay
+    }
 }
 
 /// Blends `online` (any device; its values are read detached on the plain device) into `ema`,
@@ -45,7 +51,10 @@ pub fn decay_at(decay: f64, warmup: bool, step: usize) -> f64 {
 pub fn update<M: Module>(ema: M, online_plain: &M, decay: f64) -> M {
     let mut snap = Snapshot(HashMap::new());
     online_plain.visit(&mut snap);
-    ema.map(&mut Blend { online: &snap.0, decay })
+    ema.map(&mut Blend {
+        online: &snap.0,
+        decay,
+    })
 }
 
 #[cfg(test)]

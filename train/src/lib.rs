@@ -7,4 +7,6 @@
 pub mod clip;
 pub mod config;
 pub mod ema;
+pub mod eval;
+pub mod plot;
 pub mod trainer;

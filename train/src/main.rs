@@ -8,7 +8,7 @@ use burn::module::Module;
 use clap::Parser;
 use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
-use tweedie_datasets::{Split, load, resolve_dir};
+use tweedie_datasets::{Split, download, load, resolve_dir};
 use tweedie_train::config::TrainFile;
 use tweedie_train::trainer::{self, RunOptions};
 
@@ -38,6 +38,9 @@ struct Args {
     /// Checkpoint every N steps (overrides `[train] checkpoint_every`).
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Download the dataset's files if they are missing (same as `[data] download = true`).
+    #[arg(long)]
+    download: bool,
     /// Print the model's parameter count (`parameters: N`) and exit.
     #[arg(long)]
     dry_run: bool,
@@ -58,7 +61,13 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<()> {
     let (mut file, stem) = match (&args.config, &args.resume) {
-        (Some(p), _) => (TrainFile::load(p)?, p.file_stem().and_then(|s| s.to_str()).unwrap_or("run").to_string()),
+        (Some(p), _) => (
+            TrainFile::load(p)?,
+            p.file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("run")
+                .to_string(),
+        ),
         (None, Some(r)) => {
             let dir = checkpoint::resolve(r)?;
             let p = dir.join(trainer::CONFIG_FILE);
@@ -90,7 +99,21 @@ fn run(args: Args) -> Result<()> {
         println!("parameters: {}", plan.unet.init(&device).num_params());
         return Ok(());
     }
-    let dir = resolve_dir(plan.dataset, plan.file.data.dir.as_deref())?;
+    let explicit = plan.file.data.dir.as_deref();
+    let dir = match resolve_dir(plan.dataset, explicit) {
+        Ok(d) => d,
+        Err(_) if args.download || plan.file.data.download => {
+            let d = explicit
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("data").join(plan.dataset.name()));
+            download::ensure(plan.dataset, &d)?;
+            d
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if args.download || plan.file.data.download {
+        download::ensure(plan.dataset, &dir)?;
+    }
     let mut data = load(plan.dataset, Split::Train, &dir)?;
     if plan.file.data.limit > 0 {
         data.truncate(plan.file.data.limit);
@@ -106,11 +129,22 @@ fn run(args: Args) -> Result<()> {
         plan.file.train.steps,
         plan.run_dir.display()
     );
-    let opts = RunOptions { backend: args.backend, resume: args.resume.clone(), progress: !args.quiet };
+    let eval_data = if plan.file.train.eval_every > 0 {
+        Some(load(plan.dataset, Split::Test, &dir)?)
+    } else {
+        None
+    };
+    let opts = RunOptions {
+        backend: args.backend,
+        resume: args.resume.clone(),
+        progress: !args.quiet,
+        eval_data,
+    };
     let report = trainer::train(&plan, &data, &opts)?;
     let n = report.losses.len();
     let head = report.losses.iter().take(20.min(n)).sum::<f64>() / 20.min(n).max(1) as f64;
-    let tail = report.losses.iter().skip(n.saturating_sub(20)).sum::<f64>() / 20.min(n).max(1) as f64;
+    let tail =
+        report.losses.iter().skip(n.saturating_sub(20)).sum::<f64>() / 20.min(n).max(1) as f64;
     println!(
         "done: steps {}..{} in {:.1} s ({:.3} s/step), loss {head:.4} → {tail:.4} (mean of first/last 20), checkpoint {}",
         report.first_step,

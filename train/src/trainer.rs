@@ -19,8 +19,14 @@ use tweedie_core::rng::Rng;
 use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
 
+use tweedie_core::elbo::ModelVariance;
+use tweedie_core::schedule::{Spacing, inference_timesteps};
+use tweedie_sample::output::{grid_png, to_u8_nhwc};
+use tweedie_sample::sampler::{self, Ddim, NoiseSource};
+
 use crate::config::{Plan, TrainFile};
-use crate::{clip, ema};
+use crate::eval::{EvalOptions, evaluate};
+use crate::{clip, ema, plot};
 
 pub const EMA_FILE: &str = "ema.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
@@ -47,6 +53,8 @@ pub struct RunOptions {
     pub resume: Option<PathBuf>,
     /// Show the progress bar.
     pub progress: bool,
+    /// Held-out images for `[train] eval_every`.
+    pub eval_data: Option<ImageSet>,
 }
 
 /// One logged step.
@@ -73,7 +81,11 @@ pub struct Report {
 
 /// The learning rate at `step` (0-based): linear warm-up to `lr` over `warmup` steps.
 pub fn lr_at(lr: f64, warmup: usize, step: usize) -> f64 {
-    if warmup == 0 { lr } else { lr * ((step + 1) as f64 / warmup as f64).min(1.0) }
+    if warmup == 0 {
+        lr
+    } else {
+        lr * ((step + 1) as f64 / warmup as f64).min(1.0)
+    }
 }
 
 /// The dataset indices of step `step`'s batch: epochs are independent permutations.
@@ -101,15 +113,26 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     let tc = &f.train;
     let schedule = plan.schedule.build()?;
     let big_t = schedule.len();
-    if data.shape != [plan.unet.in_channels, plan.unet.resolution, plan.unet.resolution] {
-        bail!("dataset images are {:?} but the model expects {}×{}×{}", data.shape, plan.unet.in_channels, plan.unet.resolution, plan.unet.resolution);
+    if data.shape
+        != [
+            plan.unet.in_channels,
+            plan.unet.resolution,
+            plan.unet.resolution,
+        ]
+    {
+        bail!(
+            "dataset images are {:?} but the model expects {}×{}×{}",
+            data.shape,
+            plan.unet.in_channels,
+            plan.unet.resolution,
+            plan.unet.resolution
+        );
     }
     if data.is_empty() {
         bail!("the dataset is empty");
     }
     let device = opts.backend.device()?.autodiff();
-    device.seed(f.seed);
-    let mut model = plan.unet.init(&device);
+    let mut model = plan.unet.init_seeded(&device, f.seed);
     let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
     let mut ema_model = (tc.ema_decay > 0.0).then(|| model.valid());
     let mut start = 0;
@@ -118,39 +141,68 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         let dir = checkpoint::resolve(resume)?;
         let meta = checkpoint::read_meta(&dir)?;
         if meta.unet != plan.unet {
-            bail!("{}: the checkpoint's model {:?} differs from the config's {:?}", dir.display(), meta.unet, plan.unet);
+            bail!(
+                "{}: the checkpoint's model {:?} differs from the config's {:?}",
+                dir.display(),
+                meta.unet,
+                plan.unet
+            );
         }
         if meta.schedule != plan.schedule {
-            bail!("{}: the checkpoint's schedule {:?} differs from the config's {:?}", dir.display(), meta.schedule, plan.schedule);
+            bail!(
+                "{}: the checkpoint's schedule {:?} differs from the config's {:?}",
+                dir.display(),
+                meta.schedule,
+                plan.schedule
+            );
         }
         let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
         model = checkpoint::load_module(model, &dir.join(MODEL_FILE))?;
         if let Some(e) = ema_model.take() {
             ema_model = Some(checkpoint::load_module(e, &dir.join(EMA_FILE))?);
         }
-        let ob = std::fs::read(dir.join(OPTIM_FILE)).with_context(|| format!("{}", dir.join(OPTIM_FILE).display()))?;
-        optim = optim
-            .from_bytes(Bytes::from_bytes_vec(ob))
-            .map_err(|e| anyhow::anyhow!("{}: damaged optimizer state: {e}", dir.join(OPTIM_FILE).display()))?;
+        let ob = std::fs::read(dir.join(OPTIM_FILE))
+            .with_context(|| format!("{}", dir.join(OPTIM_FILE).display()))?;
+        optim = optim.from_bytes(Bytes::from_bytes_vec(ob)).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: damaged optimizer state: {e}",
+                dir.join(OPTIM_FILE).display()
+            )
+        })?;
         start = state.step;
         if start >= tc.steps {
-            bail!("{}: already at step {start}, and the run has {} steps (raise --steps)", dir.display(), tc.steps);
+            bail!(
+                "{}: already at step {start}, and the run has {} steps (raise --steps)",
+                dir.display(),
+                tc.steps
+            );
         }
     }
 
-    std::fs::create_dir_all(&plan.run_dir).with_context(|| format!("creating {}", plan.run_dir.display()))?;
+    std::fs::create_dir_all(&plan.run_dir)
+        .with_context(|| format!("creating {}", plan.run_dir.display()))?;
     let metrics_path = plan.run_dir.join(METRICS_FILE);
-    let mut metrics = open_metrics(&metrics_path, start)?;
+    let (mut metrics, mut curve) = open_metrics(&metrics_path, start)?;
 
-    let bar = if opts.progress { ProgressBar::new(tc.steps as u64) } else { ProgressBar::hidden() };
+    let bar = if opts.progress {
+        ProgressBar::new(tc.steps as u64)
+    } else {
+        ProgressBar::hidden()
+    };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}")
-            .expect("valid template")
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
     );
     bar.set_position(start as u64);
 
-    let mut order = DataOrder { seed: f.seed, n: data.len(), epoch: None };
+    let mut order = DataOrder {
+        seed: f.seed,
+        n: data.len(),
+        epoch: None,
+    };
     let b = tc.batch_size;
     let [c, h, w] = data.shape;
     let clock = Instant::now();
@@ -159,18 +211,35 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     let mut last_ckpt = PathBuf::new();
     for step in start..tc.steps {
         let mut rng = Rng::derive(f.seed, step as u64);
-        let items: Vec<_> = (0..b).map(|i| {
-            let idx = order.index(step * b + i);
-            tweedie_datasets::ImageItem { shape: data.shape, pixels: data.image(idx).to_vec(), label: data.labels[idx] }
-        }).collect();
-        let flips: Vec<bool> = (0..b).map(|_| f.data.hflip && rng.uniform() < 0.5).collect();
+        let items: Vec<_> = (0..b)
+            .map(|i| {
+                let idx = order.index(step * b + i);
+                tweedie_datasets::ImageItem {
+                    shape: data.shape,
+                    pixels: data.image(idx).to_vec(),
+                    label: data.labels[idx],
+                }
+            })
+            .collect();
+        let flips: Vec<bool> = (0..b)
+            .map(|_| f.data.hflip && rng.uniform() < 0.5)
+            .collect();
         let x0 = ImageBatcher.batch_with_flips(items, &flips, &device).images;
         let t: Vec<usize> = (0..b).map(|_| rng.below(big_t)).collect();
-        let eps = Tensor::<4>::from_data(TensorData::new(rng.normals(b * c * h * w), [b, c, h, w]), &device);
-        // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same masks.
-        device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-
-        let loss = l_simple(&model, &schedule, x0, &t, eps);
+        let eps = Tensor::<4>::from_data(
+            TensorData::new(rng.normals(b * c * h * w), [b, c, h, w]),
+            &device,
+        );
+        // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
+        // masks, and hold the lock until the forward pass has drawn them.
+        let loss = {
+            let _guard = tweedie_core::rng::device_rng_lock();
+            device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let loss = l_simple(&model, &schedule, x0, &t, eps);
+            // Materialise the forward pass (and its masks) before releasing the lock.
+            let _ = loss.clone().into_scalar::<f32>();
+            loss
+        };
         let loss_value = loss.clone().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
             bar.abandon();
@@ -185,7 +254,11 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         let lr = lr_at(tc.lr, tc.warmup_steps, step);
         model = optim.step(lr, model, grads);
         if let Some(e) = ema_model.take() {
-            ema_model = Some(ema::update(e, &model.valid(), ema::decay_at(tc.ema_decay, tc.ema_warmup, step)));
+            ema_model = Some(ema::update(
+                e,
+                &model.valid(),
+                ema::decay_at(tc.ema_decay, tc.ema_warmup, step),
+            ));
         }
         losses.push(loss_value);
         let done = step + 1;
@@ -193,12 +266,55 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         bar.set_message(format!("loss {:.4}", smooth.unwrap_or(loss_value)));
         bar.set_position(done as u64);
         if done % tc.log_every.max(1) == 0 || done == tc.steps {
-            let line = StepLog { step: done, loss: loss_value, lr, grad_norm, seconds: clock.elapsed().as_secs_f64() };
-            writeln!(metrics, "{}", serde_json::to_string(&line)?).with_context(|| metrics_path.display().to_string())?;
+            let line = StepLog {
+                step: done,
+                loss: loss_value,
+                lr,
+                grad_norm,
+                seconds: clock.elapsed().as_secs_f64(),
+            };
+            writeln!(metrics, "{}", serde_json::to_string(&line)?)
+                .with_context(|| metrics_path.display().to_string())?;
             metrics.flush().ok();
+            curve.push((done as f64, loss_value));
         }
-        if (tc.checkpoint_every > 0 && done % tc.checkpoint_every == 0) || done == tc.steps {
+        let every = |n: usize| n > 0 && done % n == 0;
+        let eval_model = || ema_model.clone().unwrap_or_else(|| model.valid());
+        if every(tc.sample_every) || (tc.sample_every > 0 && done == tc.steps) {
+            write_sample_grid(plan, &schedule, &eval_model(), done)?;
+        }
+        if let Some(test) = opts
+            .eval_data
+            .as_ref()
+            .filter(|_| every(tc.eval_every) || (tc.eval_every > 0 && done == tc.steps))
+        {
+            let eo = EvalOptions {
+                n: tc.eval_images,
+                batch_size: tc.eval_images.clamp(1, 100),
+                seed: f.seed,
+                variance: ModelVariance::Small,
+                clip: true,
+            };
+            let r = evaluate(
+                &eval_model(),
+                &schedule,
+                test,
+                &device.clone().without_autodiff(),
+                &eo,
+                || {},
+            );
+            let line = serde_json::json!({ "step": done, "eval": r });
+            writeln!(metrics, "{line}").with_context(|| metrics_path.display().to_string())?;
+            bar.println(format!(
+                "step {done}: test L_simple {:.4}, {:.3} bits/dim ({} images)",
+                r.l_simple, r.bpd, r.images
+            ));
+        }
+        if every(tc.checkpoint_every) || done == tc.steps {
             last_ckpt = save(plan, opts, done, &model, ema_model.as_ref(), &optim)?;
+            let png =
+                plot::loss_curve_png(&curve, &format!("{} — L_simple", plan.run_dir.display()))?;
+            checkpoint::write_atomic(&plan.run_dir.join("loss.png"), &png)?;
         }
     }
     bar.finish_and_clear();
@@ -212,7 +328,14 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     })
 }
 
-fn save(plan: &Plan, opts: &RunOptions, step: usize, model: &UNet, ema_model: Option<&UNet>, optim: &burn::optim::ModuleOptimizer) -> Result<PathBuf> {
+fn save(
+    plan: &Plan,
+    opts: &RunOptions,
+    step: usize,
+    model: &UNet,
+    ema_model: Option<&UNet>,
+    optim: &burn::optim::ModuleOptimizer,
+) -> Result<PathBuf> {
     let meta = CheckpointMeta {
         format: FORMAT_VERSION,
         step,
@@ -220,18 +343,33 @@ fn save(plan: &Plan, opts: &RunOptions, step: usize, model: &UNet, ema_model: Op
         schedule: plan.schedule.clone(),
         dataset: plan.dataset.name().to_string(),
     };
-    let state = TrainerState { step, seed: plan.file.seed, backend: opts.backend.name().into() };
+    let state = TrainerState {
+        step,
+        seed: plan.file.seed,
+        backend: opts.backend.name().into(),
+    };
     let mut files: Vec<(&str, Vec<u8>)> = vec![
         (checkpoint::META_FILE, serde_json::to_vec_pretty(&meta)?),
         (STATE_FILE, serde_json::to_vec_pretty(&state)?),
         (CONFIG_FILE, effective_config(&plan.file)?.into_bytes()),
         (MODEL_FILE, checkpoint::module_bytes(model.clone())?),
-        (OPTIM_FILE, optim.into_bytes().map_err(|e| anyhow::anyhow!("serialising the optimizer: {e}"))?.to_vec()),
+        (
+            OPTIM_FILE,
+            optim
+                .into_bytes()
+                .map_err(|e| anyhow::anyhow!("serialising the optimizer: {e}"))?
+                .to_vec(),
+        ),
     ];
     if let Some(e) = ema_model {
         files.push((EMA_FILE, checkpoint::module_bytes(e.clone())?));
     }
-    Ok(checkpoint::write_checkpoint(&plan.run_dir, step, &files, plan.file.train.keep_last)?)
+    Ok(checkpoint::write_checkpoint(
+        &plan.run_dir,
+        step,
+        &files,
+        plan.file.train.keep_last,
+    )?)
 }
 
 /// The experiment as run (file plus command-line overrides), as TOML.
@@ -240,25 +378,80 @@ pub fn effective_config(file: &TrainFile) -> Result<String> {
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: damaged", path.display()))
 }
 
+/// The grid of `sample_n` DDIM samples (fixed seed: grids are comparable across the run).
+fn write_sample_grid(
+    plan: &Plan,
+    schedule: &tweedie_core::schedule::NoiseSchedule,
+    model: &UNet,
+    step: usize,
+) -> Result<()> {
+    let tc = &plan.file.train;
+    let device = model
+        .devices()
+        .first()
+        .cloned()
+        .context("model has no device")?;
+    let ts = inference_timesteps(schedule.len(), tc.sample_steps, Spacing::Trailing)?;
+    let mut rng = Rng::new(plan.file.seed ^ 0x5A3F);
+    let (c, r) = (plan.unet.in_channels, plan.unet.resolution);
+    let x = rng.normal([tc.sample_n, c, r, r], &device);
+    let (x0, _) = sampler::run(
+        model,
+        &Ddim {
+            eta: 0.0,
+            clip: true,
+        },
+        schedule,
+        &ts,
+        x,
+        &mut rng,
+        |_, _| {},
+    );
+    let (bytes, shape) = to_u8_nhwc(x0);
+    let dir = plan.run_dir.join("samples");
+    std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
+    let cols = (tc.sample_n as f64).sqrt().ceil() as usize;
+    checkpoint::write_atomic(
+        &dir.join(format!("step-{step:08}.png")),
+        &grid_png(&bytes, shape, cols)?,
+    )?;
+    Ok(())
+}
+
 /// Opens `metrics.jsonl` for appending, first dropping lines past `keep_up_to` (a resumed run
-/// rewrites the steps it repeats).
-fn open_metrics(path: &Path, keep_up_to: usize) -> Result<std::fs::File> {
+/// rewrites the steps it repeats). Returns the (step, loss) points kept, for the loss curve.
+fn open_metrics(path: &Path, keep_up_to: usize) -> Result<(std::fs::File, Vec<(f64, f64)>)> {
+    let step_of = |l: &str| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["step"].as_u64())
+    };
     let kept: Vec<String> = match std::fs::read_to_string(path) {
         Ok(text) => text
             .lines()
-            .filter(|l| serde_json::from_str::<StepLog>(l).map(|s| s.step <= keep_up_to).unwrap_or(false))
+            .filter(|l| step_of(l).is_some_and(|s| s as usize <= keep_up_to))
             .map(String::from)
             .collect(),
         Err(_) => Vec::new(),
     };
+    let curve = kept
+        .iter()
+        .filter_map(|l| serde_json::from_str::<StepLog>(l).ok())
+        .map(|s| (s.step as f64, s.loss))
+        .collect();
     let mut body = kept.join("\n");
     if !body.is_empty() {
         body.push('\n');
     }
     checkpoint::write_atomic(path, body.as_bytes())?;
-    std::fs::OpenOptions::new().append(true).open(path).with_context(|| path.display().to_string())
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .with_context(|| path.display().to_string())?;
+    Ok((file, curve))
 }

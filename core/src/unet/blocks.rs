@@ -2,40 +2,80 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
+};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
-/// The official code's `variance_scaling(scale, 'fan_avg', 'uniform')` = Xavier-uniform with gain
-/// √scale; "zero-initialised" layers use scale 1e-10.
-fn tf_init(scale: f64) -> Initializer {
-    Initializer::XavierUniform { gain: scale.sqrt() }
+use crate::rng::Rng;
+
+/// Where initial weights come from: the host [`Rng`], so that initialisation is a pure function
+/// of the seed (burn's device RNG is shared by the whole process).
+pub(crate) struct Init<'a> {
+    pub device: &'a Device,
+    pub rng: &'a mut Rng,
+}
+
+impl Init<'_> {
+    /// The official code's `variance_scaling(scale, 'fan_avg', 'uniform')`: U(−b, b) with
+    /// b = √(3·scale / fan_avg) = √scale · √(6 / (fan_in + fan_out)) (Xavier-uniform, gain √scale).
+    fn tf_uniform<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        fan_in: usize,
+        fan_out: usize,
+        scale: f64,
+    ) -> Tensor<D> {
+        let bound = (scale * 6.0 / (fan_in + fan_out) as f64).sqrt();
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| ((2.0 * self.rng.uniform() - 1.0) * bound) as f32)
+            .collect();
+        Tensor::<D>::from_data(TensorData::new(v, shape), self.device)
+    }
 }
 
 /// A conv with TF-style init and zero bias. `padding` is (top, left, bottom, right).
-pub(crate) fn conv(cin: usize, cout: usize, k: usize, stride: usize, padding: [usize; 4], scale: f64, device: &Device) -> Conv2d {
+pub(crate) fn conv(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    stride: usize,
+    padding: [usize; 4],
+    scale: f64,
+    init: &mut Init,
+) -> Conv2d {
     let mut c = Conv2dConfig::new([cin, cout], [k, k])
         .with_stride([stride, stride])
-        .with_padding(PaddingConfig2d::Explicit(padding[0], padding[1], padding[2], padding[3]))
-        .with_initializer(tf_init(scale))
-        .init(device);
-    c.bias = Some(Param::from_tensor(Tensor::zeros([cout], device)));
+        .with_padding(PaddingConfig2d::Explicit(
+            padding[0], padding[1], padding[2], padding[3],
+        ))
+        .with_initializer(Initializer::Zeros)
+        .init(init.device);
+    c.weight =
+        Param::from_tensor(init.tf_uniform([cout, cin, k, k], cin * k * k, cout * k * k, scale));
+    c.bias = Some(Param::from_tensor(Tensor::zeros([cout], init.device)));
     c
 }
 
-pub(crate) fn conv3(cin: usize, cout: usize, scale: f64, device: &Device) -> Conv2d {
-    conv(cin, cout, 3, 1, [1, 1, 1, 1], scale, device)
+pub(crate) fn conv3(cin: usize, cout: usize, scale: f64, init: &mut Init) -> Conv2d {
+    conv(cin, cout, 3, 1, [1, 1, 1, 1], scale, init)
 }
 
-pub(crate) fn conv1(cin: usize, cout: usize, scale: f64, device: &Device) -> Conv2d {
-    conv(cin, cout, 1, 1, [0, 0, 0, 0], scale, device)
+pub(crate) fn conv1(cin: usize, cout: usize, scale: f64, init: &mut Init) -> Conv2d {
+    conv(cin, cout, 1, 1, [0, 0, 0, 0], scale, init)
 }
 
-pub(crate) fn linear(din: usize, dout: usize, device: &Device) -> Linear {
-    let mut l = LinearConfig::new(din, dout).with_initializer(tf_init(1.0)).init(device);
-    l.bias = Some(Param::from_tensor(Tensor::zeros([dout], device)));
+pub(crate) fn linear(din: usize, dout: usize, init: &mut Init) -> Linear {
+    let mut l = LinearConfig::new(din, dout)
+        .with_initializer(Initializer::Zeros)
+        .init(init.device);
+    l.weight = Param::from_tensor(init.tf_uniform([din, dout], din, dout, 1.0));
+    l.bias = Some(Param::from_tensor(Tensor::zeros([dout], init.device)));
     l
 }
 
@@ -58,22 +98,31 @@ pub struct ResBlock {
 }
 
 impl ResBlock {
-    pub fn new(cin: usize, cout: usize, temb_ch: usize, dropout: f64, device: &Device) -> Self {
+    pub(crate) fn new(
+        cin: usize,
+        cout: usize,
+        temb_ch: usize,
+        dropout: f64,
+        init: &mut Init,
+    ) -> Self {
         Self {
-            norm1: group_norm(cin, device),
-            conv1: conv3(cin, cout, 1.0, device),
-            temb_proj: linear(temb_ch, cout, device),
-            norm2: group_norm(cout, device),
+            norm1: group_norm(cin, init.device),
+            conv1: conv3(cin, cout, 1.0, init),
+            temb_proj: linear(temb_ch, cout, init),
+            norm2: group_norm(cout, init.device),
             dropout: DropoutConfig::new(dropout).init(),
-            conv2: conv3(cout, cout, 1e-10, device),
-            nin_shortcut: (cin != cout).then(|| conv1(cin, cout, 1.0, device)),
+            conv2: conv3(cout, cout, 1e-10, init),
+            nin_shortcut: (cin != cout).then(|| conv1(cin, cout, 1.0, init)),
         }
     }
 
     /// `x` `[B, Cin, H, W]`, `temb` `[B, 4ch]` → `[B, Cout, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
         let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
-        let h = h + self.temb_proj.forward(silu(temb)).unsqueeze_dims::<4>(&[2, 3]);
+        let h = h + self
+            .temb_proj
+            .forward(silu(temb))
+            .unsqueeze_dims::<4>(&[2, 3]);
         let h = self.dropout.forward(silu(self.norm2.forward(h)));
         let h = self.conv2.forward(h);
         let x = match &self.nin_shortcut {
@@ -96,13 +145,13 @@ pub struct AttnBlock {
 }
 
 impl AttnBlock {
-    pub fn new(c: usize, device: &Device) -> Self {
+    pub(crate) fn new(c: usize, init: &mut Init) -> Self {
         Self {
-            norm: group_norm(c, device),
-            q: conv1(c, c, 1.0, device),
-            k: conv1(c, c, 1.0, device),
-            v: conv1(c, c, 1.0, device),
-            proj_out: conv1(c, c, 1e-10, device),
+            norm: group_norm(c, init.device),
+            q: conv1(c, c, 1.0, init),
+            k: conv1(c, c, 1.0, init),
+            v: conv1(c, c, 1.0, init),
+            proj_out: conv1(c, c, 1e-10, init),
         }
     }
 
@@ -111,7 +160,11 @@ impl AttnBlock {
         let [b, c, h, w] = x.dims();
         let n = h * w;
         let hn = self.norm.forward(x.clone());
-        let q = self.q.forward(hn.clone()).reshape([b, c, n]).swap_dims(1, 2); // [B, N, C]
+        let q = self
+            .q
+            .forward(hn.clone())
+            .reshape([b, c, n])
+            .swap_dims(1, 2); // [B, N, C]
         let k = self.k.forward(hn.clone()).reshape([b, c, n]); // [B, C, N]
         let v = self.v.forward(hn).reshape([b, c, n]).swap_dims(1, 2); // [B, N, C]
         let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5)), 2); // [B, N, N]
@@ -121,15 +174,26 @@ impl AttnBlock {
 }
 
 /// 3×3 conv with stride 2 and TensorFlow's 'SAME' padding (asymmetric for even sizes).
-pub(crate) fn downsample(c: usize, resolution: usize, device: &Device) -> Conv2d {
+pub(crate) fn downsample(c: usize, resolution: usize, init: &mut Init) -> Conv2d {
     let out = resolution.div_ceil(2);
     let pad = ((out - 1) * 2 + 3).saturating_sub(resolution);
-    conv(c, c, 3, 2, [pad / 2, pad / 2, pad - pad / 2, pad - pad / 2], 1.0, device)
+    conv(
+        c,
+        c,
+        3,
+        2,
+        [pad / 2, pad / 2, pad - pad / 2, pad - pad / 2],
+        1.0,
+        init,
+    )
 }
 
 /// Nearest-neighbour ×2 then the conv.
 pub(crate) fn upsample(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let up = interpolate(x, InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]));
+    let up = interpolate(
+        x,
+        InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
+    );
     conv.forward(up)
 }

@@ -8,7 +8,7 @@ mod embed;
 pub use blocks::{AttnBlock, ResBlock};
 pub use embed::timestep_embedding;
 
-use blocks::{conv3, downsample, group_norm, linear, upsample};
+use blocks::{Init, conv3, downsample, group_norm, linear, upsample};
 use burn::nn::conv::Conv2d;
 use burn::nn::{GroupNorm, Linear};
 use burn::prelude::*;
@@ -16,6 +16,7 @@ use burn::tensor::activation::silu;
 
 use crate::denoiser::Denoiser;
 use crate::error::CoreError;
+use crate::rng::Rng;
 
 /// Hyperparameters of the DDPM U-Net.
 #[derive(Config, Debug, PartialEq)]
@@ -65,11 +66,20 @@ impl UNetConfig {
     /// resolution that survives the downsamplings, dropout is a probability.
     pub fn validate(&self) -> Result<(), CoreError> {
         let bad = |m: String| Err(CoreError::InvalidConfig(m));
-        if self.in_channels == 0 || self.ch == 0 || self.ch_mult.is_empty() || self.num_res_blocks == 0 {
-            return bad("in_channels, ch, ch_mult and num_res_blocks must be non-empty / positive".into());
+        if self.in_channels == 0
+            || self.ch == 0
+            || self.ch_mult.is_empty()
+            || self.num_res_blocks == 0
+        {
+            return bad(
+                "in_channels, ch, ch_mult and num_res_blocks must be non-empty / positive".into(),
+            );
         }
         if let Some(m) = self.ch_mult.iter().find(|m| (self.ch * **m) % 32 != 0) {
-            return bad(format!("ch × ch_mult = {} × {m} is not divisible by GroupNorm's 32 groups", self.ch));
+            return bad(format!(
+                "ch × ch_mult = {} × {m} is not divisible by GroupNorm's 32 groups",
+                self.ch
+            ));
         }
         let levels = self.ch_mult.len();
         let mut r = self.resolution;
@@ -89,9 +99,20 @@ impl UNetConfig {
         Ok(())
     }
 
-    /// Builds the network with the official initialisation (Xavier-uniform, zero biases, the
-    /// residual branches' last convs and the output conv at scale 1e-10).
+    /// Builds the network with seed 0 (see [`UNetConfig::init_seeded`]).
     pub fn init(&self, device: &Device) -> UNet {
+        self.init_seeded(device, 0)
+    }
+
+    /// Builds the network with the official initialisation (Xavier-uniform, zero biases, the
+    /// residual branches' last convs and the output conv at scale 1e-10), drawn from
+    /// `Rng::new(seed)`: the same seed gives the same weights on every backend and thread.
+    pub fn init_seeded(&self, device: &Device, seed: u64) -> UNet {
+        let mut rng = Rng::new(seed);
+        let init = &mut Init {
+            device,
+            rng: &mut rng,
+        };
         let ch = self.ch;
         let temb_ch = 4 * ch;
         let mut down = Vec::new();
@@ -102,22 +123,30 @@ impl UNetConfig {
             let mut blocks = Vec::new();
             let mut attns = Vec::new();
             for _ in 0..self.num_res_blocks {
-                blocks.push(ResBlock::new(cur, cout, temb_ch, self.dropout, device));
+                blocks.push(ResBlock::new(cur, cout, temb_ch, self.dropout, init));
                 cur = cout;
-                attns.push(self.attn_resolutions.contains(&res).then(|| AttnBlock::new(cur, device)));
+                attns.push(
+                    self.attn_resolutions
+                        .contains(&res)
+                        .then(|| AttnBlock::new(cur, init)),
+                );
                 skips.push(cur);
             }
             let resample = (i + 1 != self.ch_mult.len()).then(|| {
-                let d = downsample(cur, res, device);
+                let d = downsample(cur, res, init);
                 skips.push(cur);
                 res = res.div_ceil(2);
                 d
             });
-            down.push(Level { blocks, attns, resample });
+            down.push(Level {
+                blocks,
+                attns,
+                resample,
+            });
         }
-        let mid_block1 = ResBlock::new(cur, cur, temb_ch, self.dropout, device);
-        let mid_attn = AttnBlock::new(cur, device);
-        let mid_block2 = ResBlock::new(cur, cur, temb_ch, self.dropout, device);
+        let mid_block1 = ResBlock::new(cur, cur, temb_ch, self.dropout, init);
+        let mid_attn = AttnBlock::new(cur, init);
+        let mid_block2 = ResBlock::new(cur, cur, temb_ch, self.dropout, init);
         let mut up = Vec::new();
         for i in (0..self.ch_mult.len()).rev() {
             let cout = ch * self.ch_mult[i];
@@ -125,28 +154,39 @@ impl UNetConfig {
             let mut attns = Vec::new();
             for _ in 0..=self.num_res_blocks {
                 let skip = skips.pop().expect("one skip per down block");
-                blocks.push(ResBlock::new(cur + skip, cout, temb_ch, self.dropout, device));
+                blocks.push(ResBlock::new(cur + skip, cout, temb_ch, self.dropout, init));
                 cur = cout;
-                attns.push(self.attn_resolutions.contains(&res).then(|| AttnBlock::new(cur, device)));
+                attns.push(
+                    self.attn_resolutions
+                        .contains(&res)
+                        .then(|| AttnBlock::new(cur, init)),
+                );
             }
             let resample = (i != 0).then(|| {
                 res *= 2;
-                conv3(cur, cur, 1.0, device)
+                conv3(cur, cur, 1.0, init)
             });
-            up.push(Level { blocks, attns, resample });
+            up.push(Level {
+                blocks,
+                attns,
+                resample,
+            });
         }
         debug_assert!(skips.is_empty());
+        let temb_dense0 = linear(ch, temb_ch, init);
+        let temb_dense1 = linear(temb_ch, temb_ch, init);
+        let conv_in = conv3(self.in_channels, ch, 1.0, init);
         UNet {
-            temb_dense0: linear(ch, temb_ch, device),
-            temb_dense1: linear(temb_ch, temb_ch, device),
-            conv_in: conv3(self.in_channels, ch, 1.0, device),
+            temb_dense0,
+            temb_dense1,
+            conv_in,
             down,
             mid_block1,
             mid_attn,
             mid_block2,
             up,
-            norm_out: group_norm(cur, device),
-            conv_out: conv3(cur, self.in_channels, 1e-10, device),
+            norm_out: group_norm(cur, init.device),
+            conv_out: conv3(cur, self.in_channels, 1e-10, init),
             ch,
             in_channels: self.in_channels,
         }
@@ -190,7 +230,9 @@ impl UNet {
     /// - `x`: `[B, C, H, W]`, `t`: `[B]` (float timesteps) → `[B, C, H, W]`.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
         let temb = timestep_embedding(t, self.ch);
-        let temb = self.temb_dense1.forward(silu(self.temb_dense0.forward(temb)));
+        let temb = self
+            .temb_dense1
+            .forward(silu(self.temb_dense0.forward(temb)));
 
         let mut hs = vec![self.conv_in.forward(x)];
         for level in &self.down {
@@ -210,7 +252,10 @@ impl UNet {
         for level in &self.up {
             for (block, attn) in level.blocks.iter().zip(&level.attns) {
                 let skip = hs.pop().expect("one skip per up block");
-                h = apply_attn(attn, block.forward(Tensor::cat(vec![h, skip], 1), temb.clone()));
+                h = apply_attn(
+                    attn,
+                    block.forward(Tensor::cat(vec![h, skip], 1), temb.clone()),
+                );
             }
             if let Some(u) = &level.resample {
                 h = upsample(u, h);
@@ -256,8 +301,34 @@ mod tests {
         let x = Tensor::<4>::ones([2, 1, 8, 8], &dev);
         let y = net.eps(x, &[3, 900]);
         assert_eq!(y.dims(), [2, 1, 8, 8]);
-        assert!(UNetConfig::new(1, 28, 48, vec![1], 1, vec![], 0.0).validate().is_err());
-        assert!(UNetConfig::new(1, 14, 32, vec![1, 2, 2], 1, vec![], 0.0).validate().is_err());
+        assert!(
+            UNetConfig::new(1, 28, 48, vec![1], 1, vec![], 0.0)
+                .validate()
+                .is_err()
+        );
+        assert!(
+            UNetConfig::new(1, 14, 32, vec![1, 2, 2], 1, vec![], 0.0)
+                .validate()
+                .is_err()
+        );
         assert!(UNetConfig::preset("huge").is_err());
+    }
+
+    #[test]
+    fn initialisation_is_a_function_of_the_seed_with_the_official_scales() {
+        let dev = Device::flex();
+        let cfg = UNetConfig::tiny();
+        let w = |seed| crate::host_values(cfg.init_seeded(&dev, seed).conv_in.weight.val());
+        assert_eq!(w(3), w(3));
+        assert_ne!(w(3), w(4));
+        // conv_in: fan_in = 1·9, fan_out = 32·9 → bound √(6/297) ≈ 0.142; uniform variance b²/3.
+        let v = w(3);
+        let b = (6.0f64 / 297.0).sqrt();
+        assert!(v.iter().all(|x| (x.abs() as f64) <= b));
+        let var = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>() / v.len() as f64;
+        assert!((var - b * b / 3.0).abs() < 0.15 * b * b / 3.0, "{var}");
+        // Zero-initialised output conv (scale 1e-10).
+        let out = crate::host_values(cfg.init_seeded(&dev, 3).conv_out.weight.val());
+        assert!(out.iter().all(|x| x.abs() < 1e-5));
     }
 }

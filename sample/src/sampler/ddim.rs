@@ -20,10 +20,20 @@ impl Sampler for Ddim {
         "ddim"
     }
 
-    fn step(&self, tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, noise: &mut dyn NoiseSource) -> StepOutput {
+    fn step(
+        &self,
+        tr: &Transition,
+        x_t: Tensor<4>,
+        eps: Tensor<4>,
+        noise: &mut dyn NoiseSource,
+    ) -> StepOutput {
         let b = x_t.dims()[0];
         let x0 = tweedie_x0(tr, x_t.clone(), eps.clone(), self.clip);
-        let eps = if self.clip { eps_from_x0(x_t.clone(), x0.clone(), &vec![tr.alpha_bar; b]) } else { eps };
+        let eps = if self.clip {
+            eps_from_x0(x_t.clone(), x0.clone(), &vec![tr.alpha_bar; b])
+        } else {
+            eps
+        };
         let (ab, abp) = (tr.alpha_bar, tr.alpha_bar_prev);
         let variance = (1.0 - abp) / (1.0 - ab) * (1.0 - ab / abp);
         let sigma = self.eta * variance.max(0.0).sqrt();

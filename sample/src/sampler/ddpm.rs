@@ -21,7 +21,13 @@ impl Sampler for Ddpm {
         "ddpm"
     }
 
-    fn step(&self, tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, noise: &mut dyn NoiseSource) -> StepOutput {
+    fn step(
+        &self,
+        tr: &Transition,
+        x_t: Tensor<4>,
+        eps: Tensor<4>,
+        noise: &mut dyn NoiseSource,
+    ) -> StepOutput {
         let x0 = tweedie_x0(tr, x_t.clone(), eps, self.clip);
         let mean = tr.posterior_mean(x_t.clone(), x0.clone());
         let x_prev = match tr.t_prev {

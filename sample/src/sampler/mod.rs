@@ -37,7 +37,13 @@ pub struct StepOutput {
 /// One reverse update rule, given ε̂ = ε_θ(x_t, t).
 pub trait Sampler {
     fn name(&self) -> &'static str;
-    fn step(&self, tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, noise: &mut dyn NoiseSource) -> StepOutput;
+    fn step(
+        &self,
+        tr: &Transition,
+        x_t: Tensor<4>,
+        eps: Tensor<4>,
+        noise: &mut dyn NoiseSource,
+    ) -> StepOutput;
 }
 
 /// x̂_0 from ε̂ (DDPM eq. 15), optionally clipped to the data range [−1, 1].
@@ -66,7 +72,10 @@ pub fn run(
         let eps = model.eps(x.clone(), &vec![t; b]);
         nfe += 1;
         let out = sampler.step(&tr, x, eps, noise);
-        let out = StepOutput { x_prev: out.x_prev.detach(), x0: out.x0.detach() };
+        let out = StepOutput {
+            x_prev: out.x_prev.detach(),
+            x0: out.x0.detach(),
+        };
         on_step(i, &out);
         x = out.x_prev;
     }

@@ -1,0 +1,108 @@
+//! The loss curve as a PNG (plotters, rendered into a buffer and encoded with `image`).
+
+use std::sync::Once;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+
+static FONT: Once = Once::new();
+
+fn register_font() {
+    FONT.call_once(|| {
+        // DejaVu Sans (Bitstream Vera licence, assets/DejaVuSans-LICENSE.txt): no system fonts needed.
+        let _ = plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            include_bytes!("../assets/DejaVuSans.ttf"),
+        );
+    });
+}
+
+/// Plots `points` (step, loss) and their exponential moving average on a log-scale y axis.
+pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
+    register_font();
+    let (w, h) = (800u32, 480u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        let pts: Vec<(f64, f64)> = points
+            .iter()
+            .copied()
+            .filter(|(_, l)| l.is_finite() && *l > 0.0)
+            .collect();
+        let x_max = pts.iter().map(|p| p.0).fold(1.0, f64::max);
+        let y_min = pts
+            .iter()
+            .map(|p| p.1)
+            .fold(f64::INFINITY, f64::min)
+            .min(1.0)
+            * 0.9;
+        let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(y_min * 2.0) * 1.1;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 22))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("L_simple")
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(LineSeries::new(
+                pts.iter().copied(),
+                RGBColor(160, 190, 230).stroke_width(1),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("loss")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(160, 190, 230)));
+        let mut s = None::<f64>;
+        let smooth: Vec<(f64, f64)> = pts
+            .iter()
+            .map(|(x, y)| {
+                let v = s.map_or(*y, |s| 0.9 * s + 0.1 * y);
+                s = Some(v);
+                (*x, v)
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?
+            .label("moving average")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .label_font(("sans-serif", 14))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;
+    let mut png = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
+    Ok(png)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_a_decodable_png() {
+        let pts: Vec<(f64, f64)> = (1..50).map(|i| (i as f64, 1.0 / i as f64)).collect();
+        let png = super::loss_curve_png(&pts, "test").unwrap();
+        let img = image::load_from_memory(&png).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (800, 480));
+        // Something other than white was drawn (axes, curves, text).
+        let dark = img
+            .pixels()
+            .filter(|p| p.0.iter().all(|c| *c < 100))
+            .count();
+        assert!(dark > 1000, "{dark}");
+    }
+}

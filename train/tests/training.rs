@@ -1,0 +1,192 @@
+//! End-to-end behaviour of the trainer on a tiny U-Net and synthetic 8×8 images (CPU).
+
+use std::path::PathBuf;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::prelude::*;
+use tweedie_core::checkpoint;
+use tweedie_core::device::BackendKind;
+use tweedie_core::rng::Rng;
+use tweedie_datasets::ImageSet;
+use tweedie_train::config::TrainFile;
+use tweedie_train::trainer::{self, RunOptions, lr_at};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("tweedie-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+/// 64 random 1×8×8 "images".
+fn data() -> ImageSet {
+    let mut r = Rng::new(3);
+    let pixels = (0..64 * 64).map(|_| r.below(256) as u8).collect();
+    ImageSet {
+        shape: [1, 8, 8],
+        pixels,
+        labels: vec![0; 64],
+    }
+}
+
+fn plan(run_dir: &std::path::Path, steps: usize, extra: &str) -> tweedie_train::config::Plan {
+    let text = format!(
+        "seed = 5\nrun_dir = \"{}\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\nch_mult = [1, 2]\ndropout = 0.1\n\
+         [diffusion]\ntimesteps = 50\n[train]\nsteps = {steps}\nbatch_size = 4\nlr = 1e-3\nwarmup_steps = 3\n\
+         ema_decay = 0.9\ncheckpoint_every = 2\nkeep_last = 2\nlog_every = 1\n{extra}",
+        run_dir.display()
+    );
+    let mut p = TrainFile::parse(&text).unwrap().resolve("t").unwrap();
+    p.unet.resolution = 8; // synthetic 8×8 data
+    p
+}
+
+fn opts(resume: Option<PathBuf>) -> RunOptions {
+    RunOptions {
+        backend: BackendKind::Flex,
+        resume,
+        progress: false,
+        eval_data: None,
+    }
+}
+
+struct Collect(Vec<f32>);
+impl ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+        self.0.extend(tweedie_core::host_values(p.val()));
+    }
+}
+
+fn weights<M: Module>(m: &M) -> Vec<f32> {
+    let mut c = Collect(Vec::new());
+    m.visit(&mut c);
+    c.0
+}
+
+#[test]
+fn resume_is_bit_identical_to_an_uninterrupted_run() {
+    let (a, b) = (tmp("straight"), tmp("resumed"));
+    let straight = trainer::train(&plan(&a, 8, ""), &data(), &opts(None)).unwrap();
+    let first = trainer::train(&plan(&b, 4, ""), &data(), &opts(None)).unwrap();
+    let second = trainer::train(&plan(&b, 8, ""), &data(), &opts(Some(b.clone()))).unwrap();
+    assert_eq!(second.first_step, 4);
+    let joined: Vec<f64> = first.losses.iter().chain(&second.losses).copied().collect();
+    assert_eq!(straight.losses, joined, "per-step losses");
+    assert_eq!(
+        weights(&straight.model),
+        weights(&second.model),
+        "final weights"
+    );
+    // EMA weights too.
+    let ema = |dir: &PathBuf| {
+        let d = checkpoint::resolve(dir).unwrap();
+        let meta = checkpoint::read_meta(&d).unwrap();
+        weights(
+            &checkpoint::load_module(meta.unet.init(&Device::flex()), &d.join("ema.bpk")).unwrap(),
+        )
+    };
+    assert_eq!(ema(&a), ema(&b));
+    // keep_last = 2: steps 6 and 8 remain.
+    let mut names: Vec<String> = std::fs::read_dir(&a)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with("step-"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["step-00000006", "step-00000008"]);
+    let metrics = std::fs::read_to_string(b.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        metrics.lines().count(),
+        8,
+        "a resumed run continues the log without duplicates"
+    );
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn the_loss_falls_and_seeds_reproduce() {
+    let (a, b) = (tmp("fall-a"), tmp("fall-b"));
+    let p = plan(&a, 30, "");
+    let r1 = trainer::train(&p, &data(), &opts(None)).unwrap();
+    let r2 = trainer::train(&plan(&b, 30, ""), &data(), &opts(None)).unwrap();
+    assert_eq!(r1.losses, r2.losses, "same seed, same losses");
+    let head: f64 = r1.losses[..5].iter().sum::<f64>() / 5.0;
+    let tail: f64 = r1.losses[25..].iter().sum::<f64>() / 5.0;
+    assert!(tail < 0.8 * head, "loss should fall: {head} -> {tail}");
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint() {
+    let dir = tmp("nan");
+    let mut p = plan(&dir, 50, "");
+    p.file.train.lr = 1e30;
+    p.file.train.warmup_steps = 0;
+    p.file.train.grad_clip = 0.0;
+    p.file.train.checkpoint_every = 1;
+    let err = trainer::train(&p, &data(), &opts(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("at step") && (err.contains("NaN") || err.contains("inf")),
+        "{err}"
+    );
+    let step: usize = err
+        .split("at step ")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let good = checkpoint::resolve(&dir).unwrap();
+    let meta = checkpoint::read_meta(&good).unwrap();
+    assert!(
+        meta.step < step,
+        "the newest checkpoint ({}) predates the bad step {step}",
+        meta.step
+    );
+    checkpoint::load_unet(&good, &meta, &Device::flex()).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn resume_rejects_another_model_and_damaged_checkpoints() {
+    let dir = tmp("mismatch");
+    trainer::train(&plan(&dir, 2, ""), &data(), &opts(None)).unwrap();
+    let mut other = plan(&dir, 4, "");
+    other.unet.ch_mult = vec![1];
+    let e = trainer::train(&other, &data(), &opts(Some(dir.clone())))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("differs"), "{e}");
+    // Truncate the weights: a clear error naming the file.
+    let step = checkpoint::resolve(&dir).unwrap();
+    let w = step.join("model.bpk");
+    let bytes = std::fs::read(&w).unwrap();
+    std::fs::write(&w, &bytes[..bytes.len() / 2]).unwrap();
+    let e = trainer::train(&plan(&dir, 4, ""), &data(), &opts(Some(dir.clone())))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("model.bpk"), "{e}");
+    std::fs::write(step.join("checkpoint.json"), "{").unwrap();
+    let e = checkpoint::read_meta(&step).unwrap_err().to_string();
+    assert!(
+        e.contains("checkpoint.json") && e.contains("unreadable"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn warmup_is_linear_then_flat() {
+    assert_eq!(lr_at(1e-3, 0, 0), 1e-3);
+    assert!((lr_at(1e-3, 4, 0) - 2.5e-4).abs() < 1e-15);
+    assert!((lr_at(1e-3, 4, 3) - 1e-3).abs() < 1e-15);
+    assert_eq!(lr_at(1e-3, 4, 100), 1e-3);
+}
