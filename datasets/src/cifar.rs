@@ -10,7 +10,7 @@ pub const RECORD: usize = 1 + 3 * 32 * 32;
 /// Splits one batch file's bytes into (pixels CHW, labels). Rejects a length that is not a whole
 /// number of records and labels outside 0..10.
 pub fn parse_cifar(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, Vec<u8>), DataError> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::format(
             path,
             format!(

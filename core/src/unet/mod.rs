@@ -75,7 +75,7 @@ impl UNetConfig {
                 "in_channels, ch, ch_mult and num_res_blocks must be non-empty / positive".into(),
             );
         }
-        if let Some(m) = self.ch_mult.iter().find(|m| (self.ch * **m) % 32 != 0) {
+        if let Some(m) = self.ch_mult.iter().find(|m| !(self.ch * **m).is_multiple_of(32)) {
             return bad(format!(
                 "ch × ch_mult = {} × {m} is not divisible by GroupNorm's 32 groups",
                 self.ch
@@ -84,7 +84,7 @@ impl UNetConfig {
         let levels = self.ch_mult.len();
         let mut r = self.resolution;
         for _ in 1..levels {
-            if r % 2 != 0 || r < 2 {
+            if !r.is_multiple_of(2) || r < 2 {
                 return bad(format!(
                     "resolution {} cannot be halved {} times and doubled back (reached {r})",
                     self.resolution,

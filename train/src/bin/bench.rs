@@ -1,0 +1,146 @@
+//! `bench`: times training or sampling steps of the DDPM U-Net and prints one JSON line with the
+//! fields of the PyTorch reference (`shared/ref/ddpm_ref.py`).
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use clap::{Parser, ValueEnum};
+use tweedie_core::denoiser::Denoiser;
+use tweedie_core::device::BackendKind;
+use tweedie_core::diffusion::Transition;
+use tweedie_core::elbo::ModelVariance;
+use tweedie_core::loss::l_simple;
+use tweedie_core::rng::Rng;
+use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
+use tweedie_core::unet::UNetConfig;
+use tweedie_sample::sampler::{Ddpm, NoiseSource, Sampler};
+use tweedie_train::clip::clip_global_norm;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Forward + backward + global-norm clip + Adam on random data (L_simple).
+    Train,
+    /// One no-grad U-Net forward plus the DDPM ancestral update.
+    Sample,
+}
+
+/// Time DDPM U-Net steps; prints one JSON line (impl, config, device, mode, batch, params,
+/// ms_per_step, images_per_s, dtype, peak_rss_mib, ...).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Model: cifar10, mnist or tiny (params.json).
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    #[arg(long, value_enum, default_value = "train")]
+    mode: Mode,
+    /// Backend: flex, ndarray or wgpu (needs the `wgpu` feature).
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Untimed warm-up steps (kernel compilation, autotuning, allocator).
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Peak resident set size of this process, from /proc (Linux), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn run(a: Args) -> Result<()> {
+    let cfg = UNetConfig::preset(&a.config)?;
+    let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000)?;
+    let plain = a.backend.device()?;
+    let mut rng = Rng::new(a.seed);
+    let shape = [a.batch, cfg.in_channels, cfg.resolution, cfg.resolution];
+    let n: usize = shape.iter().product();
+    let params;
+    let mut step: Box<dyn FnMut(&mut Rng) -> f32> = match a.mode {
+        Mode::Train => {
+            let device = plain.clone().autodiff();
+            let mut model = cfg.init_seeded(&device, a.seed);
+            params = model.num_params();
+            let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
+            let x0 = Tensor::<4>::from_data(TensorData::new(rng.normals(n), shape), &device);
+            Box::new(move |rng: &mut Rng| {
+                let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
+                let eps = Tensor::<4>::from_data(TensorData::new(rng.normals(n), shape), &device);
+                let loss = l_simple(&model, &schedule, x0.clone(), &t, eps);
+                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                clip_global_norm(&model, &mut grads, 1.0);
+                model = optim.step(2e-4, model.clone(), grads);
+                loss.into_scalar::<f32>()
+            })
+        }
+        Mode::Sample => {
+            let model = cfg.init_seeded(&plain, a.seed);
+            params = model.num_params();
+            let mut x = rng.normal(shape, &plain);
+            let mut i = 999usize;
+            let sampler = Ddpm { variance: ModelVariance::Large, clip: false };
+            Box::new(move |rng: &mut Rng| {
+                let tr = Transition::new(&schedule, i, i.checked_sub(1));
+                let eps = model.eps(x.clone(), &vec![i; a.batch]);
+                x = sampler.step(&tr, x.clone(), eps, rng).x_prev;
+                i = if i == 0 { 999 } else { i - 1 };
+                // Reading one value synchronises the device.
+                x.clone().slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>()
+            })
+        }
+    };
+    for _ in 0..a.warmup {
+        step(&mut rng);
+    }
+    plain.sync().ok();
+    let clock = Instant::now();
+    let mut last = 0.0;
+    for _ in 0..a.steps {
+        last = step(&mut rng);
+    }
+    plain.sync().ok();
+    let secs = clock.elapsed().as_secs_f64();
+    if !last.is_finite() {
+        anyhow::bail!("non-finite output");
+    }
+    let json = serde_json::json!({
+        "impl": "tweedie",
+        "config": a.config,
+        "device": a.backend.name(),
+        "mode": format!("{:?}", a.mode).to_lowercase(),
+        "batch": a.batch,
+        "params": params,
+        "ms_per_step": (secs / a.steps as f64 * 1e3 * 1000.0).round() / 1000.0,
+        "images_per_s": (a.batch as f64 * a.steps as f64 / secs * 100.0).round() / 100.0,
+        "dtype": "fp32",
+        "steps": a.steps,
+        "warmup": a.warmup,
+        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "peak_rss_mib": peak_rss_mib(),
+    });
+    println!("{json}");
+    Ok(())
+}
