@@ -142,6 +142,11 @@ pub enum Spacing {
     Trailing,
     /// n evenly spaced values from T−1 down to 0, rounded.
     Linspace,
+    /// Uniform in log-SNR λ = log(√ᾱ/√(1 − ᾱ)) from t = T−1 to t = 0, each mapped to the nearest
+    /// training step (DPM-Solver's "logSNR" spacing, Lu et al. 2022 §3.3): dense near the data,
+    /// where few-step ODE solvers need it. Nearest-step collisions are merged, so slightly fewer
+    /// than n steps may result.
+    LogSnr,
 }
 
 impl std::str::FromStr for Spacing {
@@ -151,14 +156,53 @@ impl std::str::FromStr for Spacing {
             "leading" => Ok(Spacing::Leading),
             "trailing" => Ok(Spacing::Trailing),
             "linspace" => Ok(Spacing::Linspace),
+            "logsnr" => Ok(Spacing::LogSnr),
             _ => Err(CoreError::InvalidConfig(format!(
-                "unknown timestep spacing `{s}` (expected leading, trailing or linspace)"
+                "unknown timestep spacing `{s}` (expected leading, trailing, linspace or logsnr)"
             ))),
         }
     }
 }
 
-/// The `n` training timesteps visited by a sampler, in descending order.
+impl NoiseSchedule {
+    /// The `n` training timesteps a sampler visits, in descending order (every spacing, including
+    /// [`Spacing::LogSnr`], which needs ᾱ).
+    pub fn timesteps(&self, n: usize, spacing: Spacing) -> Result<Vec<usize>, CoreError> {
+        if spacing != Spacing::LogSnr {
+            return inference_timesteps(self.len(), n, spacing);
+        }
+        if n == 0 || n > self.len() {
+            return Err(CoreError::InvalidConfig(format!(
+                "number of sampling steps must be in 1..={}, got {n}",
+                self.len()
+            )));
+        }
+        let lam: Vec<f64> = self
+            .alphas_cumprod
+            .iter()
+            .map(|a| 0.5 * (a / (1.0 - a)).ln())
+            .collect();
+        let (lo, hi) = (lam[self.len() - 1], lam[0]);
+        let mut ts: Vec<usize> = (0..n)
+            .map(|i| {
+                let target = if n == 1 {
+                    lo
+                } else {
+                    lo + (hi - lo) * i as f64 / (n - 1) as f64
+                };
+                // λ decreases in t: the nearest training step by |λ_t − target|.
+                (0..self.len())
+                    .min_by(|&a, &b| (lam[a] - target).abs().total_cmp(&(lam[b] - target).abs()))
+                    .expect("non-empty schedule")
+            })
+            .collect();
+        ts.dedup();
+        Ok(ts)
+    }
+}
+
+/// The `n` training timesteps visited by a sampler, in descending order. [`Spacing::LogSnr`]
+/// depends on the schedule: use [`NoiseSchedule::timesteps`].
 pub fn inference_timesteps(
     train_steps: usize,
     n: usize,
@@ -180,6 +224,11 @@ pub fn inference_timesteps(
             (0..n)
                 .map(|i| ((t_max - i as f64 * r).round() as usize).saturating_sub(1))
                 .collect()
+        }
+        Spacing::LogSnr => {
+            return Err(CoreError::InvalidConfig(
+                "logsnr spacing needs the schedule (NoiseSchedule::timesteps)".into(),
+            ));
         }
         Spacing::Linspace => {
             if n == 1 {
@@ -263,6 +312,32 @@ mod tests {
         assert_eq!(
             inference_timesteps(20, 20, Spacing::Leading).unwrap(),
             (0..20).rev().collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn logsnr_spacing_is_uniform_in_lambda_and_dense_near_the_data() {
+        let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+        let ts = s.timesteps(20, Spacing::LogSnr).unwrap();
+        assert_eq!((ts[0], *ts.last().unwrap()), (999, 0));
+        assert!(ts.windows(2).all(|w| w[0] > w[1]), "{ts:?}");
+        assert!(
+            ts[ts.len() - 4] <= 10,
+            "the last steps crowd near t = 0: {ts:?}"
+        );
+        let lam = |t: usize| 0.5 * (s.alphas_cumprod[t] / (1.0 - s.alphas_cumprod[t])).ln();
+        let gaps: Vec<f64> = ts.windows(2).map(|w| lam(w[1]) - lam(w[0])).collect();
+        let mean = gaps.iter().sum::<f64>() / gaps.len() as f64;
+        // Mid-range gaps are within 25 % of uniform (the ends snap to integer steps).
+        assert!(
+            gaps[2..gaps.len() - 3]
+                .iter()
+                .all(|g| (g - mean).abs() < 0.25 * mean),
+            "{gaps:?}"
+        );
+        assert_eq!(
+            s.timesteps(10, Spacing::Trailing).unwrap(),
+            inference_timesteps(1000, 10, Spacing::Trailing).unwrap()
         );
     }
 }

@@ -79,7 +79,7 @@ fn ddim_trajectories_match_diffusers() {
         let label = format!("{spacing:?} n={n} eta={eta}");
         let (_, nfe) = run(
             &TanhEps,
-            &Ddim { eta, clip: false },
+            &mut Ddim { eta, clip: false },
             &s,
             &ts,
             x,

@@ -402,7 +402,7 @@ fn write_sample_grid(
     let x = rng.normal([tc.sample_n, c, r, r], &device);
     let (x0, _) = sampler::run(
         model,
-        &Ddim {
+        &mut Ddim {
             eta: 0.0,
             clip: true,
         },

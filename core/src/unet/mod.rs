@@ -75,7 +75,11 @@ impl UNetConfig {
                 "in_channels, ch, ch_mult and num_res_blocks must be non-empty / positive".into(),
             );
         }
-        if let Some(m) = self.ch_mult.iter().find(|m| !(self.ch * **m).is_multiple_of(32)) {
+        if let Some(m) = self
+            .ch_mult
+            .iter()
+            .find(|m| !(self.ch * **m).is_multiple_of(32))
+        {
             return bad(format!(
                 "ch × ch_mult = {} × {m} is not divisible by GroupNorm's 32 groups",
                 self.ch

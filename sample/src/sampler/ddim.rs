@@ -4,6 +4,7 @@
 //! Matches diffusers' `DDIMScheduler.step` (set_alpha_to_one: ᾱ_prev = 1 after the last step).
 
 use burn::prelude::*;
+use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::{Transition, eps_from_x0};
 
 use super::{NoiseSource, Sampler, StepOutput, tweedie_x0};
@@ -21,10 +22,11 @@ impl Sampler for Ddim {
     }
 
     fn step(
-        &self,
+        &mut self,
         tr: &Transition,
         x_t: Tensor<4>,
         eps: Tensor<4>,
+        _model: &dyn Denoiser,
         noise: &mut dyn NoiseSource,
     ) -> StepOutput {
         let b = x_t.dims()[0];
@@ -42,6 +44,6 @@ impl Sampler for Ddim {
         if self.eta > 0.0 {
             x_prev = x_prev + noise.normal(x_t.dims(), &x_t.device()).mul_scalar(sigma);
         }
-        StepOutput { x_prev, x0 }
+        StepOutput::new(x_prev, x0)
     }
 }

@@ -3,6 +3,7 @@
 //! chain of iDDPM §4 (β'_t = 1 − ᾱ_t/ᾱ_prev).
 
 use burn::prelude::*;
+use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 use tweedie_core::elbo::ModelVariance;
 
@@ -22,10 +23,11 @@ impl Sampler for Ddpm {
     }
 
     fn step(
-        &self,
+        &mut self,
         tr: &Transition,
         x_t: Tensor<4>,
         eps: Tensor<4>,
+        _model: &dyn Denoiser,
         noise: &mut dyn NoiseSource,
     ) -> StepOutput {
         let x0 = tweedie_x0(tr, x_t.clone(), eps, self.clip);
@@ -41,6 +43,6 @@ impl Sampler for Ddpm {
                 mean + z.mul_scalar(var.sqrt())
             }
         };
-        StepOutput { x_prev, x0 }
+        StepOutput::new(x_prev, x0)
     }
 }

@@ -4,9 +4,13 @@
 
 mod ddim;
 mod ddpm;
+mod dpmpp;
+mod heun;
 
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
+pub use dpmpp::DpmSolverPp2m;
+pub use heun::Heun;
 
 use burn::prelude::*;
 use tweedie_core::denoiser::Denoiser;
@@ -32,18 +36,34 @@ impl NoiseSource for Rng {
 pub struct StepOutput {
     pub x_prev: Tensor<4>,
     pub x0: Tensor<4>,
+    /// Network evaluations the step made itself, beyond the ε̂ it was given (Heun's corrector).
+    pub extra_nfe: usize,
 }
 
-/// One reverse update rule, given ε̂ = ε_θ(x_t, t).
+impl StepOutput {
+    pub fn new(x_prev: Tensor<4>, x0: Tensor<4>) -> Self {
+        Self {
+            x_prev,
+            x0,
+            extra_nfe: 0,
+        }
+    }
+}
+
+/// One reverse update rule, given ε̂ = ε_θ(x_t, t). Multistep rules keep state between steps;
+/// [`run`] calls [`Sampler::reset`] before each trajectory.
 pub trait Sampler {
     fn name(&self) -> &'static str;
     fn step(
-        &self,
+        &mut self,
         tr: &Transition,
         x_t: Tensor<4>,
         eps: Tensor<4>,
+        model: &dyn Denoiser,
         noise: &mut dyn NoiseSource,
     ) -> StepOutput;
+    /// Forgets the state of a previous trajectory.
+    fn reset(&mut self) {}
 }
 
 /// x̂_0 from ε̂ (DDPM eq. 15), optionally clipped to the data range [−1, 1].
@@ -58,7 +78,7 @@ pub(crate) fn tweedie_x0(tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, clip: 
 /// network evaluations.
 pub fn run(
     model: &dyn Denoiser,
-    sampler: &dyn Sampler,
+    sampler: &mut dyn Sampler,
     schedule: &NoiseSchedule,
     timesteps: &[usize],
     mut x: Tensor<4>,
@@ -67,14 +87,16 @@ pub fn run(
 ) -> (Tensor<4>, usize) {
     let b = x.dims()[0];
     let mut nfe = 0;
+    sampler.reset();
     for (i, &t) in timesteps.iter().enumerate() {
         let tr = Transition::new(schedule, t, timesteps.get(i + 1).copied());
         let eps = model.eps(x.clone(), &vec![t; b]);
-        nfe += 1;
-        let out = sampler.step(&tr, x, eps, noise);
+        let out = sampler.step(&tr, x, eps, model, noise);
+        nfe += 1 + out.extra_nfe;
         let out = StepOutput {
             x_prev: out.x_prev.detach(),
             x0: out.x0.detach(),
+            extra_nfe: out.extra_nfe,
         };
         on_step(i, &out);
         x = out.x_prev;

@@ -101,14 +101,19 @@ fn run(a: Args) -> Result<()> {
             params = model.num_params();
             let mut x = rng.normal(shape, &plain);
             let mut i = 999usize;
-            let sampler = Ddpm { variance: ModelVariance::Large, clip: false };
+            let mut sampler = Ddpm {
+                variance: ModelVariance::Large,
+                clip: false,
+            };
             Box::new(move |rng: &mut Rng| {
                 let tr = Transition::new(&schedule, i, i.checked_sub(1));
                 let eps = model.eps(x.clone(), &vec![i; a.batch]);
-                x = sampler.step(&tr, x.clone(), eps, rng).x_prev;
+                x = sampler.step(&tr, x.clone(), eps, &model, rng).x_prev;
                 i = if i == 0 { 999 } else { i - 1 };
                 // Reading one value synchronises the device.
-                x.clone().slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>()
+                x.clone()
+                    .slice([0..1, 0..1, 0..1, 0..1])
+                    .into_scalar::<f32>()
             })
         }
     };

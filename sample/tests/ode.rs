@@ -1,0 +1,125 @@
+//! Samplers against closed forms. For Gaussian data N(μ, s²) the exact ε-predictor is known
+//! ([`GaussianDenoiser`]) and the probability-flow ODE is affine: it carries x_T to
+//! x_0 = μ + s (x_T − √ᾱ_T μ) / √(ᾱ_T s² + 1 − ᾱ_T), a deterministic path. Stochastic samplers
+//! must reproduce the marginal N(μ, s²).
+
+use burn::prelude::*;
+use tweedie_core::denoiser::GaussianDenoiser;
+use tweedie_core::elbo::ModelVariance;
+use tweedie_core::rng::Rng;
+use tweedie_core::schedule::{BetaSchedule, NoiseSchedule, Spacing, inference_timesteps};
+
+use tweedie_sample::sampler::{Ddim, Ddpm, DpmSolverPp2m, Heun, NoiseSource, Sampler, run};
+
+const MU: f64 = 0.3;
+const STD: f64 = 0.2;
+
+fn setup() -> (NoiseSchedule, GaussianDenoiser) {
+    let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+    let d = GaussianDenoiser {
+        mean: MU,
+        std: STD,
+        alphas_cumprod: s.alphas_cumprod.clone(),
+    };
+    (s, d)
+}
+
+/// Largest deviation from the exact ODE map, and the NFE used.
+fn ode_error(sampler: &mut dyn Sampler, steps: usize) -> (f64, usize) {
+    let (s, den) = setup();
+    let dev = Device::flex();
+    // Log-SNR spacing ends at t = 0, where the final denoising jump x̂_0 (taken by every solver) is
+    // within 5e-4 of the ODE's end point (with trailing spacing it would add a shared error of
+    // ~0.04), and is dense near the data, where this problem's dynamics are (s = 0.2): a grid
+    // uniform in t is too coarse there for higher order to show (checked against an independent
+    // NumPy implementation).
+    let ts = s.timesteps(steps, Spacing::LogSnr).unwrap();
+    let mut rng = Rng::new(1);
+    let x_t = rng.normal([4, 1, 8, 8], &dev);
+    let xt_host = tweedie_core::host_values(x_t.clone());
+    let (x0, nfe) = run(&den, sampler, &s, &ts, x_t, &mut rng, |_, _| {});
+    let ab = s.alphas_cumprod[ts[0]];
+    let err = tweedie_core::host_values(x0)
+        .iter()
+        .zip(&xt_host)
+        .map(|(got, xt)| {
+            let want =
+                MU + STD * (*xt as f64 - ab.sqrt() * MU) / (ab * STD * STD + 1.0 - ab).sqrt();
+            (*got as f64 - want).abs()
+        })
+        .fold(0.0, f64::max);
+    (err, nfe)
+}
+
+#[test]
+fn ode_solvers_follow_the_exact_flow_and_converge() {
+    let (heun10, nfe10) = ode_error(&mut Heun { clip: false }, 10);
+    let (heun50, nfe50) = ode_error(&mut Heun { clip: false }, 50);
+    assert_eq!(nfe10, 19, "Heun: two calls per step but the last");
+    assert!(nfe50 <= 99);
+    let (dpm10, n) = ode_error(&mut DpmSolverPp2m::new(false), 10);
+    assert_eq!(n, 10);
+    let (dpm50, _) = ode_error(&mut DpmSolverPp2m::new(false), 50);
+    let (ddim10, _) = ode_error(
+        &mut Ddim {
+            eta: 0.0,
+            clip: false,
+        },
+        10,
+    );
+    let (ddim50, _) = ode_error(
+        &mut Ddim {
+            eta: 0.0,
+            clip: false,
+        },
+        50,
+    );
+    eprintln!(
+        "max |error|: heun {heun10:.2e}/{heun50:.2e}, dpm++2m {dpm10:.2e}/{dpm50:.2e}, ddim {ddim10:.2e}/{ddim50:.2e} (10/50 steps)"
+    );
+    // More steps, smaller error; second-order solvers beat first-order DDIM at equal steps.
+    assert!(heun50 < heun10 && dpm50 < dpm10 && ddim50 < ddim10);
+    assert!(dpm10 < ddim10 && heun10 < ddim10);
+    assert!(heun50 < 5e-3 && dpm50 < 2e-3, "heun {heun50}, dpm {dpm50}");
+    assert!(
+        dpm50 < 0.2 * ddim50 && heun50 < 0.2 * ddim50,
+        "second order at 50 steps"
+    );
+}
+
+#[test]
+fn stochastic_samplers_reproduce_the_gaussian_marginal_and_seeds_repeat() {
+    let (s, den) = setup();
+    let dev = Device::flex();
+    // The full chain: a respaced DDPM with β̃ ignores Var(x_0 | x_t) in each step and shrinks the
+    // marginal (std 0.171 instead of 0.2 with 100 steps; cf. Bao et al. 2022, Analytic-DPM).
+    let ts = inference_timesteps(1000, 1000, Spacing::Leading).unwrap();
+    let samplers: Vec<Box<dyn Sampler>> = vec![
+        Box::new(Ddpm {
+            variance: ModelVariance::Small,
+            clip: false,
+        }),
+        Box::new(Ddim {
+            eta: 1.0,
+            clip: false,
+        }),
+    ];
+    for mut sm in samplers {
+        let mut draw = |seed| {
+            let mut rng = Rng::new(seed);
+            let x_t = rng.normal([64, 1, 8, 8], &dev);
+            tweedie_core::host_values(run(&den, sm.as_mut(), &s, &ts, x_t, &mut rng, |_, _| {}).0)
+        };
+        let v = draw(7);
+        assert_eq!(v, draw(7), "{}: same seed, same samples", sm.name());
+        let n = v.len() as f64;
+        let m = v.iter().map(|x| *x as f64).sum::<f64>() / n;
+        let sd = (v.iter().map(|x| (*x as f64 - m).powi(2)).sum::<f64>() / n).sqrt();
+        // 4096 draws: standard errors 0.003 (mean) and 0.002 (std).
+        assert!(
+            (m - MU).abs() < 0.015 && (sd - STD).abs() < 0.012,
+            "{}: mean {m} std {sd}",
+            sm.name()
+        );
+    }
+}
