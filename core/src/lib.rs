@@ -12,6 +12,7 @@ pub mod device;
 pub mod diffusion;
 pub mod elbo;
 pub mod error;
+pub mod gmm;
 pub mod loss;
 pub mod rng;
 pub mod schedule;

@@ -123,3 +123,86 @@ fn stochastic_samplers_reproduce_the_gaussian_marginal_and_seeds_repeat() {
         );
     }
 }
+
+#[test]
+fn ode_and_ancestral_samplers_reproduce_a_gaussian_mixture() {
+    use tweedie_core::gmm::GaussianMixture;
+    let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+    // Two well-separated modes in d = 2, weights 0.3 / 0.7.
+    let gmm = GaussianMixture::new(
+        vec![0.3, 0.7],
+        vec![vec![-0.6, -0.6], vec![0.6, 0.6]],
+        vec![0.1, 0.15],
+        s.alphas_cumprod.clone(),
+    )
+    .unwrap();
+    let dev = Device::flex();
+    let n = 2000;
+    let check = |name: &str, v: &[f32]| {
+        let mut count = [0usize; 2];
+        let mut sq = [0.0f64; 2];
+        for p in v.chunks(2) {
+            let k = usize::from(p[0] + p[1] > 0.0);
+            count[k] += 1;
+            sq[k] += p
+                .iter()
+                .zip(&gmm.means[k])
+                .map(|(x, m)| (*x as f64 - m).powi(2))
+                .sum::<f64>()
+                / 2.0;
+        }
+        let w0 = count[0] as f64 / n as f64;
+        // Binomial standard error √(0.3·0.7/2000) ≈ 0.010: allow 4σ.
+        assert!((w0 - 0.3).abs() < 0.041, "{name}: weight of mode 0 is {w0}");
+        for k in 0..2 {
+            let sd = (sq[k] / count[k] as f64).sqrt();
+            assert!(
+                (sd - gmm.stds[k]).abs() < 0.12 * gmm.stds[k],
+                "{name}: mode {k} std {sd} vs {}",
+                gmm.stds[k]
+            );
+        }
+    };
+    let cases: Vec<(Box<dyn Sampler>, Vec<usize>)> = vec![
+        (
+            Box::new(Heun { clip: false }),
+            s.timesteps(40, Spacing::LogSnr).unwrap(),
+        ),
+        (
+            Box::new(DpmSolverPp2m::new(false)),
+            s.timesteps(40, Spacing::LogSnr).unwrap(),
+        ),
+        (
+            Box::new(Ddpm {
+                variance: ModelVariance::Small,
+                clip: false,
+            }),
+            inference_timesteps(1000, 1000, Spacing::Leading).unwrap(),
+        ),
+    ];
+    for (mut sm, ts) in cases {
+        let mut rng = Rng::new(11);
+        let x_t = rng.normal([n, 1, 1, 2], &dev);
+        let (x0, _) = run(&gmm, sm.as_mut(), &s, &ts, x_t.clone(), &mut rng, |_, _| {});
+        let v = tweedie_core::host_values(x0);
+        check(sm.name(), &v);
+        if sm.name() != "ddpm" {
+            // The probability-flow path is deterministic: the same x_T gives the same sample.
+            let (again, _) = run(
+                &gmm,
+                sm.as_mut(),
+                &s,
+                &ts,
+                x_t,
+                &mut Rng::new(999),
+                |_, _| {},
+            );
+            assert_eq!(
+                v,
+                tweedie_core::host_values(again),
+                "{}: deterministic path",
+                sm.name()
+            );
+        }
+    }
+}

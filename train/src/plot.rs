@@ -18,7 +18,8 @@ fn register_font() {
     });
 }
 
-/// Plots `points` (step, loss) and their exponential moving average on a log-scale y axis.
+/// Plots `points` (step, loss) and their trailing rolling mean (over ~2 % of the points) on a
+/// log-scale y axis.
 pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
     register_font();
     let (w, h) = (800u32, 480u32);
@@ -44,12 +45,16 @@ pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(60)
-            .build_cartesian_2d(0.0..x_max, (y_min..y_max).log_scale())
+            // log10(loss) on a linear axis, labelled with the loss itself: evenly spaced labels.
+            .build_cartesian_2d(0.0..x_max, y_min.log10()..y_max.log10())
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
             .x_desc("step")
             .y_desc("L_simple")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{:.3}", 10f64.powf(*y)))
+            .y_labels(8)
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
@@ -61,19 +66,18 @@ pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
             .map_err(|e| anyhow!("{e}"))?
             .label("loss")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RGBColor(160, 190, 230)));
-        let mut s = None::<f64>;
-        let smooth: Vec<(f64, f64)> = pts
-            .iter()
-            .map(|(x, y)| {
-                let v = s.map_or(*y, |s| 0.9 * s + 0.1 * y);
-                s = Some(v);
-                (*x, v)
+        let window = (pts.len() / 50).max(1);
+        let smooth: Vec<(f64, f64)> = (0..pts.len())
+            .map(|i| {
+                let lo = (i + 1).saturating_sub(window);
+                let mean = pts[lo..=i].iter().map(|p| p.1).sum::<f64>() / (i + 1 - lo) as f64;
+                (pts[i].0, mean.log10())
             })
             .collect();
         chart
             .draw_series(LineSeries::new(smooth, BLUE.stroke_width(2)))
             .map_err(|e| anyhow!("{e}"))?
-            .label("moving average")
+            .label("rolling mean")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
         chart
             .configure_series_labels()
@@ -94,8 +98,22 @@ pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
 mod tests {
     #[test]
     fn renders_a_decodable_png() {
-        let pts: Vec<(f64, f64)> = (1..50).map(|i| (i as f64, 1.0 / i as f64)).collect();
+        // A noisy decay like a real run's, logged every 10 steps.
+        let mut r = tweedie_core::rng::Rng::new(1);
+        let pts: Vec<(f64, f64)> = (1..80)
+            .map(|i| {
+                (
+                    10.0 * i as f64,
+                    0.03 + 0.9 * (-(i as f64) / 4.0).exp() + 0.01 * r.uniform(),
+                )
+            })
+            .collect();
         let png = super::loss_curve_png(&pts, "test").unwrap();
+        std::fs::write(
+            std::env::temp_dir().join("tweedie-loss-curve-test.png"),
+            &png,
+        )
+        .unwrap();
         let img = image::load_from_memory(&png).unwrap().to_rgb8();
         assert_eq!((img.width(), img.height()), (800, 480));
         // Something other than white was drawn (axes, curves, text).
