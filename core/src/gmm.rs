@@ -37,7 +37,8 @@ impl GaussianMixture {
                 stds.len()
             )));
         }
-        if weights.iter().any(|w| !(*w > 0.0)) || stds.iter().any(|s| !(*s > 0.0)) {
+        let positive = |v: &f64| v.is_finite() && *v > 0.0;
+        if !weights.iter().all(positive) || !stds.iter().all(positive) {
             return Err(CoreError::InvalidConfig(
                 "mixture weights and stds must be positive".into(),
             ));
