@@ -49,7 +49,7 @@ fn wgpu_device() -> Result<Device, CoreError> {
 fn wgpu_device() -> Result<Device, CoreError> {
     Err(CoreError::Backend {
         name: "wgpu".into(),
-        why: "this binary was built without the `wgpu` cargo feature (cargo build --release --features wgpu)".into(),
+        why: "this binary was built without the `wgpu` cargo feature (cargo build --release --features tweedie-core/wgpu)".into(),
     })
 }
 

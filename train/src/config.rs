@@ -166,9 +166,18 @@ impl TrainFile {
         Self::parse(&text).with_context(|| format!("{}: invalid experiment file", path.display()))
     }
 
+    /// Parses TOML text; the error is one line: `line N: <what is wrong>`.
     pub fn parse(text: &str) -> Result<Self> {
-        toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {msg}"),
+                None => anyhow::anyhow!("{msg}"),
+            }
+        })
     }
 
     /// Validates and builds the run's objects. `stem` names the default run directory.
@@ -279,7 +288,10 @@ mod tests {
         let e = TrainFile::parse(&format!("{MIN}[train]\nbatchsize = 3\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("batchsize"), "{e}");
+        assert!(
+            e.contains("batchsize") && e.starts_with("line 6:") && !e.contains('\n'),
+            "{e}"
+        );
         let e = TrainFile::parse(&format!("{MIN}[diffusion]\nschedule = \"quadratic\"\n"))
             .unwrap()
             .resolve("x")
