@@ -1,7 +1,11 @@
 //! # tweedie-sample
 //!
 //! Sampling from a trained model with the same core modules `train` uses: samplers
-//! ([`sampler`]) and the files people look at ([`output`]).
+//! ([`sampler`]), the seams of likelihood guidance ([`operator`], [`noise`], [`likelihood`]) and
+//! the files people look at ([`output`]).
 
+pub mod likelihood;
+pub mod noise;
+pub mod operator;
 pub mod output;
 pub mod sampler;

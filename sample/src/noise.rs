@@ -1,0 +1,177 @@
+//! Noise models p(y | A(x)). Images live on the model's [−1, 1] scale, but every parameter is
+//! stated on the **[0, 1] image scale** (σ_y = 0.05 means 5 % of the intensity range), as
+//! configs and reports use it; the conversion (×2) happens here, once.
+
+use burn::prelude::*;
+use tweedie_core::rng::Rng;
+
+/// Log-likelihoods are summed over all pixels of a sample: `[B, C, H, W]` → `[B]`.
+pub trait NoiseModel {
+    fn name(&self) -> String;
+    /// log p(y | mean), exact (normalising constants included), per sample.
+    fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1>;
+    /// A draw of y given `mean` = A(x).
+    fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4>;
+}
+
+fn per_sample_sum(x: Tensor<4>) -> Tensor<1> {
+    let [b, c, h, w] = x.dims();
+    x.reshape([b, c * h * w]).sum_dim(1).reshape([b])
+}
+
+/// y = A(x) + σ ε with σ = 2 σ_y on the model scale.
+#[derive(Debug, Clone, Copy)]
+pub struct Gaussian {
+    /// Standard deviation on the [0, 1] image scale.
+    pub sigma_y: f64,
+}
+
+impl Gaussian {
+    /// σ on the model's [−1, 1] scale.
+    pub fn sigma(&self) -> f64 {
+        2.0 * self.sigma_y
+    }
+}
+
+impl NoiseModel for Gaussian {
+    fn name(&self) -> String {
+        format!("gaussian(σ_y={})", self.sigma_y)
+    }
+    fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
+        let s = self.sigma();
+        let n = y.dims()[1..].iter().product::<usize>() as f64;
+        let c = -0.5 * n * (2.0 * std::f64::consts::PI * s * s).ln();
+        per_sample_sum((y - mean).square())
+            .mul_scalar(-0.5 / (s * s))
+            .add_scalar(c)
+    }
+    fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4> {
+        let shape = mean.dims();
+        let z = Tensor::<4>::from_data(
+            TensorData::new(rng.normals(shape.iter().product()), shape),
+            &mean.device(),
+        );
+        mean + z.mul_scalar(self.sigma())
+    }
+}
+
+/// Photon counts: y ~ Poisson(rate · u) with u = (A(x) + 1)/2 the [0, 1] intensity (floored at
+/// 1e-6 so the log stays finite). y is in counts.
+#[derive(Debug, Clone, Copy)]
+pub struct Poisson {
+    /// Expected count of a pixel of intensity 1.
+    pub rate: f64,
+}
+
+impl NoiseModel for Poisson {
+    fn name(&self) -> String {
+        format!("poisson(rate={})", self.rate)
+    }
+    fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
+        let lambda = mean
+            .add_scalar(1.0)
+            .mul_scalar(0.5 * self.rate)
+            .clamp_min(1e-6 * self.rate);
+        let yv = tweedie_core::host_values(y.clone());
+        let b = y.dims()[0];
+        let per = yv.len() / b.max(1);
+        // −Σ log y! per sample (constant in x), on the host.
+        let lfact: Vec<f32> = yv
+            .chunks(per.max(1))
+            .map(|c| -c.iter().map(|v| libm::lgamma(*v as f64 + 1.0)).sum::<f64>() as f32)
+            .collect();
+        let lfact = Tensor::<1>::from_data(TensorData::new(lfact, [b]), &y.device());
+        per_sample_sum(y * lambda.clone().log() - lambda) + lfact
+    }
+    fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4> {
+        let shape = mean.dims();
+        let v: Vec<f32> = tweedie_core::host_values(mean.clone())
+            .into_iter()
+            .map(|m| {
+                poisson(
+                    rng,
+                    (((m as f64) + 1.0) * 0.5 * self.rate).max(1e-6 * self.rate),
+                ) as f32
+            })
+            .collect();
+        Tensor::<4>::from_data(TensorData::new(v, shape), &mean.device())
+    }
+}
+
+/// An exact Poisson draw: Knuth's product method on pieces of mean ≤ 30 (a sum of independent
+/// Poissons is Poisson).
+fn poisson(rng: &mut Rng, lambda: f64) -> u64 {
+    let mut left = lambda;
+    let mut total = 0;
+    while left > 0.0 {
+        let l = left.min(30.0);
+        left -= l;
+        let limit = (-l).exp();
+        let mut p = rng.uniform();
+        while p > limit {
+            total += 1;
+            p *= rng.uniform();
+        }
+    }
+    total
+}
+
+/// Heavy-tailed errors: y = A(x) + s·T_ν with s = 2·scale on the model scale.
+#[derive(Debug, Clone, Copy)]
+pub struct StudentT {
+    pub nu: f64,
+    /// Scale on the [0, 1] image scale.
+    pub scale: f64,
+}
+
+impl NoiseModel for StudentT {
+    fn name(&self) -> String {
+        format!("student-t(ν={}, scale={})", self.nu, self.scale)
+    }
+    fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
+        let (nu, s) = (self.nu, 2.0 * self.scale);
+        let n = y.dims()[1..].iter().product::<usize>() as f64;
+        let c = n
+            * (libm::lgamma((nu + 1.0) / 2.0)
+                - libm::lgamma(nu / 2.0)
+                - 0.5 * (nu * std::f64::consts::PI * s * s).ln());
+        let r2 = (y - mean).square().div_scalar(nu * s * s);
+        per_sample_sum(r2.add_scalar(1.0).log())
+            .mul_scalar(-(nu + 1.0) / 2.0)
+            .add_scalar(c)
+    }
+    fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4> {
+        let shape = mean.dims();
+        let n: usize = shape.iter().product();
+        let z = rng.normals(n);
+        let v: Vec<f32> = z
+            .iter()
+            .map(|z| {
+                let chi2 = 2.0 * gamma(rng, self.nu / 2.0);
+                (*z as f64 / (chi2 / self.nu).sqrt() * 2.0 * self.scale) as f32
+            })
+            .collect();
+        let device = mean.device();
+        mean + Tensor::<4>::from_data(TensorData::new(v, shape), &device)
+    }
+}
+
+/// Gamma(shape k, scale 1) by Marsaglia & Tsang (2000); k < 1 via the boost U^{1/k}.
+fn gamma(rng: &mut Rng, k: f64) -> f64 {
+    if k < 1.0 {
+        return gamma(rng, k + 1.0) * rng.uniform().max(f64::MIN_POSITIVE).powf(1.0 / k);
+    }
+    let d = k - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        let x = rng.normals(1)[0] as f64;
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u = rng.uniform();
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Denoising: A = I.
+
+use burn::prelude::*;
+
+use super::ForwardOperator;
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Identity;
+
+impl ForwardOperator for Identity {
+    fn name(&self) -> String {
+        "identity".into()
+    }
+    fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        x
+    }
+    fn adjoint(&self, y: Tensor<4>) -> Option<Tensor<4>> {
+        Some(y)
+    }
+    fn pinv(&self, y: Tensor<4>) -> Option<Tensor<4>> {
+        Some(y)
+    }
+}

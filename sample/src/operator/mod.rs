@@ -1,0 +1,75 @@
+//! Forward operators A of an observation y = A(x) + noise, on images `[B, C, H, W]` in [−1, 1].
+//! All are written with differentiable tensor ops, so guidance can take gradients through them;
+//! linear ones also give their adjoint Aᵀ and, where it has a closed form, the pseudo-inverse A⁺.
+
+mod blur;
+mod downsample;
+mod identity;
+mod mask;
+mod saturate;
+
+pub use blur::GaussianBlur;
+pub use downsample::AvgPool;
+pub use identity::Identity;
+pub use mask::Mask;
+pub use saturate::Saturate;
+
+use burn::prelude::*;
+
+/// A forward operator.
+pub trait ForwardOperator {
+    /// A short description, e.g. `sr×4`.
+    fn name(&self) -> String;
+    /// A(x).
+    fn apply(&self, x: Tensor<4>) -> Tensor<4>;
+    /// Whether A is linear (then `adjoint` is `Some`).
+    fn is_linear(&self) -> bool {
+        true
+    }
+    /// Aᵀ y, for linear operators.
+    fn adjoint(&self, y: Tensor<4>) -> Option<Tensor<4>>;
+    /// A⁺ y (Moore–Penrose), where it has a closed form.
+    fn pinv(&self, _y: Tensor<4>) -> Option<Tensor<4>> {
+        None
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use tweedie_core::rng::Rng;
+
+    /// ⟨A x, y⟩ = ⟨x, Aᵀ y⟩ for random x, y: the adjoint is the transpose.
+    pub fn check_adjoint(op: &dyn ForwardOperator, shape: [usize; 4]) {
+        let dev = Device::flex();
+        let mut r = Rng::new(4);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(r.normals(shape.iter().product()), shape),
+            &dev,
+        );
+        let ax = op.apply(x.clone());
+        let ys = ax.dims();
+        let y = Tensor::<4>::from_data(TensorData::new(r.normals(ys.iter().product()), ys), &dev);
+        let lhs: f32 = (ax * y.clone()).sum().into_scalar();
+        let rhs: f32 = (x * op.adjoint(y).expect("linear")).sum().into_scalar();
+        assert!(
+            (lhs - rhs).abs() < 1e-4 * (1.0 + lhs.abs()),
+            "{}: <Ax,y> = {lhs}, <x,A'y> = {rhs}",
+            op.name()
+        );
+    }
+
+    /// A A⁺ A = A on random x.
+    pub fn check_pinv(op: &dyn ForwardOperator, shape: [usize; 4]) {
+        let dev = Device::flex();
+        let mut r = Rng::new(5);
+        let x = Tensor::<4>::from_data(
+            TensorData::new(r.normals(shape.iter().product()), shape),
+            &dev,
+        );
+        let ax = op.apply(x);
+        let again = op.apply(op.pinv(ax.clone()).expect("pinv"));
+        let err: f32 = (again - ax).abs().max().into_scalar();
+        assert!(err < 1e-5, "{}: |A A+ A x - A x| = {err}", op.name());
+    }
+}
