@@ -9,6 +9,10 @@ use crate::operator::ForwardOperator;
 pub trait Likelihood {
     /// log p(y | x_0) for each sample of `x0` `[B, C, H, W]` → `[B]`.
     fn log_prob(&self, x0: Tensor<4>) -> Tensor<1>;
+    /// ‖y − A(x_0)‖₂ per sample, for likelihoods of an observation (DPS's step-size rule).
+    fn residual_norm(&self, _x0: Tensor<4>) -> Option<Tensor<1>> {
+        None
+    }
 }
 
 /// y = A(x) + noise, with y observed.

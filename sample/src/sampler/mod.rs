@@ -5,11 +5,13 @@
 mod ddim;
 mod ddpm;
 mod dpmpp;
+mod dps;
 mod heun;
 
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
 pub use dpmpp::DpmSolverPp2m;
+pub use dps::{Dps, DpsStep};
 pub use heun::Heun;
 
 use burn::prelude::*;
@@ -64,6 +66,11 @@ pub trait Sampler {
     ) -> StepOutput;
     /// Forgets the state of a previous trajectory.
     fn reset(&mut self) {}
+    /// Whether `step` differentiates through ε̂ (guidance): [`run`] then passes an `x_t` that
+    /// requires grad and an ε̂ that carries the graph. The model must be on an autodiff device.
+    fn needs_grad(&self) -> bool {
+        false
+    }
 }
 
 /// x̂_0 from ε̂ (DDPM eq. 15), optionally clipped to the data range [−1, 1].
@@ -90,8 +97,13 @@ pub fn run(
     sampler.reset();
     for (i, &t) in timesteps.iter().enumerate() {
         let tr = Transition::new(schedule, t, timesteps.get(i + 1).copied());
-        let eps = model.eps(x.clone(), &vec![t; b]);
-        let out = sampler.step(&tr, x, eps, model, noise);
+        let x_in = if sampler.needs_grad() {
+            x.detach().require_grad()
+        } else {
+            x
+        };
+        let eps = model.eps(x_in.clone(), &vec![t; b]);
+        let out = sampler.step(&tr, x_in, eps, model, noise);
         nfe += 1 + out.extra_nfe;
         let out = StepOutput {
             x_prev: out.x_prev.detach(),
