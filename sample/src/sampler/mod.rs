@@ -7,12 +7,14 @@ mod ddpm;
 mod dpmpp;
 mod dps;
 mod heun;
+mod replacement;
 
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
 pub use dpmpp::DpmSolverPp2m;
 pub use dps::{Dps, DpsStep};
 pub use heun::Heun;
+pub use replacement::Replacement;
 
 use burn::prelude::*;
 use tweedie_core::denoiser::Denoiser;
