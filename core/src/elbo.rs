@@ -86,7 +86,6 @@ pub fn elbo_bpd(
 ) -> ElboTerms {
     let device = x0.device();
     let [b, c, h, w] = x0.dims();
-    let n = b * c * h * w;
     let ln2 = std::f64::consts::LN_2;
     let big_t = s.len();
 
@@ -105,7 +104,7 @@ pub fn elbo_bpd(
     let mut decoder = Vec::new();
     for t in (0..big_t).rev() {
         let ts = vec![t; b];
-        let eps = Tensor::<4>::from_data(TensorData::new(rng.normals(n), [b, c, h, w]), &device);
+        let eps = rng.normal_tensor([b, c, h, w], &device);
         let x_t = q_sample(s, x0.clone(), &ts, eps);
         let eps_hat = model.eps(x_t.clone(), &ts);
         let mut x0_hat = predict_x0(x_t.clone(), eps_hat, &vec![s.alphas_cumprod[t]; b]);

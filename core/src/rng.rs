@@ -85,6 +85,19 @@ impl Rng {
         out
     }
 
+    /// A tensor of standard normal draws of `shape` on `device` (drawn here, on the host).
+    pub fn normal_tensor<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        device: &burn::prelude::Device,
+    ) -> burn::prelude::Tensor<D> {
+        let n = shape.iter().product();
+        burn::prelude::Tensor::<D>::from_data(
+            burn::prelude::TensorData::new(self.normals(n), shape),
+            device,
+        )
+    }
+
     /// A uniformly random permutation of 0..n (Fisher–Yates).
     pub fn permutation(&mut self, n: usize) -> Vec<usize> {
         let mut p: Vec<usize> = (0..n).collect();

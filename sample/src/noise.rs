@@ -47,10 +47,7 @@ impl NoiseModel for Gaussian {
     }
     fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4> {
         let shape = mean.dims();
-        let z = Tensor::<4>::from_data(
-            TensorData::new(rng.normals(shape.iter().product()), shape),
-            &mean.device(),
-        );
+        let z = rng.normal_tensor(shape, &mean.device());
         mean + z.mul_scalar(self.sigma())
     }
 }

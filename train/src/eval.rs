@@ -61,10 +61,7 @@ pub fn evaluate(
         let x0 = ImageBatcher.batch_with_flips(items, &[], device).images;
         let [_, c, h, w] = x0.dims();
         let t: Vec<usize> = (0..b).map(|_| rng.below(s.len())).collect();
-        let eps = Tensor::<4>::from_data(
-            TensorData::new(rng.normals(b * c * h * w), [b, c, h, w]),
-            device,
-        );
+        let eps = rng.normal_tensor([b, c, h, w], device);
         ls += l_simple(model, s, x0.clone(), &t, eps).into_scalar::<f32>() as f64 * b as f64;
         let terms = elbo_bpd(model, s, x0, opts.variance, opts.clip, &mut rng, |_| {
             on_batch_step()

@@ -41,6 +41,9 @@ struct Args {
     /// Download the dataset's files if they are missing (same as `[data] download = true`).
     #[arg(long)]
     download: bool,
+    /// Redraw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl and exit.
+    #[arg(long, value_name = "RUN_DIR")]
+    replot: Option<PathBuf>,
     /// Print the model's parameter count (`parameters: N`) and exit.
     #[arg(long)]
     dry_run: bool,
@@ -60,6 +63,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Some(dir) = &args.replot {
+        let png = trainer::replot(dir)?;
+        println!("wrote {}", png.display());
+        return Ok(());
+    }
     let (mut file, stem) = match (&args.config, &args.resume) {
         (Some(p), _) => (
             TrainFile::load(p)?,

@@ -226,10 +226,7 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
             .collect();
         let x0 = ImageBatcher.batch_with_flips(items, &flips, &device).images;
         let t: Vec<usize> = (0..b).map(|_| rng.below(big_t)).collect();
-        let eps = Tensor::<4>::from_data(
-            TensorData::new(rng.normals(b * c * h * w), [b, c, h, w]),
-            &device,
-        );
+        let eps = rng.normal_tensor([b, c, h, w], &device);
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
         // masks, and hold the lock until the forward pass has drawn them.
         let loss = {
@@ -381,6 +378,25 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("{}: cannot read", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: damaged", path.display()))
+}
+
+/// Redraws `run_dir/loss.png` from `run_dir/metrics.jsonl`; returns the PNG's path.
+pub fn replot(run_dir: &Path) -> Result<PathBuf> {
+    let path = run_dir.join(METRICS_FILE);
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("{}: cannot read", path.display()))?;
+    let curve: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<StepLog>(l).ok())
+        .map(|s| (s.step as f64, s.loss))
+        .collect();
+    if curve.is_empty() {
+        bail!("{}: no loss records", path.display());
+    }
+    let png = plot::loss_curve_png(&curve, &format!("{} — L_simple", run_dir.display()))?;
+    let out = run_dir.join("loss.png");
+    checkpoint::write_atomic(&out, &png)?;
+    Ok(out)
 }
 
 /// The grid of `sample_n` DDIM samples (fixed seed: grids are comparable across the run).

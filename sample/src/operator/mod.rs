@@ -43,13 +43,10 @@ pub(crate) mod tests {
     pub fn check_adjoint(op: &dyn ForwardOperator, shape: [usize; 4]) {
         let dev = Device::flex();
         let mut r = Rng::new(4);
-        let x = Tensor::<4>::from_data(
-            TensorData::new(r.normals(shape.iter().product()), shape),
-            &dev,
-        );
+        let x = r.normal_tensor(shape, &dev);
         let ax = op.apply(x.clone());
         let ys = ax.dims();
-        let y = Tensor::<4>::from_data(TensorData::new(r.normals(ys.iter().product()), ys), &dev);
+        let y = r.normal_tensor(ys, &dev);
         let lhs: f32 = (ax * y.clone()).sum().into_scalar();
         let rhs: f32 = (x * op.adjoint(y).expect("linear")).sum().into_scalar();
         assert!(
@@ -63,10 +60,7 @@ pub(crate) mod tests {
     pub fn check_pinv(op: &dyn ForwardOperator, shape: [usize; 4]) {
         let dev = Device::flex();
         let mut r = Rng::new(5);
-        let x = Tensor::<4>::from_data(
-            TensorData::new(r.normals(shape.iter().product()), shape),
-            &dev,
-        );
+        let x = r.normal_tensor(shape, &dev);
         let ax = op.apply(x);
         let again = op.apply(op.pinv(ax.clone()).expect("pinv"));
         let err: f32 = (again - ax).abs().max().into_scalar();

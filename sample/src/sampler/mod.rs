@@ -30,8 +30,7 @@ pub trait NoiseSource {
 
 impl NoiseSource for Rng {
     fn normal(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
-        let n = shape.iter().product();
-        Tensor::<4>::from_data(TensorData::new(self.normals(n), shape), device)
+        self.normal_tensor(shape, device)
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::Result;
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::prelude::*;
 use clap::{Parser, ValueEnum};
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::device::BackendKind;
@@ -77,7 +76,6 @@ fn run(a: Args) -> Result<()> {
     let plain = a.backend.device()?;
     let mut rng = Rng::new(a.seed);
     let shape = [a.batch, cfg.in_channels, cfg.resolution, cfg.resolution];
-    let n: usize = shape.iter().product();
     let params;
     let mut step: Box<dyn FnMut(&mut Rng) -> f32> = match a.mode {
         Mode::Train => {
@@ -85,10 +83,10 @@ fn run(a: Args) -> Result<()> {
             let mut model = cfg.init_seeded(&device, a.seed);
             params = model.num_params();
             let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-            let x0 = Tensor::<4>::from_data(TensorData::new(rng.normals(n), shape), &device);
+            let x0 = rng.normal_tensor(shape, &device);
             Box::new(move |rng: &mut Rng| {
                 let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
-                let eps = Tensor::<4>::from_data(TensorData::new(rng.normals(n), shape), &device);
+                let eps = rng.normal_tensor(shape, &device);
                 let loss = l_simple(&model, &schedule, x0.clone(), &t, eps);
                 let mut grads = GradientsParams::from_grads(loss.backward(), &model);
                 clip_global_norm(&model, &mut grads, 1.0);
