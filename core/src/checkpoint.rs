@@ -24,6 +24,24 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const META_FILE: &str = "checkpoint.json";
 /// File holding the model weights (burnpack).
 pub const MODEL_FILE: &str = "model.bpk";
+/// File holding the EMA of the weights (burnpack), when the run kept one.
+pub const EMA_FILE: &str = "ema.bpk";
+
+/// Which weights an inference model was loaded with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Weights {
+    Ema,
+    Raw,
+}
+
+impl Weights {
+    pub fn name(self) -> &'static str {
+        match self {
+            Weights::Ema => "ema",
+            Weights::Raw => "raw",
+        }
+    }
+}
 
 /// The noise schedule as stored in checkpoints and configs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -208,7 +226,24 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, CoreError> {
         .map_err(|e| CoreError::checkpoint(path, format!("weights do not fit the model: {e}")))
 }
 
-/// Loads the U-Net of a resolved checkpoint directory on `device`.
+/// Loads the U-Net of a resolved checkpoint directory on `device` (raw weights).
 pub fn load_unet(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<UNet, CoreError> {
     load_module(meta.unet.init(device), &dir.join(MODEL_FILE))
+}
+
+/// Loads the U-Net for sampling or evaluation: the EMA weights unless `raw` is asked for or the
+/// checkpoint has none (then the raw weights; the returned [`Weights`] says which).
+pub fn load_for_inference(
+    dir: &Path,
+    meta: &CheckpointMeta,
+    device: &Device,
+    raw: bool,
+) -> Result<(UNet, Weights), CoreError> {
+    let ema = dir.join(EMA_FILE);
+    let (path, which) = if !raw && ema.is_file() {
+        (ema, Weights::Ema)
+    } else {
+        (dir.join(MODEL_FILE), Weights::Raw)
+    };
+    Ok((load_module(meta.unet.init(device), &path)?, which))
 }

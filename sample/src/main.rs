@@ -95,21 +95,13 @@ fn run_cli(a: Args) -> Result<()> {
     let meta = checkpoint::read_meta(&dir)?;
     let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
-    let weights = dir.join(if a.raw_weights {
-        checkpoint::MODEL_FILE
-    } else {
-        "ema.bpk"
-    });
-    let weights = if weights.is_file() {
-        weights
-    } else {
+    let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
+    if !a.raw_weights && weights == checkpoint::Weights::Raw {
         eprintln!(
             "note: {} has no EMA weights; using the raw weights",
             dir.display()
         );
-        dir.join(checkpoint::MODEL_FILE)
-    };
-    let model = checkpoint::load_module(meta.unet.init(&device), &weights)?;
+    }
     let big_t = schedule.len();
     let steps = a.steps.unwrap_or(match a.sampler {
         SamplerKind::Ddpm => big_t,
@@ -171,7 +163,7 @@ fn run_cli(a: Args) -> Result<()> {
         a.out.join("grid.png").display(),
         a.out.join("samples.npy").display(),
         a.n,
-        weights.file_name().and_then(|n| n.to_str()).unwrap_or("?"),
+        weights.name(),
         meta.step,
         sampler.name(),
         timesteps.len(),

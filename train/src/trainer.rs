@@ -12,7 +12,7 @@ use burn::prelude::*;
 use burn::tensor::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
-use tweedie_core::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, MODEL_FILE};
+use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
 use tweedie_core::device::BackendKind;
 use tweedie_core::loss::l_simple;
 use tweedie_core::rng::Rng;
@@ -28,7 +28,6 @@ use crate::config::{Plan, TrainFile};
 use crate::eval::{EvalOptions, evaluate};
 use crate::{clip, ema, plot};
 
-pub const EMA_FILE: &str = "ema.bpk";
 pub const OPTIM_FILE: &str = "optim.bpk";
 pub const STATE_FILE: &str = "trainer.json";
 pub const CONFIG_FILE: &str = "config.toml";

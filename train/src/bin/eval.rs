@@ -67,13 +67,7 @@ fn run(a: Args) -> Result<()> {
     let meta = checkpoint::read_meta(&dir)?;
     let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
-    let ema = dir.join(tweedie_train::trainer::EMA_FILE);
-    let weights = if !a.raw_weights && ema.is_file() {
-        ema
-    } else {
-        dir.join(checkpoint::MODEL_FILE)
-    };
-    let model = checkpoint::load_module(meta.unet.init(&device), &weights)?;
+    let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
     let mut kind: DatasetKind = meta.dataset.parse().map_err(anyhow::Error::msg)?;
     if let DatasetKind::Folder { channels } = &mut kind {
         *channels = meta.unet.in_channels;
@@ -106,12 +100,7 @@ fn run(a: Args) -> Result<()> {
     let mut json = serde_json::to_value(&r)?;
     json["checkpoint"] = dir.display().to_string().into();
     json["step"] = meta.step.into();
-    json["weights"] = (if weights.ends_with(tweedie_train::trainer::EMA_FILE) {
-        "ema"
-    } else {
-        "raw"
-    })
-    .into();
+    json["weights"] = weights.name().into();
     json["split"] = a.split.into();
     json["variance"] = format!("{:?}", a.variance).to_lowercase().into();
     json["seconds"] = clock.elapsed().as_secs_f64().into();
