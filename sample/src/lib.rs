@@ -5,6 +5,7 @@
 //! the files people look at ([`output`]).
 
 pub mod likelihood;
+pub mod metrics;
 pub mod noise;
 pub mod operator;
 pub mod output;
