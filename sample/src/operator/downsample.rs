@@ -48,6 +48,12 @@ impl ForwardOperator for AvgPool {
     fn pinv(&self, y: Tensor<4>) -> Option<Tensor<4>> {
         Some(self.upsample(y))
     }
+    /// Woodbury with AAᵀ = I/k²: (AᵀA + ρI)⁻¹ v = (v − Aᵀ A v / (1/k² + ρ)) / ρ.
+    fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
+        let k2 = (self.factor * self.factor) as f64;
+        let atav = self.adjoint(self.apply(v.clone()))?;
+        Some((v - atav.div_scalar(1.0 / k2 + rho)).div_scalar(rho))
+    }
 }
 
 #[cfg(test)]
@@ -67,6 +73,7 @@ mod tests {
         for k in [2, 4] {
             check_adjoint(&AvgPool { factor: k }, [2, 1, 8, 8]);
             check_pinv(&AvgPool { factor: k }, [2, 3, 8, 8]);
+            crate::operator::tests::check_solve(&AvgPool { factor: k }, [2, 1, 8, 8], 0.05);
         }
     }
 }

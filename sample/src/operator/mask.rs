@@ -79,6 +79,11 @@ impl ForwardOperator for Mask {
     fn pinv(&self, y: Tensor<4>) -> Option<Tensor<4>> {
         Some(self.apply(y))
     }
+    /// AᵀA = diag(m): divide by m + ρ pixelwise.
+    fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
+        let m = self.tensor(&v.device());
+        Some(v / m.add_scalar(rho))
+    }
 }
 
 #[cfg(test)]
@@ -101,5 +106,6 @@ mod tests {
         assert!((frac - 0.3).abs() < 0.06, "{frac}");
         check_adjoint(&b, [2, 3, 4, 4]);
         check_pinv(&r, [2, 1, 28, 28]);
+        crate::operator::tests::check_solve(&b, [2, 3, 4, 4], 0.3);
     }
 }

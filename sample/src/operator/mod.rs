@@ -32,6 +32,10 @@ pub trait ForwardOperator {
     fn pinv(&self, _y: Tensor<4>) -> Option<Tensor<4>> {
         None
     }
+    /// (AᵀA + ρI)⁻¹ v, where it has a closed form (the data step of DiffPIR, ΠGDM-style solvers).
+    fn solve_normal(&self, _v: Tensor<4>, _rho: f64) -> Option<Tensor<4>> {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -54,6 +58,16 @@ pub(crate) mod tests {
             "{}: <Ax,y> = {lhs}, <x,A'y> = {rhs}",
             op.name()
         );
+    }
+
+    /// (AᵀA + ρI) z = v for z = `solve_normal(v, ρ)`.
+    pub fn check_solve(op: &dyn ForwardOperator, shape: [usize; 4], rho: f64) {
+        let dev = Device::flex();
+        let v = Rng::new(6).normal_tensor(shape, &dev);
+        let z = op.solve_normal(v.clone(), rho).expect("closed form");
+        let back = op.adjoint(op.apply(z.clone())).expect("linear") + z.mul_scalar(rho);
+        let err: f32 = (back - v).abs().max().into_scalar();
+        assert!(err < 1e-4, "{}: |(A'A + rho I) z - v| = {err}", op.name());
     }
 
     /// A A⁺ A = A on random x.

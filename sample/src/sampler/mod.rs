@@ -4,6 +4,7 @@
 
 mod ddim;
 mod ddpm;
+mod diffpir;
 mod dpmpp;
 mod dps;
 mod heun;
@@ -11,6 +12,7 @@ mod replacement;
 
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
+pub use diffpir::DiffPir;
 pub use dpmpp::DpmSolverPp2m;
 pub use dps::{Dps, DpsStep};
 pub use heun::Heun;
