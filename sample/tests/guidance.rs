@@ -298,3 +298,66 @@ fn diffpir_data_step_is_exact_and_its_samples_approach_the_posterior() {
         );
     }
 }
+
+#[test]
+fn pigdm_is_exact_for_a_unit_variance_prior_and_under_trusts_y_for_a_narrower_one() {
+    // ΠGDM's p(y | x_t) ≈ N(x̂_0, r_t² + σ²) with r_t² = 1 − ᾱ_t; the exact one has
+    // Var(x_0 | x_t) = s²(1 − ᾱ)/(ᾱ s² + 1 − ᾱ) in place of r_t², equal for s = 1 and larger
+    // than it for s < 1. So: posterior mean at s = 1 (up to Monte Carlo and discretisation), and
+    // between the prior mean and the posterior mean for s = 0.4 (measured ≈ 0.67 y vs 0.8 y).
+    use tweedie_sample::sampler::PiGdm;
+    let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+    let dev = Device::flex().autodiff();
+    let sigma = Gaussian { sigma_y: 0.1 }.sigma();
+    let ys = [-0.6f32, -0.2, 0.3, 0.7];
+    let (b, n) = (256usize, ys.len());
+    let ts = inference_timesteps(1000, 200, Spacing::Trailing).unwrap();
+    for std in [1.0f64, S] {
+        let den = GaussianDenoiser {
+            mean: MU,
+            std,
+            alphas_cumprod: s.alphas_cumprod.clone(),
+        };
+        let y = Tensor::<4>::from_data(TensorData::new(ys.to_vec(), [1, 1, 1, n]), &dev);
+        let ddpm = Ddpm {
+            variance: ModelVariance::Small,
+            clip: false,
+        };
+        let mut pg = PiGdm {
+            op: Box::new(Identity),
+            y,
+            sigma,
+            weight: 1.0,
+            ddpm,
+        };
+        let mut rng = Rng::new(5);
+        let (x0, _) = run(
+            &den,
+            &mut pg,
+            &s,
+            &ts,
+            rng.normal([b, 1, 1, n], &dev),
+            &mut rng,
+            |_, _| {},
+        );
+        let v = tweedie_core::host_values(x0);
+        for (j, yj) in ys.iter().enumerate() {
+            let y = *yj as f64;
+            let exact = (std * std * y + sigma * sigma * MU) / (std * std + sigma * sigma);
+            let got = (0..b).map(|i| v[i * n + j] as f64).sum::<f64>() / b as f64;
+            eprintln!("s = {std}, y = {yj}: ΠGDM mean {got:.4}, exact posterior mean {exact:.4}");
+            if std == 1.0 {
+                // Posterior sd 0.196 / √256 ≈ 0.012: three standard errors plus 0.005.
+                assert!(
+                    (got - exact).abs() < 0.04,
+                    "s = 1, y = {y}: ΠGDM {got} vs exact {exact}"
+                );
+            } else {
+                assert!(
+                    got.abs() < exact.abs() + 0.035 && got.abs() > 0.5 * exact.abs(),
+                    "s = {std}, y = {y}: ΠGDM {got} vs exact {exact}"
+                );
+            }
+        }
+    }
+}

@@ -49,6 +49,9 @@ impl ForwardOperator for AvgPool {
         Some(self.upsample(y))
     }
     /// Woodbury with AAᵀ = I/k²: (AᵀA + ρI)⁻¹ v = (v − Aᵀ A v / (1/k² + ρ)) / ρ.
+    fn gram_scale(&self) -> Option<f64> {
+        Some(1.0 / (self.factor * self.factor) as f64)
+    }
     fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
         let k2 = (self.factor * self.factor) as f64;
         let atav = self.adjoint(self.apply(v.clone()))?;

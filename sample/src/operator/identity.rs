@@ -20,6 +20,9 @@ impl ForwardOperator for Identity {
     fn pinv(&self, y: Tensor<4>) -> Option<Tensor<4>> {
         Some(y)
     }
+    fn gram_scale(&self) -> Option<f64> {
+        Some(1.0)
+    }
     fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
         Some(v.div_scalar(1.0 + rho))
     }

@@ -80,6 +80,9 @@ impl ForwardOperator for Mask {
         Some(self.apply(y))
     }
     /// AᵀA = diag(m): divide by m + ρ pixelwise.
+    fn gram_scale(&self) -> Option<f64> {
+        Some(1.0)
+    }
     fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
         let m = self.tensor(&v.device());
         Some(v / m.add_scalar(rho))

@@ -32,6 +32,10 @@ pub trait ForwardOperator {
     fn pinv(&self, _y: Tensor<4>) -> Option<Tensor<4>> {
         None
     }
+    /// c with AAᵀ = c·I on the observed coordinates, where A has that form (ΠGDM's closed form).
+    fn gram_scale(&self) -> Option<f64> {
+        None
+    }
     /// (AᵀA + ρI)⁻¹ v, where it has a closed form (the data step of DiffPIR, ΠGDM-style solvers).
     fn solve_normal(&self, _v: Tensor<4>, _rho: f64) -> Option<Tensor<4>> {
         None

@@ -8,6 +8,7 @@ mod diffpir;
 mod dpmpp;
 mod dps;
 mod heun;
+mod pigdm;
 mod replacement;
 
 pub use ddim::Ddim;
@@ -16,6 +17,7 @@ pub use diffpir::DiffPir;
 pub use dpmpp::DpmSolverPp2m;
 pub use dps::{Dps, DpsStep};
 pub use heun::Heun;
+pub use pigdm::PiGdm;
 pub use replacement::Replacement;
 
 use burn::prelude::*;
