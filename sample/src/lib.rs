@@ -10,3 +10,4 @@ pub mod noise;
 pub mod operator;
 pub mod output;
 pub mod sampler;
+pub mod smc;

@@ -1,0 +1,5 @@
+//! Sequential Monte Carlo building blocks: particle weights in log space and resampling.
+
+mod resample;
+
+pub use resample::{Resampling, ess, log_sum_exp, normalise};
