@@ -113,11 +113,12 @@ pub struct TrainSection {
     pub keep_last: usize,
     /// Log a metrics line every N steps.
     pub log_every: usize,
-    /// Write a sample grid (EMA weights, DDIM, fixed seed) every N steps to `samples/`. 0: never.
+    /// Write a sample grid (EMA weights, DPM-Solver++(2M), fixed seed) every N steps to `samples/`.
+    /// 0: never.
     pub sample_every: usize,
     /// Images in that grid.
     pub sample_n: usize,
-    /// DDIM steps for that grid.
+    /// Solver steps (= network calls) for that grid, log-SNR spaced.
     pub sample_steps: usize,
     /// Evaluate L_simple and the bound (bits/dim) on the test split every N steps. 0: never.
     pub eval_every: usize,

@@ -20,9 +20,9 @@ use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
 
 use tweedie_core::elbo::ModelVariance;
-use tweedie_core::schedule::{Spacing, inference_timesteps};
+use tweedie_core::schedule::Spacing;
 use tweedie_sample::output::{grid_png, to_u8_nhwc};
-use tweedie_sample::sampler::{self, Ddim, NoiseSource};
+use tweedie_sample::sampler::{self, DpmSolverPp2m, NoiseSource};
 
 use crate::config::{Plan, TrainFile};
 use crate::eval::{EvalOptions, evaluate};
@@ -398,7 +398,8 @@ pub fn replot(run_dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The grid of `sample_n` DDIM samples (fixed seed: grids are comparable across the run).
+/// The grid of `sample_n` samples by DPM-Solver++(2M) on log-SNR-spaced steps (fixed seed:
+/// grids are comparable across the run).
 fn write_sample_grid(
     plan: &Plan,
     schedule: &tweedie_core::schedule::NoiseSchedule,
@@ -411,16 +412,13 @@ fn write_sample_grid(
         .first()
         .cloned()
         .context("model has no device")?;
-    let ts = inference_timesteps(schedule.len(), tc.sample_steps, Spacing::Trailing)?;
+    let ts = schedule.timesteps(tc.sample_steps, Spacing::LogSnr)?;
     let mut rng = Rng::new(plan.file.seed ^ 0x5A3F);
     let (c, r) = (plan.unet.in_channels, plan.unet.resolution);
     let x = rng.normal([tc.sample_n, c, r, r], &device);
     let (x0, _) = sampler::run(
         model,
-        &mut Ddim {
-            eta: 0.0,
-            clip: true,
-        },
+        &mut DpmSolverPp2m::new(true),
         schedule,
         &ts,
         x,
