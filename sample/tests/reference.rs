@@ -109,3 +109,65 @@ fn ddim_trajectories_match_diffusers() {
         );
     }
 }
+
+/// A constant noise source: zeros, then ones.
+struct Constant(f32);
+impl NoiseSource for Constant {
+    fn normal(&mut self, shape: [usize; 4], device: &Device) -> Tensor<4> {
+        Tensor::<4>::full(shape, self.0, device)
+    }
+}
+
+#[test]
+fn ddpm_sampler_steps_match_diffusers() {
+    use tweedie_core::diffusion::Transition;
+    use tweedie_core::elbo::ModelVariance;
+    use tweedie_sample::sampler::{Ddpm, Sampler};
+    let p = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../testdata/ref/schedulers.json"
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+    let dev = Device::flex();
+    let mut ddpm = Ddpm {
+        variance: ModelVariance::Small,
+        clip: false,
+    };
+    for st in r["ddpm_steps"].as_array().unwrap() {
+        let t = st["t"].as_u64().unwrap() as usize;
+        let x = Tensor::<4>::from_data(TensorData::new(floats(&st["x_t"]), [1, 1, 4, 4]), &dev);
+        let eps = Tensor::<4>::from_data(TensorData::new(floats(&st["eps"]), [1, 1, 4, 4]), &dev);
+        let tr = Transition::new(&s, t, t.checked_sub(1));
+        // Zero noise: the step is the posterior mean μ̃_t(x_t, x̂_0) of diffusers.
+        let out = ddpm.step(&tr, x.clone(), eps.clone(), &TanhEps, &mut Constant(0.0));
+        let (mean, want) = (
+            tweedie_core::host_values(out.x_prev.clone()),
+            floats(&st["posterior_mean"]),
+        );
+        // Tolerance: float32, plus diffusers' float32 β_t = 1 − ᾱ_t/ᾱ_{t−1} at small t (see
+        // core/tests/reference.rs): at t = 1 the difference is 4.8e-5; allow 2e-4.
+        for (a, b) in mean.iter().zip(&want) {
+            assert!((a - b).abs() <= 2e-4 * (1.0 + b.abs()), "t={t}: {a} vs {b}");
+        }
+        let x0 = tweedie_core::host_values(out.x0);
+        for (a, b) in x0.iter().zip(floats(&st["pred_x0"])) {
+            assert!(
+                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                "t={t}: x0 {a} vs {b}"
+            );
+        }
+        // Unit noise adds √β̃_t (none on the last step, t = 0).
+        let noisy =
+            tweedie_core::host_values(ddpm.step(&tr, x, eps, &TanhEps, &mut Constant(1.0)).x_prev);
+        let sd = st["posterior_variance"].as_f64().unwrap().sqrt() as f32;
+        for (a, b) in noisy.iter().zip(&mean) {
+            let want = if t == 0 { 0.0 } else { sd };
+            assert!(
+                (a - b - want).abs() < 1e-4,
+                "t={t}: noise {} vs √β̃ {want}",
+                a - b
+            );
+        }
+    }
+}
