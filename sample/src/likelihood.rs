@@ -23,16 +23,42 @@ pub struct Observation {
     pub y: Tensor<4>,
 }
 
+/// `y` repeated over a batch of `b` (unless it already has `b` rows), on `device`.
+pub fn observed_for_batch(y: &Tensor<4>, b: usize, device: &Device) -> Tensor<4> {
+    let y = if y.dims()[0] == b {
+        y.clone()
+    } else {
+        y.clone().repeat_dim(0, b)
+    };
+    y.to_device(device)
+}
+
+impl Observation {
+    /// (y over the batch, A(x_0)).
+    fn observed_and_predicted(&self, x0: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let mean = self.op.apply(x0);
+        let y = observed_for_batch(&self.y, mean.dims()[0], &mean.device());
+        (y, mean)
+    }
+}
+
 impl Likelihood for Observation {
     fn log_prob(&self, x0: Tensor<4>) -> Tensor<1> {
-        let mean = self.op.apply(x0);
-        let b = mean.dims()[0];
-        let y = if self.y.dims()[0] == b {
-            self.y.clone()
-        } else {
-            self.y.clone().repeat_dim(0, b)
-        };
-        self.noise.log_prob(y.to_device(&mean.device()), mean)
+        let (y, mean) = self.observed_and_predicted(x0);
+        self.noise.log_prob(y, mean)
+    }
+
+    fn residual_norm(&self, x0: Tensor<4>) -> Option<Tensor<1>> {
+        let (y, mean) = self.observed_and_predicted(x0);
+        let [b, c, h, w] = y.dims();
+        Some(
+            (y - mean)
+                .square()
+                .reshape([b, c * h * w])
+                .sum_dim(1)
+                .reshape([b])
+                .sqrt(),
+        )
     }
 }
 
