@@ -11,6 +11,7 @@ use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
 use super::{NoiseSource, Sampler, StepOutput, tweedie_x0};
+use crate::likelihood::observed_for_batch;
 use crate::operator::ForwardOperator;
 
 pub struct DiffPir {
@@ -28,19 +29,10 @@ pub struct DiffPir {
 }
 
 impl DiffPir {
-    fn observed(&self, b: usize, device: &Device) -> Tensor<4> {
-        let y = if self.y.dims()[0] == b {
-            self.y.clone()
-        } else {
-            self.y.clone().repeat_dim(0, b)
-        };
-        y.to_device(device)
-    }
-
     /// z = argmin ‖y − A z‖² + ρ ‖z − x0‖².
     pub fn data_step(&self, x0: Tensor<4>, rho: f64) -> Tensor<4> {
         let device = x0.device();
-        let y = self.observed(x0.dims()[0], &device);
+        let y = observed_for_batch(&self.y, x0.dims()[0], &device);
         if let Some(z) = self
             .op
             .adjoint(y.clone())

@@ -6,7 +6,7 @@ use burn::prelude::*;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
-use super::{Ddpm, NoiseSource, Sampler, StepOutput, tweedie_x0};
+use super::{Ddpm, NoiseSource, Sampler, StepOutput, guided_step, tweedie_x0};
 use crate::likelihood::Likelihood;
 
 /// The guidance step's size.
@@ -66,14 +66,6 @@ impl Sampler for Dps {
                     .mul_scalar(zeta * scale)
             }
         };
-        let grads = objective.backward();
-        let g = x_t.grad(&grads).map(|g| g.detach());
-        let device = x_t.device();
-        let base = self.ddpm.step(tr, x_t.detach(), eps.detach(), model, noise);
-        let x_prev = match g {
-            Some(g) => base.x_prev + Tensor::from_data(g.into_data(), &device),
-            None => base.x_prev,
-        };
-        StepOutput::new(x_prev.detach(), x0.detach())
+        guided_step(&mut self.ddpm, tr, x_t, eps, x0, objective, model, noise)
     }
 }

@@ -85,6 +85,30 @@ pub(crate) fn tweedie_x0(tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, clip: 
     if clip { x0.clamp(-1.0, 1.0) } else { x0 }
 }
 
+/// A guided ancestral step (DPS, ΠGDM): `ddpm`'s step from x_t, plus ∇_{x_t} of `objective`, a
+/// scalar whose graph reaches `x_t` (which requires grad, see [`Sampler::needs_grad`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn guided_step(
+    ddpm: &mut Ddpm,
+    tr: &Transition,
+    x_t: Tensor<4>,
+    eps: Tensor<4>,
+    x0: Tensor<4>,
+    objective: Tensor<1>,
+    model: &dyn Denoiser,
+    noise: &mut dyn NoiseSource,
+) -> StepOutput {
+    let grads = objective.backward();
+    let g = x_t.grad(&grads).map(|g| g.detach());
+    let device = x_t.device();
+    let base = ddpm.step(tr, x_t.detach(), eps.detach(), model, noise);
+    let x_prev = match g {
+        Some(g) => base.x_prev + Tensor::from_data(g.into_data(), &device),
+        None => base.x_prev,
+    };
+    StepOutput::new(x_prev.detach(), x0.detach())
+}
+
 /// Runs the reverse process from `x` (at `timesteps[0]`) through every listed training timestep,
 /// descending. `on_step(i, out)` is called after step i. Returns the final sample and the number of
 /// network evaluations.

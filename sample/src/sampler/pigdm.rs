@@ -9,7 +9,8 @@ use burn::prelude::*;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
-use super::{Ddpm, NoiseSource, Sampler, StepOutput, tweedie_x0};
+use super::{Ddpm, NoiseSource, Sampler, StepOutput, guided_step, tweedie_x0};
+use crate::likelihood::observed_for_batch;
 use crate::operator::ForwardOperator;
 
 pub struct PiGdm {
@@ -48,26 +49,14 @@ impl Sampler for PiGdm {
         let ax0 = self.op.apply(x0.clone());
         let b = ax0.dims()[0];
         let device = ax0.device();
-        let y = if self.y.dims()[0] == b {
-            self.y.clone()
-        } else {
-            self.y.clone().repeat_dim(0, b)
-        };
-        let y = Tensor::<4>::from_data(y.into_data(), &device);
+        let y = observed_for_batch(&self.y, b, &device);
         let r2 = 1.0 - tr.alpha_bar;
         // v = (r² c + σ²)⁻¹ (y − A x̂_0), held constant: ∇_{x_t} ⟨v, A x̂_0⟩ = g.
         let v = (y - ax0.clone())
             .detach()
             .div_scalar(r2 * c + self.sigma * self.sigma);
         let scale = self.weight * tr.beta() / (1.0 - tr.beta()).sqrt();
-        let grads = (v * ax0).sum().mul_scalar(scale).backward();
-        let g = x_t.grad(&grads).map(|g| g.detach());
-        let plain = x_t.device();
-        let base = self.ddpm.step(tr, x_t.detach(), eps.detach(), model, noise);
-        let x_prev = match g {
-            Some(g) => base.x_prev + Tensor::from_data(g.into_data(), &plain),
-            None => base.x_prev,
-        };
-        StepOutput::new(x_prev.detach(), x0.detach())
+        let objective = (v * ax0).sum().mul_scalar(scale);
+        guided_step(&mut self.ddpm, tr, x_t, eps, x0, objective, model, noise)
     }
 }

@@ -7,6 +7,7 @@ use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
 use super::{NoiseSource, Sampler, StepOutput};
+use crate::likelihood::observed_for_batch;
 use crate::operator::{ForwardOperator, Mask};
 
 pub struct Replacement<S: Sampler> {
@@ -36,11 +37,7 @@ impl<S: Sampler> Sampler for Replacement<S> {
         let out = self.inner.step(tr, x_t, eps, model, noise);
         let shape = out.x_prev.dims();
         let device = out.x_prev.device();
-        let y = if self.y.dims()[0] == shape[0] {
-            self.y.clone()
-        } else {
-            self.y.clone().repeat_dim(0, shape[0])
-        };
+        let y = observed_for_batch(&self.y, shape[0], &device);
         let mut y_t = y.mul_scalar(tr.alpha_bar_prev.sqrt());
         if tr.t_prev.is_some() {
             y_t = y_t
