@@ -228,15 +228,14 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         let eps = rng.normal_tensor([b, c, h, w], &device);
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
         // masks, and hold the lock until the forward pass has drawn them.
-        let loss = {
+        let (loss, loss_value) = {
             let _guard = tweedie_core::rng::device_rng_lock();
             device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let loss = l_simple(&model, &schedule, x0, &t, eps);
-            // Materialise the forward pass (and its masks) before releasing the lock.
-            let _ = loss.clone().into_scalar::<f32>();
-            loss
+            // Reading the value materialises the forward pass (and its masks) inside the lock.
+            let value = loss.clone().into_scalar::<f32>() as f64;
+            (loss, value)
         };
-        let loss_value = loss.clone().into_scalar::<f32>() as f64;
         if !loss_value.is_finite() {
             bar.abandon();
             bail!(
