@@ -12,8 +12,9 @@ use crate::loss::{discretized_gaussian_log_likelihood, mean_per_sample, normal_k
 use crate::rng::Rng;
 use crate::schedule::NoiseSchedule;
 
-/// The fixed variance of p_θ(x_{t−1} | x_t) (DDPM §3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The fixed variance of p_θ(x_{t−1} | x_t) (DDPM §3.2); `small` or `large` in files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ModelVariance {
     /// σ_t² = β̃_t (the posterior variance; "fixedsmall").
     Small,

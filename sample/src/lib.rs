@@ -9,5 +9,6 @@ pub mod metrics;
 pub mod noise;
 pub mod operator;
 pub mod output;
+pub mod recon;
 pub mod sampler;
 pub mod smc;

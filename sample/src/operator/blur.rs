@@ -72,4 +72,25 @@ mod tests {
         );
         check_adjoint(&b, [2, 3, 9, 9]);
     }
+
+    #[test]
+    fn conjugate_gradients_solve_the_normal_equations_of_blur() {
+        let b = GaussianBlur {
+            size: 5,
+            sigma: 1.0,
+        };
+        let dev = Device::flex();
+        let v = tweedie_core::rng::Rng::new(3).normal_tensor([2, 1, 12, 12], &dev);
+        let rho = 0.05;
+        let z = crate::operator::solve_normal(&b, v.clone(), rho, 200);
+        let back = b.adjoint(b.apply(z.clone())).expect("linear") + z.mul_scalar(rho);
+        let err: f32 = (back - v).abs().max().into_scalar();
+        assert!(err < 1e-3, "|(A'A + rho I) z - v| = {err}");
+        // The regularised pseudo-inverse reproduces a blurred image's observation: A A+ y ≈ y.
+        let x = tweedie_core::rng::Rng::new(4).normal_tensor([1, 1, 12, 12], &dev);
+        let y = b.apply(x);
+        let again = b.apply(crate::operator::pseudo_inverse(&b, y.clone()).expect("linear"));
+        let rel: f32 = ((again - y.clone()).square().sum() / y.square().sum()).into_scalar();
+        assert!(rel < 1e-2, "relative |A A+ y - y|² = {rel}");
+    }
 }

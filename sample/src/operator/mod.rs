@@ -42,6 +42,78 @@ pub trait ForwardOperator {
     }
 }
 
+/// ⟨a, b⟩ per sample: `[B, …]` → B host values.
+fn dot_per_sample(a: Tensor<4>, b: Tensor<4>) -> Vec<f64> {
+    let n = a.dims()[0];
+    tweedie_core::host_values((a * b).reshape([n as i32, -1]).sum_dim(1))
+        .into_iter()
+        .map(f64::from)
+        .collect()
+}
+
+fn scale_per_sample(x: Tensor<4>, s: &[f64]) -> Tensor<4> {
+    let s: Vec<f32> = s.iter().map(|v| *v as f32).collect();
+    let n = s.len();
+    let device = x.device();
+    x * Tensor::<4>::from_data(TensorData::new(s, [n, 1, 1, 1]), &device)
+}
+
+/// (AᵀA + ρI)⁻¹ v for any linear `op`: its closed form where it has one, else `iters` steps of
+/// conjugate gradients (Hestenes & Stiefel 1952), run independently per sample. With ρ > 0 the
+/// system is symmetric positive definite; ρ → 0 gives the least-squares (pseudo-inverse) solution
+/// restricted to the Krylov space, i.e. a regularised A⁺.
+pub fn solve_normal(op: &dyn ForwardOperator, v: Tensor<4>, rho: f64, iters: usize) -> Tensor<4> {
+    if let Some(z) = op.solve_normal(v.clone(), rho) {
+        return z;
+    }
+    let normal = |x: Tensor<4>| -> Tensor<4> {
+        op.adjoint(op.apply(x.clone()))
+            .expect("solve_normal needs a linear operator")
+            + x.mul_scalar(rho)
+    };
+    let mut x = v.zeros_like();
+    let mut r = v;
+    let mut p = r.clone();
+    let mut rr = dot_per_sample(r.clone(), r.clone());
+    let rr0: Vec<f64> = rr.clone();
+    for _ in 0..iters {
+        let ap = normal(p.clone());
+        let pap = dot_per_sample(p.clone(), ap.clone());
+        // A converged sample gets a zero step (its residual is already at rounding level).
+        let alpha: Vec<f64> = rr
+            .iter()
+            .zip(&pap)
+            .zip(&rr0)
+            .map(|((r, q), r0)| if *r <= 1e-12 * r0 || *q <= 0.0 { 0.0 } else { r / q })
+            .collect();
+        x = x + scale_per_sample(p.clone(), &alpha);
+        r = r - scale_per_sample(ap, &alpha);
+        let rr_new = dot_per_sample(r.clone(), r.clone());
+        let beta: Vec<f64> = rr_new
+            .iter()
+            .zip(&rr)
+            .map(|(n, o)| if *o > 0.0 { n / o } else { 0.0 })
+            .collect();
+        p = r.clone() + scale_per_sample(p, &beta);
+        rr = rr_new;
+        if rr.iter().zip(&rr0).all(|(r, r0)| *r <= 1e-12 * r0) {
+            break;
+        }
+    }
+    x
+}
+
+/// A⁺ y: the closed form where the operator has one, else the least-squares solution by
+/// conjugate gradients on AᵀA z = Aᵀ y with a small ridge ρ = 1e-3 (ill-conditioned operators such
+/// as blur would otherwise amplify the noise without bound). `None` for non-linear operators.
+pub fn pseudo_inverse(op: &dyn ForwardOperator, y: Tensor<4>) -> Option<Tensor<4>> {
+    if let Some(z) = op.pinv(y.clone()) {
+        return Some(z);
+    }
+    let aty = op.adjoint(y)?;
+    Some(solve_normal(op, aty, 1e-3, 100))
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

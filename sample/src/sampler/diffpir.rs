@@ -2,8 +2,8 @@
 //! Algorithm 1): half-quadratic splitting between the denoiser and the data.
 //! 1. x̂_0 = Tweedie estimate of x_t;
 //! 2. data step (their eq. 13): z = argmin_z ‖y − A z‖² + ρ_t ‖z − x̂_0‖², ρ_t = λ σ_n²/σ̄_t²,
-//!    σ̄_t² = (1 − ᾱ_t)/ᾱ_t — in closed form when A has `solve_normal`, else by gradient steps
-//!    (which also serve non-linear A);
+//!    σ̄_t² = (1 − ᾱ_t)/ᾱ_t — in closed form when A has `solve_normal`, by conjugate gradients
+//!    for other linear A, and by gradient steps for non-linear A;
 //! 3. ε̂ = (x_t − √ᾱ_t z)/√(1 − ᾱ_t) and x_prev = √ᾱ_prev z + √(1 − ᾱ_prev)(√(1 − ζ) ε̂ + √ζ w).
 
 use burn::prelude::*;
@@ -24,7 +24,8 @@ pub struct DiffPir {
     pub lambda: f64,
     /// ζ ∈ [0, 1]: share of fresh noise in the re-noising (0: deterministic, DDIM-like).
     pub zeta: f64,
-    /// Gradient steps of the data step when A has no closed form.
+    /// Iterations of the data step when A has no closed form (conjugate gradients for linear A,
+    /// gradient steps otherwise).
     pub grad_steps: usize,
 }
 
@@ -33,12 +34,10 @@ impl DiffPir {
     pub fn data_step(&self, x0: Tensor<4>, rho: f64) -> Tensor<4> {
         let device = x0.device();
         let y = observed_for_batch(&self.y, x0.dims()[0], &device);
-        if let Some(z) = self
-            .op
-            .adjoint(y.clone())
-            .and_then(|aty| self.op.solve_normal(aty + x0.clone().mul_scalar(rho), rho))
-        {
-            return z;
+        if let Some(aty) = self.op.adjoint(y.clone()) {
+            // Linear A: closed form, or conjugate gradients on the (SPD) normal equations.
+            let v = aty + x0.clone().mul_scalar(rho);
+            return crate::operator::solve_normal(self.op.as_ref(), v, rho, self.grad_steps.max(1));
         }
         // Gradient descent on f(z) = ‖y − A z‖² + ρ‖z − x0‖² from z = x0, through autodiff; the
         // step 1/(2(L + ρ)) with L = 1 bounds ‖A‖² for the contractive operators here.

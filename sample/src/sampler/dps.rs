@@ -6,7 +6,7 @@ use burn::prelude::*;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
-use super::{Ddpm, NoiseSource, Sampler, StepOutput, guided_step, tweedie_x0};
+use super::{Ddpm, Guidance, NoiseSource, Sampler, StepOutput, guided_step, tweedie_x0};
 use crate::likelihood::Likelihood;
 
 /// The guidance step's size.
@@ -16,10 +16,10 @@ pub enum DpsStep {
     /// ζ_t = ζ' / ‖y − A(x̂_0)‖, i.e. a step of 2ζ' along −∇‖y − A(x̂_0)‖ (the non-squared norm).
     /// Needs an observation likelihood.
     ResidualNorm { zeta: f64 },
-    /// x_prev += ζ β'_t/√(1 − β'_t) ∇_{x_t} log p(y | x̂_0(x_t)): the gradient of the
-    /// log-likelihood with the reverse step's own scale, so that ζ = 1 is Bayes' rule on the
-    /// scores (x_{t−1} ≈ (x_t + β_t ∇ log p_t(x_t | y))/√α_t) with the Tweedie approximation
-    /// p(y | x_t) ≈ p(y | x̂_0(x_t)).
+    /// ζ ∇_{x_t} log p(y | x̂_0(x_t)) as a likelihood score folded into ε
+    /// ([`super::Guidance::Score`]): without clipping, x_prev += ζ β'_t/√(1 − β'_t) times it, so
+    /// that ζ = 1 is Bayes' rule on the scores (x_{t−1} ≈ (x_t + β_t ∇ log p_t(x_t | y))/√α_t)
+    /// with the Tweedie approximation p(y | x_t) ≈ p(y | x̂_0(x_t)).
     LogLikelihood { zeta: f64 },
 }
 
@@ -49,23 +49,30 @@ impl Sampler for Dps {
     ) -> StepOutput {
         // x̂_0 with its graph back to x_t (unclipped: clipping would cut the gradient).
         let x0 = tweedie_x0(tr, x_t.clone(), eps.clone(), false);
-        let objective = match self.rule {
+        let (objective, how) = match self.rule {
             DpsStep::ResidualNorm { zeta } => {
                 let r = self
                     .likelihood
                     .residual_norm(x0.clone())
                     .expect("DPS's residual-norm rule needs an observation likelihood");
                 // −2ζ' Σ_b ‖r_b‖: ascending it descends every sample's residual norm.
-                r.sum().mul_scalar(-2.0 * zeta)
+                (r.sum().mul_scalar(-2.0 * zeta), Guidance::Shift)
             }
-            DpsStep::LogLikelihood { zeta } => {
-                let scale = tr.beta() / (1.0 - tr.beta()).sqrt();
-                self.likelihood
-                    .log_prob(x0.clone())
-                    .sum()
-                    .mul_scalar(zeta * scale)
-            }
+            DpsStep::LogLikelihood { zeta } => (
+                self.likelihood.log_prob(x0.clone()).sum().mul_scalar(zeta),
+                Guidance::Score,
+            ),
         };
-        guided_step(&mut self.ddpm, tr, x_t, eps, x0, objective, model, noise)
+        guided_step(
+            &mut self.ddpm,
+            tr,
+            x_t,
+            eps,
+            x0,
+            objective,
+            how,
+            model,
+            noise,
+        )
     }
 }

@@ -85,8 +85,22 @@ pub(crate) fn tweedie_x0(tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, clip: 
     if clip { x0.clamp(-1.0, 1.0) } else { x0 }
 }
 
-/// A guided ancestral step (DPS, ΠGDM): `ddpm`'s step from x_t, plus ∇_{x_t} of `objective`, a
-/// scalar whose graph reaches `x_t` (which requires grad, see [`Sampler::needs_grad`]).
+/// How a guided step uses ∇_{x_t} of its objective.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Guidance {
+    /// The gradient is a displacement of x_{t_prev} (DPS's residual-norm rule, Algorithm 1).
+    Shift,
+    /// The gradient is a likelihood score ∇ log p(y | x_t), folded into ε as in classifier
+    /// guidance (Dhariwal & Nichol 2021, eq. 14): ε̃ = ε̂ − √(1 − ᾱ_t) ∇ log p(y | x_t). Unclipped,
+    /// the ancestral step then moves x_{t_prev} by β'_t/√(1 − β'_t) times the score (Bayes' rule
+    /// on the scores); with the DDPM step's clipping of x̂_0 the move stays bounded even where a
+    /// trained network's x̂_0 is far off (large t).
+    Score,
+}
+
+/// A guided ancestral step (DPS, ΠGDM): `ddpm`'s step from x_t and ∇_{x_t} of `objective`, a
+/// scalar whose graph reaches `x_t` (which requires grad, see [`Sampler::needs_grad`]), used as
+/// `how` says.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn guided_step(
     ddpm: &mut Ddpm,
@@ -95,16 +109,23 @@ pub(crate) fn guided_step(
     eps: Tensor<4>,
     x0: Tensor<4>,
     objective: Tensor<1>,
+    how: Guidance,
     model: &dyn Denoiser,
     noise: &mut dyn NoiseSource,
 ) -> StepOutput {
     let grads = objective.backward();
-    let g = x_t.grad(&grads).map(|g| g.detach());
     let device = x_t.device();
-    let base = ddpm.step(tr, x_t.detach(), eps.detach(), model, noise);
-    let x_prev = match g {
-        Some(g) => base.x_prev + Tensor::from_data(g.into_data(), &device),
-        None => base.x_prev,
+    let g = x_t
+        .grad(&grads)
+        .map(|g| Tensor::<4>::from_data(g.detach().into_data(), &device));
+    let (x_t, eps) = (x_t.detach(), eps.detach());
+    let x_prev = match (how, g) {
+        (_, None) => ddpm.step(tr, x_t, eps, model, noise).x_prev,
+        (Guidance::Shift, Some(g)) => ddpm.step(tr, x_t, eps, model, noise).x_prev + g,
+        (Guidance::Score, Some(g)) => {
+            let eps = eps - g.mul_scalar((1.0 - tr.alpha_bar).sqrt());
+            ddpm.step(tr, x_t, eps, model, noise).x_prev
+        }
     };
     StepOutput::new(x_prev.detach(), x0.detach())
 }

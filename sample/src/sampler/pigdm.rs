@@ -2,14 +2,15 @@
 //! p(y | x_t) ≈ N(y; A x̂_0(x_t), r_t² AAᵀ + σ² I) with r_t² = 1 − ᾱ_t (their r_t² =
 //! σ_t²/(1 + σ_t²) in VP units), whose score is the vector-Jacobian product
 //! g = ((y − A x̂_0)ᵀ (r_t² AAᵀ + σ² I)⁻¹ A ∂x̂_0/∂x_t)ᵀ, closed form for AAᵀ = c·I.
-//! The guided step adds g with Bayes' rule's scale β'_t/√(1 − β'_t) to an ancestral DDPM step,
-//! like [`super::DpsStep::LogLikelihood`] (DPS uses σ² alone: ΠGDM adds the prior's uncertainty).
+//! The guided step folds `weight`·g into ε as a likelihood score ([`super::Guidance::Score`]):
+//! unclipped, an ancestral DDPM step plus β'_t/√(1 − β'_t)·g, like
+//! [`super::DpsStep::LogLikelihood`] (DPS uses σ² alone: ΠGDM adds the prior's uncertainty).
 
 use burn::prelude::*;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
-use super::{Ddpm, NoiseSource, Sampler, StepOutput, guided_step, tweedie_x0};
+use super::{Ddpm, Guidance, NoiseSource, Sampler, StepOutput, guided_step, tweedie_x0};
 use crate::likelihood::observed_for_batch;
 use crate::operator::ForwardOperator;
 
@@ -55,8 +56,17 @@ impl Sampler for PiGdm {
         let v = (y - ax0.clone())
             .detach()
             .div_scalar(r2 * c + self.sigma * self.sigma);
-        let scale = self.weight * tr.beta() / (1.0 - tr.beta()).sqrt();
-        let objective = (v * ax0).sum().mul_scalar(scale);
-        guided_step(&mut self.ddpm, tr, x_t, eps, x0, objective, model, noise)
+        let objective = (v * ax0).sum().mul_scalar(self.weight);
+        guided_step(
+            &mut self.ddpm,
+            tr,
+            x_t,
+            eps,
+            x0,
+            objective,
+            Guidance::Score,
+            model,
+            noise,
+        )
     }
 }

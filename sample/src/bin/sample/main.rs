@@ -15,6 +15,8 @@ use tweedie_core::schedule::Spacing;
 use tweedie_sample::output::{grid_png, npy_bytes, to_u8_nhwc, write_file};
 use tweedie_sample::sampler::{Ddim, Ddpm, DpmSolverPp2m, Heun, NoiseSource, Sampler, run};
 
+mod experiment;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum SamplerKind {
     /// Ancestral sampling (Ho et al. 2020), respaced when --steps < T.
@@ -27,13 +29,24 @@ enum SamplerKind {
     Dpmpp2m,
 }
 
-/// Draw samples from a trained diffusion model.
+/// Draw samples from a trained diffusion model, or run a reconstruction experiment.
+///
+/// Without --config: unconditional samples (grid.png, samples.npy). With --config FILE: the
+/// experiment the TOML file describes (e.g. experiments/mnist-sr4.toml: posterior sampling for an
+/// inverse problem with the methods it lists; panels/, metrics.json); --checkpoint, --n-images,
+/// --out and --seed then override the file.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Checkpoint: a run directory (its newest step) or a step directory.
+    /// An experiment file (TOML).
     #[arg(long)]
-    checkpoint: PathBuf,
+    config: Option<PathBuf>,
+    /// Checkpoint: a run directory (its newest step) or a step directory.
+    #[arg(long, required_unless_present = "config")]
+    checkpoint: Option<PathBuf>,
+    /// Reconstruction experiments: the number of dataset images (the first N of the file's list).
+    #[arg(long)]
+    n_images: Option<usize>,
     /// Reverse-process sampler.
     #[arg(long, value_enum, default_value = "ddim")]
     sampler: SamplerKind,
@@ -63,12 +76,12 @@ struct Args {
     /// Images per network call.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Output directory (grid.png, samples.npy).
-    #[arg(long, default_value = "samples")]
-    out: PathBuf,
-    /// Seed of the initial noise and of every sampler draw.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Output directory [default: samples, or the experiment file's `out`].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the initial noise and of every sampler draw [default: 0, or the file's `seed`].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Backend: flex (CPU, default), ndarray (CPU) or wgpu (GPU; needs the `wgpu` feature).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
@@ -88,10 +101,14 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(a: Args) -> Result<()> {
+    if let Some(config) = a.config.clone() {
+        return experiment::run_file(&config, &a);
+    }
     if a.n == 0 || a.batch_size == 0 {
         bail!("--n and --batch-size must be positive");
     }
-    let dir = checkpoint::resolve(&a.checkpoint)?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("samples"));
+    let dir = checkpoint::resolve(a.checkpoint.as_ref().expect("clap requires it"))?;
     let meta = checkpoint::read_meta(&dir)?;
     let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
@@ -119,7 +136,7 @@ fn run_cli(a: Args) -> Result<()> {
         SamplerKind::Dpmpp2m => Box::new(DpmSolverPp2m::new(clip)),
     };
     let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
-    let mut rng = Rng::new(a.seed);
+    let mut rng = Rng::new(a.seed.unwrap_or(0));
     let bar = if a.quiet {
         ProgressBar::hidden()
     } else {
@@ -153,15 +170,15 @@ fn run_cli(a: Args) -> Result<()> {
         left -= b;
     }
     bar.finish_and_clear();
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let shape = [a.n, r, r, c];
-    write_file(&a.out.join("samples.npy"), &npy_bytes(&all, &shape))?;
+    write_file(&out.join("samples.npy"), &npy_bytes(&all, &shape))?;
     let cols = (a.n as f64).sqrt().ceil() as usize;
-    write_file(&a.out.join("grid.png"), &grid_png(&all, shape, cols)?)?;
+    write_file(&out.join("grid.png"), &grid_png(&all, shape, cols)?)?;
     println!(
         "wrote {} and {} ({} images, {} at step {}, {} sampler, {} steps, {nfe} network calls, {:.1} s)",
-        a.out.join("grid.png").display(),
-        a.out.join("samples.npy").display(),
+        out.join("grid.png").display(),
+        out.join("samples.npy").display(),
         a.n,
         weights.name(),
         meta.step,

@@ -1,0 +1,249 @@
+//! `sample --config FILE`: a reconstruction experiment (see `tweedie_sample::recon`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use indicatif::{ProgressBar, ProgressStyle};
+use tweedie_core::checkpoint;
+use tweedie_core::rng::Rng;
+use tweedie_datasets::{DatasetKind, Split};
+use tweedie_sample::output::{grid_png, npy_bytes, to_u8_nhwc, write_file};
+use tweedie_sample::recon::config::METHODS;
+use tweedie_sample::recon::{
+    MethodReport, MethodRun, Models, Problem, ReconFile, method_steps, panel_png, reconstruct,
+    score,
+};
+
+use crate::Args;
+
+pub fn run_file(path: &Path, a: &Args) -> Result<()> {
+    let mut file = ReconFile::load(path)?;
+    file.validate()
+        .with_context(|| format!("{}: invalid experiment file", path.display()))?;
+    let stem = path
+        .file_stem()
+        .map_or("experiment".into(), |s| s.to_string_lossy().to_string());
+    if let Some(c) = &a.checkpoint {
+        file.checkpoint = c.clone();
+    }
+    if let Some(n) = a.n_images {
+        if n == 0 {
+            bail!("--n-images must be positive");
+        }
+        file.data.count = n;
+        if let Some(ix) = &mut file.data.indices {
+            ix.truncate(n);
+        }
+    }
+    let seed = a.seed.unwrap_or(file.seed);
+    let out = a
+        .out
+        .clone()
+        .or(file.out.clone())
+        .unwrap_or_else(|| PathBuf::from("out").join(&stem));
+
+    // The prior.
+    let dir = checkpoint::resolve(&file.checkpoint)?;
+    let meta = checkpoint::read_meta(&dir)?;
+    let schedule = meta.schedule.build()?;
+    let device = a.backend.device()?;
+    let grad_device = device.clone().autodiff();
+    let raw = file.run.raw_weights || a.raw_weights;
+    let (plain, weights) = checkpoint::load_for_inference(&dir, &meta, &device, raw)?;
+    // Guidance differentiates through the network, never through its weights; `valid` also
+    // switches dropout off on the autodiff device.
+    let grad_model = plain.valid().to_device(&grad_device).no_grad();
+
+    // The images and their observation.
+    let kind: DatasetKind = file
+        .data
+        .dataset
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("{}: data.dataset: {e}", path.display()))?;
+    let split = match file.data.split.as_str() {
+        "test" => Split::Test,
+        "train" => Split::Train,
+        s => bail!(
+            "{}: data.split: `{s}` (expected test or train)",
+            path.display()
+        ),
+    };
+    let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
+    let set = tweedie_datasets::load(kind, split, &data_dir)?;
+    let want = [meta.unet.in_channels, meta.unet.resolution, meta.unet.resolution];
+    if set.shape != want {
+        bail!(
+            "{}: the checkpoint's model takes {:?} images, {} has {:?}",
+            dir.display(),
+            want,
+            kind.name(),
+            set.shape
+        );
+    }
+    let indices: Vec<usize> = match &file.data.indices {
+        Some(ix) => ix.clone(),
+        None => (file.data.start..file.data.start + file.data.count).collect(),
+    };
+    if let Some(bad) = indices.iter().find(|i| **i >= set.len()) {
+        bail!(
+            "{}: image index {bad} is out of range ({} has {} images)",
+            path.display(),
+            kind.name(),
+            set.len()
+        );
+    }
+    let truth: Vec<f32> = indices
+        .iter()
+        .flat_map(|i| set.image(*i).iter().map(|b| *b as f32 / 127.5 - 1.0))
+        .collect();
+    let problem = Problem::observe(
+        &file,
+        set.shape,
+        indices,
+        truth,
+        &mut Rng::derive(seed, 1),
+        &device,
+    )?;
+
+    // The methods, each with its own random stream (adding one does not change another's draws).
+    let models = Models {
+        plain: &plain,
+        grad: &grad_model,
+        device: device.clone(),
+        grad_device,
+    };
+    let chunks = problem_chunks(&file, problem.indices.len());
+    let total: usize = file
+        .run
+        .methods
+        .iter()
+        .map(|m| method_steps(&file, m) * chunks)
+        .sum();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg:12} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
+        )
+        .expect("template"),
+    );
+    let mut runs: Vec<MethodRun> = Vec::new();
+    for m in &file.run.methods {
+        bar.set_message(m.clone());
+        let stream = 100 + METHODS.iter().position(|x| x == m).unwrap_or(0) as u64;
+        let mut rng = Rng::derive(seed, stream);
+        let run = reconstruct(
+            &file,
+            m,
+            &problem,
+            &models,
+            &schedule,
+            &mut rng,
+            || bar.inc(1),
+        )
+        .with_context(|| format!("method {m}"))?;
+        runs.push(run);
+    }
+    bar.finish_and_clear();
+
+    // Scores, panels and samples.
+    std::fs::create_dir_all(out.join("panels"))
+        .with_context(|| format!("creating {}", out.display()))?;
+    let mut reports: BTreeMap<String, MethodReport> = BTreeMap::new();
+    let [c, h, w] = problem.shape;
+    for run in &runs {
+        reports.insert(
+            run.name.clone(),
+            score(run, &problem, method_steps(&file, &run.name)),
+        );
+        let n = run.values.len() / (c * h * w);
+        let x = burn::tensor::Tensor::<4>::from_data(
+            burn::tensor::TensorData::new(run.values.clone(), [n, c, h, w]),
+            &device,
+        );
+        let (bytes, shape) = to_u8_nhwc(x);
+        let mdir = out.join(&run.name);
+        std::fs::create_dir_all(&mdir).with_context(|| format!("creating {}", mdir.display()))?;
+        write_file(&mdir.join("samples.npy"), &npy_bytes(&bytes, &shape))?;
+        write_file(
+            &mdir.join("grid.png"),
+            &grid_png(&bytes, shape, run.samples.max(1) * 4)?,
+        )?;
+    }
+    let pinv = runs.iter().find(|r| r.name == "pinv");
+    for (i, index) in problem.indices.iter().enumerate() {
+        let png = panel_png(&file, &problem, i, &runs, pinv, file.run.show_samples)?;
+        write_file(&out.join("panels").join(format!("{index:05}.png")), &png)?;
+    }
+    let rows: Vec<&String> = file
+        .run
+        .methods
+        .iter()
+        .filter(|m| *m != "pinv")
+        .collect();
+    let json = serde_json::json!({
+        "experiment": path.display().to_string(),
+        "checkpoint": dir.display().to_string(),
+        "weights": weights.name(),
+        "step": meta.step,
+        "dataset": kind.name(),
+        "split": file.data.split,
+        "images": problem.indices,
+        "operator": file.operator(h, w)?.name(),
+        "noise": file.noise_model()?.name(),
+        "seed": seed,
+        "backend": a.backend.name(),
+        "panel_rows": rows,
+        "panel_columns": ["truth", "observation", "pinv", "samples…", "posterior mean", "posterior std"],
+        "methods": reports,
+    });
+    write_file(
+        &out.join("metrics.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+
+    println!(
+        "{} on {} {} images, {} ({} weights, step {}):",
+        file.operator(h, w)?.name(),
+        problem.indices.len(),
+        kind.name(),
+        file.noise_model()?.name(),
+        weights.name(),
+        meta.step
+    );
+    println!(
+        "{:<12} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6} {:>9}",
+        "method", "PSNR", "SSIM", "PSNR(mean)", "SSIM(mean)", "NFE", "VJP", "seconds"
+    );
+    for m in &file.run.methods {
+        let r = &reports[m];
+        println!(
+            "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>6} {:>6} {:>9.1}",
+            m,
+            r.psnr_mean,
+            r.ssim_mean,
+            r.psnr_posterior_mean,
+            r.ssim_posterior_mean,
+            r.nfe,
+            r.vjps,
+            r.seconds
+        );
+    }
+    println!(
+        "wrote {} and {}",
+        out.join("metrics.json").display(),
+        out.join("panels").display()
+    );
+    Ok(())
+}
+
+/// How many batches the images are split into.
+fn problem_chunks(file: &ReconFile, images: usize) -> usize {
+    let per_batch = (file.run.batch_size / file.run.samples).max(1);
+    images.div_ceil(per_batch)
+}

@@ -1,0 +1,451 @@
+//! The experiment file of a reconstruction run (TOML), e.g. `experiments/mnist-sr4.toml`: plain
+//! serde structs that reject unknown keys, turned into operators, noise models and method settings
+//! by [`ReconFile::operator`], [`ReconFile::noise_model`] and [`ReconFile::validate`].
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+use tweedie_core::elbo::ModelVariance;
+
+use crate::noise::{Gaussian, NoiseModel, Poisson, StudentT};
+use crate::operator::{AvgPool, ForwardOperator, GaussianBlur, Identity, Mask, Saturate};
+
+/// A reconstruction experiment.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconFile {
+    /// A run directory (its newest step) or a step directory; relative to the working directory.
+    pub checkpoint: PathBuf,
+    /// Seed of the observation noise and of every sampler draw.
+    #[serde(default)]
+    pub seed: u64,
+    /// Output directory; default `out/<file stem>`.
+    pub out: Option<PathBuf>,
+    pub data: DataSection,
+    pub operator: OperatorSpec,
+    pub noise: NoiseSpec,
+    pub run: RunSection,
+    #[serde(default)]
+    pub dps: DpsSection,
+    #[serde(default)]
+    pub diffpir: DiffPirSection,
+    #[serde(default)]
+    pub pigdm: PiGdmSection,
+    #[serde(default)]
+    pub replacement: ReplacementSection,
+}
+
+/// Which images are reconstructed.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// mnist, fashion-mnist or cifar10.
+    pub dataset: String,
+    /// Directory of the dataset's files (else `$TWEEDIE_DATA/<name>`, else `data/<name>`).
+    pub dir: Option<PathBuf>,
+    /// "test" (default) or "train".
+    #[serde(default = "default_split")]
+    pub split: String,
+    /// Explicit image indices; else `count` images from `start`.
+    pub indices: Option<Vec<usize>>,
+    #[serde(default)]
+    pub start: usize,
+    #[serde(default = "default_count")]
+    pub count: usize,
+}
+
+fn default_split() -> String {
+    "test".into()
+}
+fn default_count() -> usize {
+    20
+}
+
+/// The forward operator A.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum OperatorSpec {
+    /// Hides a box of `height × width` pixels at (`top`, `left`).
+    InpaintBox {
+        top: usize,
+        left: usize,
+        height: usize,
+        width: usize,
+    },
+    /// Keeps each pixel with probability `keep` (the mask is drawn once, from `mask_seed`).
+    InpaintRandom {
+        keep: f64,
+        #[serde(default)]
+        mask_seed: u64,
+    },
+    /// Observes the left half.
+    InpaintHalf,
+    /// Observes all but the bottom-right quarter.
+    InpaintQuarter,
+    /// Super-resolution: average pooling by `factor`.
+    Sr { factor: usize },
+    /// Gaussian blur with a `size × size` kernel of standard deviation `sigma` (pixels).
+    Blur { size: usize, sigma: f64 },
+    /// Denoising: A = I.
+    Denoise,
+    /// The saturating response tanh(gain · x) (non-linear).
+    Saturate { gain: f64 },
+}
+
+/// The noise model; every parameter on the [0, 1] image scale.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum NoiseSpec {
+    Gaussian { sigma_y: f64 },
+    Poisson { rate: f64 },
+    StudentT { nu: f64, scale: f64 },
+}
+
+/// What runs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSection {
+    /// Any of pinv, replacement, dps, diffpir, pigdm, in the order of the panel rows.
+    pub methods: Vec<String>,
+    /// Posterior samples per image.
+    #[serde(default = "default_samples")]
+    pub samples: usize,
+    /// Images × samples per network call.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Posterior samples shown in each panel row.
+    #[serde(default = "default_show")]
+    pub show_samples: usize,
+    /// Use the raw trained weights instead of their EMA.
+    #[serde(default)]
+    pub raw_weights: bool,
+}
+
+fn default_samples() -> usize {
+    4
+}
+fn default_batch() -> usize {
+    80
+}
+fn default_show() -> usize {
+    3
+}
+
+/// DPS (Chung et al. 2023) on a respaced DDPM chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DpsSection {
+    pub steps: usize,
+    /// "residual-norm" (the paper's ζ_t = ζ′/‖y − A(x̂_0)‖) or "log-likelihood".
+    pub rule: String,
+    pub zeta: f64,
+    /// DDPM variance: small (β̃) or large (β).
+    pub variance: ModelVariance,
+    /// Clamp x̂_0 to [−1, 1] in the prior's DDPM mean (the guidance term uses the raw x̂_0).
+    pub clip: bool,
+}
+
+impl Default for DpsSection {
+    fn default() -> Self {
+        Self {
+            steps: 1000,
+            rule: "residual-norm".into(),
+            zeta: 1.0,
+            variance: ModelVariance::Small,
+            clip: true,
+        }
+    }
+}
+
+/// DiffPIR (Zhu et al. 2023).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiffPirSection {
+    pub steps: usize,
+    pub lambda: f64,
+    pub zeta: f64,
+    /// Iterations of the data step when it has no closed form.
+    pub iters: usize,
+}
+
+impl Default for DiffPirSection {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            lambda: 7.0,
+            zeta: 0.3,
+            iters: 20,
+        }
+    }
+}
+
+/// ΠGDM (Song et al. 2023) on a respaced DDPM chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PiGdmSection {
+    pub steps: usize,
+    pub weight: f64,
+    pub variance: ModelVariance,
+    /// Clamp x̂_0 to [−1, 1] in the prior's DDPM mean (the guidance term uses the raw x̂_0).
+    pub clip: bool,
+}
+
+impl Default for PiGdmSection {
+    fn default() -> Self {
+        Self {
+            steps: 100,
+            weight: 1.0,
+            variance: ModelVariance::Small,
+            clip: true,
+        }
+    }
+}
+
+/// Replacement (RePaint without resampling) on a respaced DDPM chain.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplacementSection {
+    pub steps: usize,
+}
+
+impl Default for ReplacementSection {
+    fn default() -> Self {
+        Self { steps: 100 }
+    }
+}
+
+/// The methods a file can name.
+pub const METHODS: [&str; 5] = ["pinv", "replacement", "dps", "diffpir", "pigdm"];
+
+impl ReconFile {
+    /// Reads and parses a TOML file; errors name the file, and the line for syntax errors.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::parse(&text).with_context(|| format!("{}: invalid experiment file", path.display()))
+    }
+
+    /// Parses TOML text; the error is one line: `line N: <what is wrong>`.
+    pub fn parse(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {msg}"),
+                None => anyhow::anyhow!("{msg}"),
+            }
+        })
+    }
+
+    /// The operator for `h × w` images.
+    pub fn operator(&self, h: usize, w: usize) -> Result<Box<dyn ForwardOperator>> {
+        Ok(match self.operator {
+            OperatorSpec::InpaintBox {
+                top,
+                left,
+                height,
+                width,
+            } => {
+                if height == 0 || width == 0 || top + height > h || left + width > w {
+                    bail!(
+                        "operator: box {height}×{width} at ({top}, {left}) does not fit {h}×{w} images"
+                    );
+                }
+                Box::new(Mask::hide_box(h, w, top, left, height, width))
+            }
+            OperatorSpec::InpaintRandom { keep, mask_seed } => {
+                if !(keep > 0.0 && keep < 1.0) {
+                    bail!("operator: keep must be in (0, 1), got {keep}");
+                }
+                Box::new(Mask::random(h, w, keep, mask_seed))
+            }
+            OperatorSpec::InpaintHalf => Box::new(Mask::half(h, w)),
+            OperatorSpec::InpaintQuarter => Box::new(Mask::quarter(h, w)),
+            OperatorSpec::Sr { factor } => {
+                if factor < 2 || h % factor != 0 || w % factor != 0 {
+                    bail!("operator: sr factor {factor} must be ≥ 2 and divide {h}×{w}");
+                }
+                Box::new(AvgPool { factor })
+            }
+            OperatorSpec::Blur { size, sigma } => {
+                if size % 2 == 0 || size > h.min(w) || sigma.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                    bail!(
+                        "operator: blur needs an odd kernel size ≤ the image and sigma > 0, got size {size}, sigma {sigma}"
+                    );
+                }
+                Box::new(GaussianBlur { size, sigma })
+            }
+            OperatorSpec::Denoise => Box::new(Identity),
+            OperatorSpec::Saturate { gain } => {
+                if gain.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                    bail!("operator: saturate gain must be > 0, got {gain}");
+                }
+                Box::new(Saturate { gain })
+            }
+        })
+    }
+
+    /// The inpainting mask, for the replacement baseline.
+    pub fn mask(&self, h: usize, w: usize) -> Option<Mask> {
+        match self.operator {
+            OperatorSpec::InpaintBox {
+                top,
+                left,
+                height,
+                width,
+            } => Some(Mask::hide_box(h, w, top, left, height, width)),
+            OperatorSpec::InpaintRandom { keep, mask_seed } => {
+                Some(Mask::random(h, w, keep, mask_seed))
+            }
+            OperatorSpec::InpaintHalf => Some(Mask::half(h, w)),
+            OperatorSpec::InpaintQuarter => Some(Mask::quarter(h, w)),
+            _ => None,
+        }
+    }
+
+    pub fn noise_model(&self) -> Result<Box<dyn NoiseModel>> {
+        let pos = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("noise: {name} must be > 0, got {v}"))
+            }
+        };
+        Ok(match self.noise {
+            NoiseSpec::Gaussian { sigma_y } => {
+                pos("sigma_y", sigma_y)?;
+                Box::new(Gaussian { sigma_y })
+            }
+            NoiseSpec::Poisson { rate } => {
+                pos("rate", rate)?;
+                Box::new(Poisson { rate })
+            }
+            NoiseSpec::StudentT { nu, scale } => {
+                pos("nu", nu)?;
+                pos("scale", scale)?;
+                Box::new(StudentT { nu, scale })
+            }
+        })
+    }
+
+    /// σ of Gaussian observation noise on the model's [−1, 1] scale (DiffPIR, ΠGDM).
+    pub fn gaussian_sigma(&self) -> Option<f64> {
+        match self.noise {
+            NoiseSpec::Gaussian { sigma_y } => Some(2.0 * sigma_y),
+            _ => None,
+        }
+    }
+
+    /// Checks what the types cannot: known methods that fit the operator and noise, positive
+    /// counts.
+    pub fn validate(&self) -> Result<()> {
+        if self.run.methods.is_empty() {
+            bail!("run.methods is empty (choose from {})", METHODS.join(", "));
+        }
+        for m in &self.run.methods {
+            if !METHODS.contains(&m.as_str()) {
+                bail!("run.methods: unknown method `{m}` (choose from {})", METHODS.join(", "));
+            }
+            if self.run.methods.iter().filter(|x| *x == m).count() > 1 {
+                bail!("run.methods: `{m}` is listed twice");
+            }
+        }
+        if self.run.samples == 0 || self.run.batch_size == 0 {
+            bail!("run.samples and run.batch_size must be positive");
+        }
+        let uses = |m: &str| self.run.methods.iter().any(|x| x == m);
+        let probe = self.operator(64, 64).ok();
+        let linear = probe.as_ref().is_none_or(|op| op.is_linear());
+        if uses("pinv") && !linear {
+            bail!("run.methods: pinv needs a linear operator");
+        }
+        if uses("replacement") && self.mask(1, 1).is_none() {
+            bail!("run.methods: replacement needs an inpainting operator");
+        }
+        if uses("diffpir") && self.gaussian_sigma().is_none() {
+            bail!("run.methods: diffpir needs gaussian noise (its data step is a least-squares fit)");
+        }
+        if uses("pigdm") {
+            if self.gaussian_sigma().is_none() {
+                bail!("run.methods: pigdm needs gaussian noise");
+            }
+            if probe.as_ref().is_some_and(|op| op.gram_scale().is_none()) {
+                bail!(
+                    "run.methods: pigdm needs an operator with A Aᵀ = c·I (inpainting, sr, denoise)"
+                );
+            }
+        }
+        if !matches!(self.dps.rule.as_str(), "residual-norm" | "log-likelihood") {
+            bail!(
+                "dps.rule: `{}` (expected residual-norm or log-likelihood)",
+                self.dps.rule
+            );
+        }
+        let steps = [
+            ("dps", self.dps.steps),
+            ("diffpir", self.diffpir.steps),
+            ("pigdm", self.pigdm.steps),
+            ("replacement", self.replacement.steps),
+        ];
+        if let Some((m, _)) = steps.iter().find(|(_, s)| *s == 0) {
+            bail!("{m}.steps must be positive");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SR4: &str = r#"
+checkpoint = "checkpoints/mnist-tiny"
+[data]
+dataset = "mnist"
+[operator]
+kind = "sr"
+factor = 4
+[noise]
+kind = "gaussian"
+sigma_y = 0.05
+[run]
+methods = ["pinv", "dps", "diffpir", "pigdm"]
+[dps]
+steps = 200
+zeta = 0.5
+"#;
+
+    #[test]
+    fn a_preset_parses_with_defaults_and_validates() {
+        let f = ReconFile::parse(SR4).unwrap();
+        f.validate().unwrap();
+        assert_eq!((f.data.count, f.run.samples, f.dps.steps), (20, 4, 200));
+        assert_eq!(f.diffpir.steps, 100);
+        assert_eq!(f.operator(28, 28).unwrap().name(), "sr×4");
+        assert_eq!(f.gaussian_sigma(), Some(0.1));
+    }
+
+    #[test]
+    fn bad_files_get_one_line_errors() {
+        let cases = [
+            (SR4.replace("factor = 4", "factor = 4\nfactr = 2"), "unknown field `factr`"),
+            (SR4.replace("kind = \"sr\"", "kind = \"zoom\""), "unknown variant `zoom`"),
+            (SR4.replace("\"pigdm\"]", "\"pigdm\", \"magic\"]"), "unknown method `magic`"),
+            (SR4.replace("\"gaussian\"\nsigma_y = 0.05", "\"poisson\"\nrate = 10.0"), "diffpir needs gaussian"),
+            (SR4.replace("zeta = 0.5", "zeta = 0.5\nrule = \"big\""), "dps.rule"),
+            (SR4.replace("methods = [\"pinv\", ", "methods = [\"replacement\", "), "replacement needs an inpainting"),
+        ];
+        for (text, want) in cases {
+            let err = ReconFile::parse(&text)
+                .and_then(|f| f.validate())
+                .expect_err(want);
+            let msg = format!("{err:#}");
+            assert!(msg.contains(want) && !msg.contains('\n'), "{msg}");
+        }
+        let f = ReconFile::parse(&SR4.replace("factor = 4", "factor = 5")).unwrap();
+        assert!(format!("{:#}", f.operator(28, 28).err().unwrap()).contains("divide 28×28"));
+    }
+}

@@ -1,0 +1,334 @@
+//! Reconstruction experiments: a trained prior, an observation y = A(x) + noise of dataset images,
+//! and a list of methods (the A⁺y and replacement baselines, DPS, DiffPIR, ΠGDM), each drawing a
+//! few posterior samples per image. [`reconstruct`] runs one method; [`Report`] holds what
+//! `metrics.json` and the panels show.
+
+pub mod config;
+mod panel;
+
+pub use config::ReconFile;
+pub use panel::panel_png;
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use serde::Serialize;
+use tweedie_core::denoiser::Denoiser;
+use tweedie_core::rng::Rng;
+use tweedie_core::schedule::{NoiseSchedule, Spacing};
+
+use crate::likelihood::Observation;
+use crate::metrics::{psnr, ssim_chw};
+use crate::operator::pseudo_inverse;
+use crate::sampler::{Ddpm, DiffPir, Dps, DpsStep, PiGdm, Replacement, Sampler, run};
+
+/// The images to reconstruct and their observation, on the host ([−1, 1] scale).
+pub struct Problem {
+    /// `[C, H, W]` of one image.
+    pub shape: [usize; 3],
+    /// Dataset indices of the images.
+    pub indices: Vec<usize>,
+    /// Ground truth, `indices.len() × C·H·W`.
+    pub truth: Vec<f32>,
+    /// The observation's shape per image and its values, `indices.len() × ∏ y_shape`.
+    pub y_shape: [usize; 3],
+    pub y: Vec<f32>,
+}
+
+impl Problem {
+    /// Draws y = A(x) + noise for the images `truth` (seeded).
+    pub fn observe(
+        file: &ReconFile,
+        shape: [usize; 3],
+        indices: Vec<usize>,
+        truth: Vec<f32>,
+        rng: &mut Rng,
+        device: &Device,
+    ) -> Result<Self> {
+        let [c, h, w] = shape;
+        let n = indices.len();
+        let op = file.operator(h, w)?;
+        let noise = file.noise_model()?;
+        let x = Tensor::<4>::from_data(TensorData::new(truth.clone(), [n, c, h, w]), device);
+        let y = noise.sample(op.apply(x), rng);
+        let [_, yc, yh, yw] = y.dims();
+        Ok(Self {
+            shape,
+            indices,
+            truth,
+            y_shape: [yc, yh, yw],
+            y: tweedie_core::host_values(y),
+        })
+    }
+
+    fn len(&self) -> usize {
+        self.indices.len()
+    }
+
+    /// The observations of images `range`, each repeated `k` times, as a `[len·k, …]` tensor.
+    fn y_rows(&self, range: std::ops::Range<usize>, k: usize, device: &Device) -> Tensor<4> {
+        let m: usize = self.y_shape.iter().product();
+        let mut v = Vec::with_capacity(range.len() * k * m);
+        for i in range.clone() {
+            for _ in 0..k {
+                v.extend_from_slice(&self.y[i * m..(i + 1) * m]);
+            }
+        }
+        let [c, h, w] = self.y_shape;
+        Tensor::from_data(TensorData::new(v, [range.len() * k, c, h, w]), device)
+    }
+}
+
+/// The networks a method may use: on the inner backend, and on its autodiff twin for guidance.
+pub struct Models<'a> {
+    pub plain: &'a dyn Denoiser,
+    pub grad: &'a dyn Denoiser,
+    pub device: Device,
+    pub grad_device: Device,
+}
+
+/// One method's posterior samples and costs.
+pub struct MethodRun {
+    pub name: String,
+    /// Samples per image (1 for `pinv`).
+    pub samples: usize,
+    /// `images × samples × C·H·W`, clamped to [−1, 1].
+    pub values: Vec<f32>,
+    /// Network evaluations (forward passes) per posterior sample.
+    pub nfe: usize,
+    /// Vector-Jacobian products through the network per posterior sample.
+    pub vjps: usize,
+    pub seconds: f64,
+}
+
+/// Runs `method` on every image of `problem`. `on_step` is called after each reverse step of each
+/// batch.
+pub fn reconstruct(
+    file: &ReconFile,
+    method: &str,
+    problem: &Problem,
+    models: &Models,
+    schedule: &NoiseSchedule,
+    rng: &mut Rng,
+    mut on_step: impl FnMut(),
+) -> Result<MethodRun> {
+    let [c, h, w] = problem.shape;
+    let per = c * h * w;
+    let clock = Instant::now();
+    if method == "pinv" {
+        let op = file.operator(h, w)?;
+        let y = problem.y_rows(0..problem.len(), 1, &models.device);
+        let Some(x) = pseudo_inverse(op.as_ref(), y) else {
+            bail!("pinv needs a linear operator");
+        };
+        return Ok(MethodRun {
+            name: method.into(),
+            samples: 1,
+            values: tweedie_core::host_values(x.clamp(-1.0, 1.0)),
+            nfe: 0,
+            vjps: 0,
+            seconds: clock.elapsed().as_secs_f64(),
+        });
+    }
+    let k = file.run.samples;
+    let steps = method_steps(file, method);
+    let timesteps = schedule.timesteps(steps, Spacing::Trailing)?;
+    let per_batch = (file.run.batch_size / k).max(1);
+    let sigma = file.gaussian_sigma();
+    let mut values = Vec::with_capacity(problem.len() * k * per);
+    let mut nfe = 0;
+    let mut vjps = 0;
+    let mut start = 0;
+    while start < problem.len() {
+        let range = start..(start + per_batch).min(problem.len());
+        start = range.end;
+        let rows = range.len() * k;
+        let guided = matches!(method, "dps" | "pigdm");
+        let device = if guided {
+            &models.grad_device
+        } else {
+            &models.device
+        };
+        let y = problem.y_rows(range, k, device);
+        let op = file.operator(h, w)?;
+        let mut sampler: Box<dyn Sampler> = match method {
+            "dps" => Box::new(Dps {
+                likelihood: Box::new(Observation {
+                    op,
+                    noise: file.noise_model()?,
+                    y,
+                }),
+                rule: match file.dps.rule.as_str() {
+                    "log-likelihood" => DpsStep::LogLikelihood {
+                        zeta: file.dps.zeta,
+                    },
+                    _ => DpsStep::ResidualNorm {
+                        zeta: file.dps.zeta,
+                    },
+                },
+                ddpm: Ddpm {
+                    variance: file.dps.variance,
+                    clip: file.dps.clip,
+                },
+            }),
+            "diffpir" => Box::new(DiffPir {
+                op,
+                y,
+                sigma_n: sigma.unwrap_or(0.1),
+                lambda: file.diffpir.lambda,
+                zeta: file.diffpir.zeta,
+                grad_steps: file.diffpir.iters,
+            }),
+            "pigdm" => Box::new(PiGdm {
+                op,
+                y,
+                sigma: sigma.unwrap_or(0.1),
+                weight: file.pigdm.weight,
+                ddpm: Ddpm {
+                    variance: file.pigdm.variance,
+                    clip: file.pigdm.clip,
+                },
+            }),
+            "replacement" => {
+                let Some(mask) = file.mask(h, w) else {
+                    bail!("replacement needs an inpainting operator");
+                };
+                Box::new(Replacement {
+                    inner: Ddpm {
+                        variance: tweedie_core::elbo::ModelVariance::Small,
+                        clip: true,
+                    },
+                    mask,
+                    y,
+                })
+            }
+            other => bail!("unknown method `{other}`"),
+        };
+        let model = if guided { models.grad } else { models.plain };
+        let x_t = rng.normal_tensor([rows, c, h, w], device);
+        let (x0, n) = run(
+            model,
+            sampler.as_mut(),
+            schedule,
+            &timesteps,
+            x_t,
+            rng,
+            |_, _| on_step(),
+        );
+        nfe = n;
+        vjps = if guided { timesteps.len() } else { 0 };
+        values.extend(tweedie_core::host_values(x0.clamp(-1.0, 1.0)));
+    }
+    Ok(MethodRun {
+        name: method.into(),
+        samples: k,
+        values,
+        nfe,
+        vjps,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// The number of reverse steps `method` takes (0 for `pinv`).
+pub fn method_steps(file: &ReconFile, method: &str) -> usize {
+    match method {
+        "dps" => file.dps.steps,
+        "diffpir" => file.diffpir.steps,
+        "pigdm" => file.pigdm.steps,
+        "replacement" => file.replacement.steps,
+        _ => 0,
+    }
+}
+
+/// Quality of one method on one image.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageScore {
+    pub index: usize,
+    /// PSNR (dB, [0, 1] scale) and SSIM of each posterior sample against the ground truth.
+    pub psnr: Vec<f64>,
+    pub ssim: Vec<f64>,
+    /// The same for the posterior mean (the average of the samples).
+    pub psnr_posterior_mean: f64,
+    pub ssim_posterior_mean: f64,
+    /// Mean per-pixel posterior standard deviation ([0, 1] scale).
+    pub std_mean: f64,
+}
+
+/// One method's line of `metrics.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodReport {
+    /// Means over images and samples.
+    pub psnr_mean: f64,
+    pub ssim_mean: f64,
+    /// Means over images of the posterior mean's scores.
+    pub psnr_posterior_mean: f64,
+    pub ssim_posterior_mean: f64,
+    pub nfe: usize,
+    pub vjps: usize,
+    pub steps: usize,
+    pub samples_per_image: usize,
+    pub seconds: f64,
+    pub images: Vec<ImageScore>,
+}
+
+/// Per-pixel mean and standard deviation ([−1, 1] scale) of image `i`'s samples.
+pub fn moments(run: &MethodRun, i: usize, per: usize) -> (Vec<f32>, Vec<f32>) {
+    let k = run.samples;
+    let s = &run.values[i * k * per..(i + 1) * k * per];
+    let mut mean = vec![0f64; per];
+    let mut sq = vec![0f64; per];
+    for j in 0..k {
+        for p in 0..per {
+            let v = s[j * per + p] as f64;
+            mean[p] += v / k as f64;
+            sq[p] += v * v / k as f64;
+        }
+    }
+    let std = mean
+        .iter()
+        .zip(&sq)
+        .map(|(m, q)| (q - m * m).max(0.0).sqrt() as f32)
+        .collect();
+    (mean.into_iter().map(|v| v as f32).collect(), std)
+}
+
+/// Scores `run` against the problem's ground truth.
+pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
+    let [c, h, w] = problem.shape;
+    let per = c * h * w;
+    let k = run.samples;
+    let mut images = Vec::new();
+    for (i, &index) in problem.indices.iter().enumerate() {
+        let truth = &problem.truth[i * per..(i + 1) * per];
+        let sample = |j: usize| &run.values[(i * k + j) * per..(i * k + j + 1) * per];
+        let (mean, std) = moments(run, i, per);
+        images.push(ImageScore {
+            index,
+            psnr: (0..k).map(|j| psnr(sample(j), truth)).collect(),
+            ssim: (0..k).map(|j| ssim_chw(sample(j), truth, c, h, w)).collect(),
+            psnr_posterior_mean: psnr(&mean, truth),
+            ssim_posterior_mean: ssim_chw(&mean, truth, c, h, w),
+            std_mean: std.iter().map(|v| *v as f64 * 0.5).sum::<f64>() / per as f64,
+        });
+    }
+    let all = |f: fn(&ImageScore) -> &Vec<f64>| {
+        let v: Vec<f64> = images.iter().flat_map(|s| f(s).iter().copied()).collect();
+        v.iter().sum::<f64>() / v.len().max(1) as f64
+    };
+    let over_images = |f: fn(&ImageScore) -> f64| {
+        images.iter().map(f).sum::<f64>() / images.len().max(1) as f64
+    };
+    MethodReport {
+        psnr_mean: all(|s| &s.psnr),
+        ssim_mean: all(|s| &s.ssim),
+        psnr_posterior_mean: over_images(|s| s.psnr_posterior_mean),
+        ssim_posterior_mean: over_images(|s| s.ssim_posterior_mean),
+        nfe: run.nfe,
+        vjps: run.vjps,
+        steps,
+        samples_per_image: k,
+        seconds: run.seconds,
+        images,
+    }
+}
