@@ -4,6 +4,7 @@
 //! ([`sampler`]), the seams of likelihood guidance ([`operator`], [`noise`], [`likelihood`]) and
 //! the files people look at ([`output`]).
 
+pub mod gmm_bench;
 pub mod likelihood;
 pub mod metrics;
 pub mod noise;

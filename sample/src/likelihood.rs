@@ -13,6 +13,15 @@ pub trait Likelihood {
     fn residual_norm(&self, _x0: Tensor<4>) -> Option<Tensor<1>> {
         None
     }
+    /// A twist for p(y | x_t) at noise level ᾱ_t from x̂_0(x_t). The default is the plain
+    /// Tweedie look-ahead p(y | x̂_0); an observation with Gaussian noise widens it by the
+    /// uncertainty of x̂_0 as ΠGDM does (Song et al. 2023, eq. 8): N(y; A x̂_0, σ² + r_t² c) with
+    /// r_t² = 1 − ᾱ_t and c the mean diagonal of AAᵀ. For a unit-variance Gaussian prior and
+    /// AAᵀ = c·I this is p(y | x_t) exactly; the plain look-ahead is too sharp at large t, which
+    /// makes particle weights heavy-tailed.
+    fn log_prob_at(&self, x0: Tensor<4>, _alpha_bar: f64) -> Tensor<1> {
+        self.log_prob(x0)
+    }
 }
 
 /// y = A(x) + noise, with y observed.
@@ -46,6 +55,23 @@ impl Likelihood for Observation {
     fn log_prob(&self, x0: Tensor<4>) -> Tensor<1> {
         let (y, mean) = self.observed_and_predicted(x0);
         self.noise.log_prob(y, mean)
+    }
+
+    fn log_prob_at(&self, x0: Tensor<4>, alpha_bar: f64) -> Tensor<1> {
+        let (Some(s), Some(c)) = (self.noise.gaussian_sigma(), self.op.mean_gram_diagonal()) else {
+            return self.log_prob(x0);
+        };
+        let v = s * s + (1.0 - alpha_bar) * c;
+        let (y, mean) = self.observed_and_predicted(x0);
+        let [b, ch, h, w] = y.dims();
+        let n = (ch * h * w) as f64;
+        (y - mean)
+            .square()
+            .reshape([b, ch * h * w])
+            .sum_dim(1)
+            .reshape([b])
+            .mul_scalar(-0.5 / v)
+            .add_scalar(-0.5 * n * (2.0 * std::f64::consts::PI * v).ln())
     }
 
     fn residual_norm(&self, x0: Tensor<4>) -> Option<Tensor<1>> {

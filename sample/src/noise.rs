@@ -10,6 +10,10 @@ pub trait NoiseModel {
     fn name(&self) -> String;
     /// log p(y | mean), exact (normalising constants included), per sample.
     fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1>;
+    /// σ on the model scale, for Gaussian noise.
+    fn gaussian_sigma(&self) -> Option<f64> {
+        None
+    }
     /// A draw of y given `mean` = A(x).
     fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4>;
 }
@@ -36,6 +40,9 @@ impl Gaussian {
 impl NoiseModel for Gaussian {
     fn name(&self) -> String {
         format!("gaussian(σ_y={})", self.sigma_y)
+    }
+    fn gaussian_sigma(&self) -> Option<f64> {
+        Some(self.sigma())
     }
     fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
         let s = self.sigma();

@@ -221,6 +221,7 @@ fn diffpir_data_step_is_exact_and_its_samples_approach_the_posterior() {
         lambda: 1.0,
         zeta: 0.0,
         grad_steps: 0,
+        clip: false,
     };
     let z = tweedie_core::host_values(pir.data_step(x0.clone(), 0.5));
     let want = [
@@ -243,6 +244,7 @@ fn diffpir_data_step_is_exact_and_its_samples_approach_the_posterior() {
         lambda: 1.0,
         zeta: 0.0,
         grad_steps: 300,
+        clip: false,
     };
     let zb = blur.data_step(x0.clone(), 0.5);
     let op = GaussianBlur {
@@ -271,6 +273,7 @@ fn diffpir_data_step_is_exact_and_its_samples_approach_the_posterior() {
         lambda: 1.0,
         zeta: 0.3,
         grad_steps: 0,
+        clip: false,
     };
     let ts = inference_timesteps(1000, 100, Spacing::Trailing).unwrap();
     let mut rng = Rng::new(4);

@@ -6,12 +6,14 @@ mod blur;
 mod downsample;
 mod identity;
 mod mask;
+mod matrix;
 mod saturate;
 
 pub use blur::GaussianBlur;
 pub use downsample::AvgPool;
 pub use identity::Identity;
 pub use mask::Mask;
+pub use matrix::Matrix;
 pub use saturate::Saturate;
 
 use burn::prelude::*;
@@ -36,6 +38,11 @@ pub trait ForwardOperator {
     fn gram_scale(&self) -> Option<f64> {
         None
     }
+    /// The mean diagonal entry of AAᵀ (= c when AAᵀ = c·I): the scalar stand-in for AAᵀ in an
+    /// inflated twist (see [`crate::likelihood::Likelihood::log_prob_at`]).
+    fn mean_gram_diagonal(&self) -> Option<f64> {
+        self.gram_scale()
+    }
     /// (AᵀA + ρI)⁻¹ v, where it has a closed form (the data step of DiffPIR, ΠGDM-style solvers).
     fn solve_normal(&self, _v: Tensor<4>, _rho: f64) -> Option<Tensor<4>> {
         None
@@ -59,35 +66,49 @@ fn scale_per_sample(x: Tensor<4>, s: &[f64]) -> Tensor<4> {
 }
 
 /// (AᵀA + ρI)⁻¹ v for any linear `op`: its closed form where it has one, else `iters` steps of
-/// conjugate gradients (Hestenes & Stiefel 1952), run independently per sample. With ρ > 0 the
-/// system is symmetric positive definite; ρ → 0 gives the least-squares (pseudo-inverse) solution
-/// restricted to the Krylov space, i.e. a regularised A⁺.
+/// conjugate gradients ([`conjugate_gradients`]). With ρ > 0 the system is symmetric positive
+/// definite; ρ → 0 gives the least-squares (pseudo-inverse) solution restricted to the Krylov
+/// space, i.e. a regularised A⁺.
 pub fn solve_normal(op: &dyn ForwardOperator, v: Tensor<4>, rho: f64, iters: usize) -> Tensor<4> {
     if let Some(z) = op.solve_normal(v.clone(), rho) {
         return z;
     }
-    let normal = |x: Tensor<4>| -> Tensor<4> {
-        op.adjoint(op.apply(x.clone()))
-            .expect("solve_normal needs a linear operator")
-            + x.mul_scalar(rho)
-    };
-    let mut x = v.zeros_like();
-    let mut r = v;
+    conjugate_gradients(
+        |x| {
+            op.adjoint(op.apply(x.clone()))
+                .expect("solve_normal needs a linear operator")
+                + x.mul_scalar(rho)
+        },
+        v,
+        iters,
+    )
+}
+
+/// M⁻¹ b for a symmetric positive definite M given by its action, by at most `iters` steps of
+/// conjugate gradients (Hestenes & Stiefel 1952) from 0, run independently per sample; a sample
+/// stops moving once its residual is 1e-6 of the initial one.
+pub fn conjugate_gradients(
+    m: impl Fn(Tensor<4>) -> Tensor<4>,
+    b: Tensor<4>,
+    iters: usize,
+) -> Tensor<4> {
+    let mut x = b.zeros_like();
+    let mut r = b;
     let mut p = r.clone();
     let mut rr = dot_per_sample(r.clone(), r.clone());
     let rr0: Vec<f64> = rr.clone();
+    let done = |r: &f64, r0: &f64| *r <= 1e-12 * r0;
     for _ in 0..iters {
-        let ap = normal(p.clone());
-        let pap = dot_per_sample(p.clone(), ap.clone());
-        // A converged sample gets a zero step (its residual is already at rounding level).
+        let mp = m(p.clone());
+        let pmp = dot_per_sample(p.clone(), mp.clone());
         let alpha: Vec<f64> = rr
             .iter()
-            .zip(&pap)
+            .zip(&pmp)
             .zip(&rr0)
-            .map(|((r, q), r0)| if *r <= 1e-12 * r0 || *q <= 0.0 { 0.0 } else { r / q })
+            .map(|((r, q), r0)| if done(r, r0) || *q <= 0.0 { 0.0 } else { r / q })
             .collect();
         x = x + scale_per_sample(p.clone(), &alpha);
-        r = r - scale_per_sample(ap, &alpha);
+        r = r - scale_per_sample(mp, &alpha);
         let rr_new = dot_per_sample(r.clone(), r.clone());
         let beta: Vec<f64> = rr_new
             .iter()
@@ -96,7 +117,7 @@ pub fn solve_normal(op: &dyn ForwardOperator, v: Tensor<4>, rho: f64, iters: usi
             .collect();
         p = r.clone() + scale_per_sample(p, &beta);
         rr = rr_new;
-        if rr.iter().zip(&rr0).all(|(r, r0)| *r <= 1e-12 * r0) {
+        if rr.iter().zip(&rr0).all(|(r, r0)| done(r, r0)) {
             break;
         }
     }

@@ -167,6 +167,8 @@ pub struct DiffPirSection {
     pub zeta: f64,
     /// Iterations of the data step when it has no closed form.
     pub iters: usize,
+    /// Clamp x̂_0 to [−1, 1] before the data step.
+    pub clip: bool,
 }
 
 impl Default for DiffPirSection {
@@ -176,6 +178,7 @@ impl Default for DiffPirSection {
             lambda: 7.0,
             zeta: 0.3,
             iters: 20,
+            clip: true,
         }
     }
 }
@@ -372,10 +375,8 @@ impl ReconFile {
             if self.gaussian_sigma().is_none() {
                 bail!("run.methods: pigdm needs gaussian noise");
             }
-            if probe.as_ref().is_some_and(|op| op.gram_scale().is_none()) {
-                bail!(
-                    "run.methods: pigdm needs an operator with A Aᵀ = c·I (inpainting, sr, denoise)"
-                );
+            if !linear {
+                bail!("run.methods: pigdm needs a linear operator");
             }
         }
         if !matches!(self.dps.rule.as_str(), "residual-norm" | "log-likelihood") {

@@ -179,6 +179,7 @@ pub fn reconstruct(
                 lambda: file.diffpir.lambda,
                 zeta: file.diffpir.zeta,
                 grad_steps: file.diffpir.iters,
+                clip: file.diffpir.clip,
             }),
             "pigdm" => Box::new(PiGdm {
                 op,

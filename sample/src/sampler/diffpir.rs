@@ -27,6 +27,8 @@ pub struct DiffPir {
     /// Iterations of the data step when A has no closed form (conjugate gradients for linear A,
     /// gradient steps otherwise).
     pub grad_steps: usize,
+    /// Clamp x̂_0 to [−1, 1] before the data step (a trained network's x̂_0 is far off at large t).
+    pub clip: bool,
 }
 
 impl DiffPir {
@@ -76,7 +78,7 @@ impl Sampler for DiffPir {
         _model: &dyn Denoiser,
         noise: &mut dyn NoiseSource,
     ) -> StepOutput {
-        let x0 = tweedie_x0(tr, x_t.clone(), eps, false);
+        let x0 = tweedie_x0(tr, x_t.clone(), eps, self.clip);
         let sigma_bar2 = (1.0 - tr.alpha_bar) / tr.alpha_bar;
         let rho = self.lambda * self.sigma_n * self.sigma_n / sigma_bar2;
         let z = self.data_step(x0, rho);

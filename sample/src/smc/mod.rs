@@ -1,5 +1,8 @@
-//! Sequential Monte Carlo building blocks: particle weights in log space and resampling.
+//! Sequential Monte Carlo guidance: particle weights in log space, resampling, and the particle
+//! sampler behind TDS and FK steering ([`Smc`]).
 
+mod particles;
 mod resample;
 
+pub use particles::{Potential, ResampleWhen, Smc, SmcConfig};
 pub use resample::{Resampling, ess, log_sum_exp, normalise};

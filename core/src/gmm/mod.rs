@@ -4,6 +4,10 @@
 //! E[ε | x_t] = √(1 − ᾱ) Σ_k r_k(x_t) (x_t − √ᾱ μ_k) / v_k,
 //! r_k ∝ π_k N(x_t; √ᾱ μ_k, v_k I) (the responsibilities, computed with log-sum-exp).
 
+mod posterior;
+
+pub use posterior::{GmmPosterior, LinearGaussian};
+
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 
