@@ -196,7 +196,10 @@ impl GmmFile {
             .parse::<Resampling>()
             .map_err(|e| anyhow::anyhow!("run.resampling: {e}"))?;
         if !matches!(self.run.twist.as_str(), "tweedie" | "pigdm") {
-            bail!("run.twist: `{}` (expected tweedie or pigdm)", self.run.twist);
+            bail!(
+                "run.twist: `{}` (expected tweedie or pigdm)",
+                self.run.twist
+            );
         }
         self.fk
             .potential
@@ -407,7 +410,11 @@ impl GmmProblem {
 /// Sliced 2-Wasserstein distance between two equal-size point sets `[n, d]`: the root mean over
 /// `dirs` random unit directions of the 1-D W2² between the sorted projections.
 pub fn sliced_wasserstein(a: &[f64], b: &[f64], d: usize, dirs: usize, rng: &mut Rng) -> f64 {
-    assert_eq!(a.len(), b.len(), "sliced Wasserstein of sets of different sizes");
+    assert_eq!(
+        a.len(),
+        b.len(),
+        "sliced Wasserstein of sets of different sizes"
+    );
     let n = a.len() / d;
     let mut total = 0.0;
     for _ in 0..dirs {
@@ -422,7 +429,12 @@ pub fn sliced_wasserstein(a: &[f64], b: &[f64], d: usize, dirs: usize, rng: &mut
             p
         };
         let (pa, pb) = (proj(a), proj(b));
-        total += pa.iter().zip(&pb).map(|(x, y)| (x - y).powi(2)).sum::<f64>() / n as f64;
+        total += pa
+            .iter()
+            .zip(&pb)
+            .map(|(x, y)| (x - y).powi(2))
+            .sum::<f64>()
+            / n as f64;
     }
     (total / dirs as f64).sqrt()
 }
@@ -442,7 +454,13 @@ pub struct BenchRow {
 }
 
 /// Scores `draws` against the exact posterior.
-pub fn score(problem: &GmmProblem, file: &GmmFile, method: &str, k: usize, draws: &Draws) -> BenchRow {
+pub fn score(
+    problem: &GmmProblem,
+    file: &GmmFile,
+    method: &str,
+    k: usize,
+    draws: &Draws,
+) -> BenchRow {
     let d = problem.prior.dim();
     let n = draws.samples.len() / d;
     let mut rng = Rng::derive(file.run.seed, 7);

@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod noise;
 pub mod operator;
 pub mod output;
+pub mod plot;
 pub mod recon;
 pub mod sampler;
 pub mod smc;

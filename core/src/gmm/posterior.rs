@@ -93,8 +93,10 @@ impl GaussianMixture {
                 "the observation matrix must be d_y × {d} and y of length d_y = {dy}"
             )));
         }
-        if !(obs.sigma > 0.0) {
-            return Err(CoreError::InvalidConfig("observation sigma must be > 0".into()));
+        if obs.sigma.is_nan() || obs.sigma <= 0.0 {
+            return Err(CoreError::InvalidConfig(
+                "observation sigma must be > 0".into(),
+            ));
         }
         let s2 = obs.sigma * obs.sigma;
         let a = &obs.a;
@@ -105,7 +107,9 @@ impl GaussianMixture {
         let ata: Vec<f64> = (0..d * d)
             .map(|ij| (0..dy).map(|k| a[k][ij / d] * a[k][ij % d]).sum())
             .collect();
-        let aty: Vec<f64> = (0..d).map(|j| (0..dy).map(|k| a[k][j] * y[k]).sum()).collect();
+        let aty: Vec<f64> = (0..d)
+            .map(|j| (0..dy).map(|k| a[k][j] * y[k]).sum())
+            .collect();
         let mut logw = Vec::new();
         let mut means = Vec::new();
         let mut chol = Vec::new();
@@ -121,7 +125,9 @@ impl GaussianMixture {
                 .map(|ij| ata[ij] / s2 + if ij / d == ij % d { 1.0 / sk2 } else { 0.0 })
                 .collect();
             let lp = cholesky(&p, d)?;
-            let rhs: Vec<f64> = (0..d).map(|j| self.means[k][j] / sk2 + aty[j] / s2).collect();
+            let rhs: Vec<f64> = (0..d)
+                .map(|j| self.means[k][j] / sk2 + aty[j] / s2)
+                .collect();
             means.push(chol_solve(&lp, d, &rhs));
             // S's columns, then its Cholesky factor.
             let mut s = vec![0.0; d * d];
@@ -183,6 +189,17 @@ impl GmmPosterior {
         out
     }
 
+    /// log p(x | y) at a point.
+    pub fn log_density(&self, x: &[f64]) -> f64 {
+        let lp: Vec<f64> = (0..self.weights.len())
+            .map(|k| {
+                self.weights[k].max(1e-300).ln() + log_normal(x, &self.means[k], &self.chol[k])
+            })
+            .collect();
+        let m = lp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        m + lp.iter().map(|l| (l - m).exp()).sum::<f64>().ln()
+    }
+
     /// The posterior responsibilities of component k for the point `x`, summed over `xs`
     /// (`[n, d]`) and divided by n: the mode weights a sample set implies.
     pub fn mode_weights(&self, xs: &[f64]) -> Vec<f64> {
@@ -191,7 +208,9 @@ impl GmmPosterior {
         let mut acc = vec![0.0; self.weights.len()];
         for x in xs.chunks(d) {
             let logp: Vec<f64> = (0..self.weights.len())
-                .map(|k| self.weights[k].max(1e-300).ln() + log_normal(x, &self.means[k], &self.chol[k]))
+                .map(|k| {
+                    self.weights[k].max(1e-300).ln() + log_normal(x, &self.means[k], &self.chol[k])
+                })
                 .collect();
             let m = logp.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let z: f64 = logp.iter().map(|l| (l - m).exp()).sum();
@@ -240,17 +259,31 @@ mod tests {
         }
         let n = 400_000.0;
         let (z, m) = (z / n, [m[0] / z / n * n, m[1] / z / n * n]);
-        assert!((post.log_evidence - z.ln()).abs() < 0.01, "{} vs {}", post.log_evidence, z.ln());
+        assert!(
+            (post.log_evidence - z.ln()).abs() < 0.01,
+            "{} vs {}",
+            post.log_evidence,
+            z.ln()
+        );
         let exact: Vec<f64> = (0..2)
             .map(|j| (0..2).map(|k| post.weights[k] * post.means[k][j]).sum())
             .collect();
         for j in 0..2 {
-            assert!((exact[j] - m[j]).abs() < 0.02, "mean[{j}]: {} vs {}", exact[j], m[j]);
+            assert!(
+                (exact[j] - m[j]).abs() < 0.02,
+                "mean[{j}]: {} vs {}",
+                exact[j],
+                m[j]
+            );
         }
         // Draws from the posterior have its mean and its mode weights.
         let s = post.sample(100_000, &mut Rng::new(2));
         let w = post.mode_weights(&s);
-        assert!((w[0] - post.weights[0]).abs() < 0.01, "{w:?} vs {:?}", post.weights);
+        assert!(
+            (w[0] - post.weights[0]).abs() < 0.01,
+            "{w:?} vs {:?}",
+            post.weights
+        );
         let sm: f64 = s.chunks(2).map(|x| x[0]).sum::<f64>() / 100_000.0;
         assert!((sm - exact[0]).abs() < 0.02);
     }

@@ -268,13 +268,16 @@ impl ReconFile {
             OperatorSpec::InpaintHalf => Box::new(Mask::half(h, w)),
             OperatorSpec::InpaintQuarter => Box::new(Mask::quarter(h, w)),
             OperatorSpec::Sr { factor } => {
-                if factor < 2 || h % factor != 0 || w % factor != 0 {
+                if factor < 2 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
                     bail!("operator: sr factor {factor} must be ≥ 2 and divide {h}×{w}");
                 }
                 Box::new(AvgPool { factor })
             }
             OperatorSpec::Blur { size, sigma } => {
-                if size % 2 == 0 || size > h.min(w) || sigma.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+                if size % 2 == 0
+                    || size > h.min(w)
+                    || sigma.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
+                {
                     bail!(
                         "operator: blur needs an odd kernel size ≤ the image and sigma > 0, got size {size}, sigma {sigma}"
                     );
@@ -350,7 +353,10 @@ impl ReconFile {
         }
         for m in &self.run.methods {
             if !METHODS.contains(&m.as_str()) {
-                bail!("run.methods: unknown method `{m}` (choose from {})", METHODS.join(", "));
+                bail!(
+                    "run.methods: unknown method `{m}` (choose from {})",
+                    METHODS.join(", ")
+                );
             }
             if self.run.methods.iter().filter(|x| *x == m).count() > 1 {
                 bail!("run.methods: `{m}` is listed twice");
@@ -369,7 +375,9 @@ impl ReconFile {
             bail!("run.methods: replacement needs an inpainting operator");
         }
         if uses("diffpir") && self.gaussian_sigma().is_none() {
-            bail!("run.methods: diffpir needs gaussian noise (its data step is a least-squares fit)");
+            bail!(
+                "run.methods: diffpir needs gaussian noise (its data step is a least-squares fit)"
+            );
         }
         if uses("pigdm") {
             if self.gaussian_sigma().is_none() {
@@ -432,12 +440,30 @@ zeta = 0.5
     #[test]
     fn bad_files_get_one_line_errors() {
         let cases = [
-            (SR4.replace("factor = 4", "factor = 4\nfactr = 2"), "unknown field `factr`"),
-            (SR4.replace("kind = \"sr\"", "kind = \"zoom\""), "unknown variant `zoom`"),
-            (SR4.replace("\"pigdm\"]", "\"pigdm\", \"magic\"]"), "unknown method `magic`"),
-            (SR4.replace("\"gaussian\"\nsigma_y = 0.05", "\"poisson\"\nrate = 10.0"), "diffpir needs gaussian"),
-            (SR4.replace("zeta = 0.5", "zeta = 0.5\nrule = \"big\""), "dps.rule"),
-            (SR4.replace("methods = [\"pinv\", ", "methods = [\"replacement\", "), "replacement needs an inpainting"),
+            (
+                SR4.replace("factor = 4", "factor = 4\nfactr = 2"),
+                "unknown field `factr`",
+            ),
+            (
+                SR4.replace("kind = \"sr\"", "kind = \"zoom\""),
+                "unknown variant `zoom`",
+            ),
+            (
+                SR4.replace("\"pigdm\"]", "\"pigdm\", \"magic\"]"),
+                "unknown method `magic`",
+            ),
+            (
+                SR4.replace("\"gaussian\"\nsigma_y = 0.05", "\"poisson\"\nrate = 10.0"),
+                "diffpir needs gaussian",
+            ),
+            (
+                SR4.replace("zeta = 0.5", "zeta = 0.5\nrule = \"big\""),
+                "dps.rule",
+            ),
+            (
+                SR4.replace("methods = [\"pinv\", ", "methods = [\"replacement\", "),
+                "replacement needs an inpainting",
+            ),
         ];
         for (text, want) in cases {
             let err = ReconFile::parse(&text)

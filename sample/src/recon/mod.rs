@@ -307,7 +307,9 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
         images.push(ImageScore {
             index,
             psnr: (0..k).map(|j| psnr(sample(j), truth)).collect(),
-            ssim: (0..k).map(|j| ssim_chw(sample(j), truth, c, h, w)).collect(),
+            ssim: (0..k)
+                .map(|j| ssim_chw(sample(j), truth, c, h, w))
+                .collect(),
             psnr_posterior_mean: psnr(&mean, truth),
             ssim_posterior_mean: ssim_chw(&mean, truth, c, h, w),
             std_mean: std.iter().map(|v| *v as f64 * 0.5).sum::<f64>() / per as f64,
@@ -317,9 +319,8 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
         let v: Vec<f64> = images.iter().flat_map(|s| f(s).iter().copied()).collect();
         v.iter().sum::<f64>() / v.len().max(1) as f64
     };
-    let over_images = |f: fn(&ImageScore) -> f64| {
-        images.iter().map(f).sum::<f64>() / images.len().max(1) as f64
-    };
+    let over_images =
+        |f: fn(&ImageScore) -> f64| images.iter().map(f).sum::<f64>() / images.len().max(1) as f64;
     MethodReport {
         psnr_mean: all(|s| &s.psnr),
         ssim_mean: all(|s| &s.ssim),
@@ -331,5 +332,91 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
         samples_per_image: k,
         seconds: run.seconds,
         images,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweedie_core::denoiser::GaussianDenoiser;
+    use tweedie_core::schedule::BetaSchedule;
+
+    #[test]
+    fn every_method_fits_the_observation_and_reports_its_costs() {
+        // 8×8 images from an iid N(0, 0.5²) prior (its exact denoiser), SR ×2 with σ_y = 0.025.
+        let text = r#"
+checkpoint = "unused"
+[data]
+dataset = "mnist"
+[operator]
+kind = "sr"
+factor = 2
+[noise]
+kind = "gaussian"
+sigma_y = 0.025
+[run]
+methods = ["pinv", "dps", "diffpir", "pigdm"]
+samples = 3
+batch_size = 6
+[dps]
+steps = 50
+rule = "log-likelihood"
+[diffpir]
+steps = 30
+[pigdm]
+steps = 30
+"#;
+        let file = ReconFile::parse(text).unwrap();
+        file.validate().unwrap();
+        let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+        let prior = GaussianDenoiser {
+            mean: 0.0,
+            std: 0.5,
+            alphas_cumprod: schedule.alphas_cumprod.clone(),
+        };
+        let device = Device::flex();
+        let mut rng = Rng::new(1);
+        let truth: Vec<f32> = rng.normals(3 * 64).iter().map(|v| v * 0.5).collect();
+        let problem =
+            Problem::observe(&file, [1, 8, 8], vec![0, 1, 2], truth, &mut rng, &device).unwrap();
+        assert_eq!(problem.y_shape, [1, 4, 4]);
+        let models = Models {
+            plain: &prior,
+            grad: &prior,
+            device: device.clone(),
+            grad_device: device.clone().autodiff(),
+        };
+        let op = file.operator(8, 8).unwrap();
+        for m in ["pinv", "dps", "diffpir", "pigdm"] {
+            let mut steps = 0;
+            let run = reconstruct(&file, m, &problem, &models, &schedule, &mut rng, || {
+                steps += 1
+            })
+            .unwrap();
+            let k = run.samples;
+            assert_eq!(run.values.len(), 3 * k * 64, "{m}");
+            assert_eq!(steps, 3usize.div_ceil(2) * method_steps(&file, m), "{m}");
+            assert_eq!(run.nfe, method_steps(&file, m), "{m}");
+            // Every sample explains y: RMS of A x − y within 3σ (σ = 0.05 on the model scale).
+            let x = Tensor::<4>::from_data(
+                TensorData::new(run.values.clone(), [3 * k, 1, 8, 8]),
+                &device,
+            );
+            let ax = tweedie_core::host_values(op.apply(x));
+            let m16 = 16;
+            for (j, chunk) in ax.chunks(m16).enumerate() {
+                let y = &problem.y[(j / k) * m16..(j / k + 1) * m16];
+                let rms = (chunk
+                    .iter()
+                    .zip(y)
+                    .map(|(a, b)| (a - b).powi(2))
+                    .sum::<f32>()
+                    / 16.0)
+                    .sqrt();
+                assert!(rms < 0.15, "{m}: sample {j} misses y by {rms}");
+            }
+            let report = score(&run, &problem, method_steps(&file, m));
+            assert!(report.psnr_mean.is_finite() && report.images.len() == 3);
+        }
     }
 }

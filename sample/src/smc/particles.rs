@@ -290,7 +290,11 @@ impl Sampler for Smc {
         noise: &mut dyn NoiseSource,
     ) -> StepOutput {
         let n = self.groups * self.particles;
-        assert_eq!(x_t.dims()[0], n, "the batch must hold groups × particles rows");
+        assert_eq!(
+            x_t.dims()[0],
+            n,
+            "the batch must hold groups × particles rows"
+        );
         let device = x_t.device();
         let x0 = crate::sampler::tweedie_x0(tr, x_t.clone(), eps.clone(), false);
         let r_t = if self.config.inflate {
@@ -377,8 +381,8 @@ impl Sampler for Smc {
             }
             None => vec![0.0; n],
         };
-        for i in 0..n {
-            self.pending[i] = log_ratio[i] - self.log_phi[i];
+        for ((p, r), phi) in self.pending.iter_mut().zip(&log_ratio).zip(&self.log_phi) {
+            *p = r - phi;
         }
         self.step += 1;
         StepOutput::new(x_prev, x0)

@@ -81,7 +81,11 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
     };
     let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
     let set = tweedie_datasets::load(kind, split, &data_dir)?;
-    let want = [meta.unet.in_channels, meta.unet.resolution, meta.unet.resolution];
+    let want = [
+        meta.unet.in_channels,
+        meta.unet.resolution,
+        meta.unet.resolution,
+    ];
     if set.shape != want {
         bail!(
             "{}: the checkpoint's model takes {:?} images, {} has {:?}",
@@ -146,15 +150,9 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
         bar.set_message(m.clone());
         let stream = 100 + METHODS.iter().position(|x| x == m).unwrap_or(0) as u64;
         let mut rng = Rng::derive(seed, stream);
-        let run = reconstruct(
-            &file,
-            m,
-            &problem,
-            &models,
-            &schedule,
-            &mut rng,
-            || bar.inc(1),
-        )
+        let run = reconstruct(&file, m, &problem, &models, &schedule, &mut rng, || {
+            bar.inc(1)
+        })
         .with_context(|| format!("method {m}"))?;
         runs.push(run);
     }
@@ -189,12 +187,7 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
         let png = panel_png(&file, &problem, i, &runs, pinv, file.run.show_samples)?;
         write_file(&out.join("panels").join(format!("{index:05}.png")), &png)?;
     }
-    let rows: Vec<&String> = file
-        .run
-        .methods
-        .iter()
-        .filter(|m| *m != "pinv")
-        .collect();
+    let rows: Vec<&String> = file.run.methods.iter().filter(|m| *m != "pinv").collect();
     let json = serde_json::json!({
         "experiment": path.display().to_string(),
         "checkpoint": dir.display().to_string(),
@@ -268,7 +261,38 @@ pub fn run_gmm(path: &Path, text: &str, a: &Args) -> Result<()> {
     let problem = file
         .build()
         .with_context(|| format!("{}: invalid experiment file", path.display()))?;
+    let stem = path
+        .file_stem()
+        .map_or("gmm".into(), |s| s.to_string_lossy().to_string());
+    let out = a
+        .out
+        .clone()
+        .or(file.out.clone())
+        .unwrap_or_else(|| PathBuf::from("out").join(&stem));
+    let d = problem.prior.dim();
     let mut rows = Vec::new();
+    let mut scatter: Vec<(String, Vec<f64>)> = Vec::new();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        let n: usize = file
+            .run
+            .methods
+            .iter()
+            .map(|m| {
+                if matches!(m.as_str(), "tds" | "fk") {
+                    file.run.particles.len()
+                } else {
+                    1
+                }
+            })
+            .sum();
+        ProgressBar::new(n as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg:16} [{bar:30}] {pos}/{len} runs ETA {eta}")
+            .expect("template"),
+    );
     for m in &file.run.methods {
         let ks: Vec<usize> = if matches!(m.as_str(), "tds" | "fk") {
             file.run.particles.clone()
@@ -276,24 +300,59 @@ pub fn run_gmm(path: &Path, text: &str, a: &Args) -> Result<()> {
             vec![1]
         };
         for k in ks {
-            let stream = 1000 * (1 + tweedie_sample::gmm_bench::METHODS.iter().position(|x| x == m).unwrap_or(0) as u64) + k as u64;
-            let draws = problem.draw(&file, m, k, file.run.n_samples, Rng::derive(file.run.seed, stream).next_u64())?;
+            let stream = 1000
+                * (1 + tweedie_sample::gmm_bench::METHODS
+                    .iter()
+                    .position(|x| x == m)
+                    .unwrap_or(0) as u64)
+                + k as u64;
+            bar.set_message(format!("{m} K={k}"));
+            let draws = problem.draw(
+                &file,
+                m,
+                k,
+                file.run.n_samples,
+                Rng::derive(file.run.seed, stream).next_u64(),
+            )?;
             let row = score(&problem, &file, m, k, &draws);
-            if std::env::var("TWEEDIE_DEBUG").is_ok() {
-                let d = problem.prior.dim();
-                let n = draws.samples.len() / d;
-                let mean: f64 = draws.samples.chunks(d).map(|x| x[0]).sum::<f64>() / n as f64;
-                let var: f64 = draws.samples.chunks(d).map(|x| (x[0] - mean).powi(2)).sum::<f64>() / n as f64;
-                let ex = problem.posterior.sample(20000, &mut Rng::new(5));
-                let em: f64 = ex.chunks(d).map(|x| x[0]).sum::<f64>() / 20000.0;
-                let ev: f64 = ex.chunks(d).map(|x| (x[0] - em).powi(2)).sum::<f64>() / 20000.0;
-                eprintln!("DEBUG {m} K={k}: mean {mean:.4} var {var:.4} | exact {em:.4} {ev:.4} | modes {:?} exact {:?}", problem.posterior.mode_weights(&draws.samples), problem.posterior.weights);
-            }
-            eprintln!("{}", serde_json::to_string(&row)?);
+            let line = serde_json::to_string(&row)?;
+            bar.suspend(|| eprintln!("{line}"));
+            bar.inc(1);
             rows.push(row);
+            let kmax = file.run.particles.iter().copied().max().unwrap_or(1);
+            if d == 2 && (k == kmax || !matches!(m.as_str(), "tds" | "fk")) {
+                let label = if matches!(m.as_str(), "tds" | "fk") {
+                    format!("{m} (K = {k})")
+                } else {
+                    m.clone()
+                };
+                scatter.push((label, draws.samples.clone()));
+            }
         }
     }
+    bar.finish_and_clear();
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let title = format!("{stem}: d = {d}, d_y = {}", problem.obs.dy());
+    write_file(
+        &out.join("error_vs_k.png"),
+        &tweedie_sample::plot::error_vs_k_png(&rows, &title)?,
+    )?;
+    if d == 2 {
+        let exact = problem
+            .posterior
+            .sample(file.run.n_samples, &mut Rng::derive(file.run.seed, 11));
+        scatter.insert(0, ("exact posterior".into(), exact));
+        write_file(
+            &out.join("scatter.png"),
+            &tweedie_sample::plot::scatter_png(&problem.posterior, &scatter)?,
+        )?;
+    }
     let json = serde_json::json!({"log_evidence": problem.posterior.log_evidence, "results": rows});
+    write_file(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    eprintln!("wrote {} and its plots", out.join("results.json").display());
     println!("{json}");
     Ok(())
 }
