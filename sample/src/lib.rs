@@ -4,6 +4,8 @@
 //! ([`sampler`]), the seams of likelihood guidance ([`operator`], [`noise`], [`likelihood`]) and
 //! the files people look at ([`output`]).
 
+pub mod class_cond;
+pub mod class_likelihood;
 pub mod gmm_bench;
 pub mod likelihood;
 pub mod metrics;

@@ -4,6 +4,7 @@
 //! ([`config`]), in a step loop of our own ([`trainer`]) with global gradient clipping ([`clip`])
 //! and an EMA of the weights ([`ema`]).
 
+pub mod classify;
 pub mod clip;
 pub mod config;
 pub mod ema;

@@ -98,6 +98,9 @@ fn run(args: Args) -> Result<()> {
     if let Some(n) = args.checkpoint_every {
         file.train.checkpoint_every = n;
     }
+    if file.model.preset == "classifier" {
+        return train_classifier(&file, &stem, &args);
+    }
     let plan = file.resolve(&stem).with_context(|| match &args.config {
         Some(p) => format!("{}", p.display()),
         None => "the checkpoint's config.toml".into(),
@@ -161,5 +164,34 @@ fn run(args: Args) -> Result<()> {
         report.seconds / n.max(1) as f64,
         report.checkpoint.display()
     );
+    Ok(())
+}
+
+/// `[model] preset = "classifier"`: the classifier of guidance and classifier-FID.
+fn train_classifier(file: &TrainFile, stem: &str, args: &Args) -> Result<()> {
+    let kind: tweedie_datasets::DatasetKind = file
+        .data
+        .dataset
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("data.dataset: {e}"))?;
+    let dir = resolve_dir(kind, file.data.dir.as_deref())?;
+    let data = load(kind, Split::Train, &dir)?;
+    let test = load(kind, Split::Test, &dir)?;
+    let run_dir = file
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("checkpoints").join(stem));
+    if args.dry_run {
+        println!("classifier for {} images → {}", kind.name(), run_dir.display());
+        return Ok(());
+    }
+    tweedie_train::classify::train_classifier(
+        file,
+        &run_dir,
+        &data,
+        &test,
+        args.backend,
+        !args.quiet,
+    )?;
     Ok(())
 }

@@ -1,0 +1,272 @@
+//! Class-conditional generation from an unconditional model (the TDS paper's MNIST experiment,
+//! Wu et al. 2023 §5.2): the likelihood is a classifier's log p(c | x̂_0); TDS and FK steering
+//! draw digits of a requested class with K particles, DPS-style classifier guidance with one.
+//! `sample --config experiments/mnist-class.toml` (a file with a `[class]` table).
+
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use tweedie_core::classifier::Classifier;
+use tweedie_core::denoiser::Denoiser;
+use tweedie_core::rng::Rng;
+use tweedie_core::schedule::{NoiseSchedule, Spacing};
+
+use crate::class_likelihood::ClassLabel;
+use crate::sampler::{Ddpm, Dps, DpsStep, Sampler, run};
+use crate::smc::{Potential, ResampleWhen, Smc, SmcConfig};
+
+/// The experiment file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassFile {
+    /// The unconditional diffusion model (run or step directory).
+    pub checkpoint: std::path::PathBuf,
+    /// The classifier's run directory (`train --config experiments/mnist-classifier.toml`).
+    pub classifier: std::path::PathBuf,
+    #[serde(default)]
+    pub seed: u64,
+    pub out: Option<std::path::PathBuf>,
+    pub class: ClassSection,
+    #[serde(default)]
+    pub fk: FkClassSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassSection {
+    /// Requested classes; each gets `per_class` digits.
+    pub classes: Vec<usize>,
+    pub per_class: usize,
+    /// Reverse steps (respaced DDPM).
+    pub steps: usize,
+    /// Any of dps, tds, fk.
+    pub methods: Vec<String>,
+    /// Particle counts of tds and fk.
+    pub particles: Vec<usize>,
+    /// DPS-style guidance scale on ∇ log p(c | x̂_0) (1: Bayes' rule).
+    #[serde(default = "one")]
+    pub dps_scale: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FkClassSection {
+    pub potential: String,
+    pub lambda: f64,
+    pub guided: bool,
+    pub interval: usize,
+}
+
+impl Default for FkClassSection {
+    fn default() -> Self {
+        Self {
+            potential: "difference".into(),
+            lambda: 1.0,
+            guided: false,
+            interval: 1,
+        }
+    }
+}
+
+pub const METHODS: [&str; 3] = ["dps", "tds", "fk"];
+
+impl ClassFile {
+    pub fn parse(text: &str) -> Result<Self> {
+        let f: Self = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+            let msg = e.message().trim().replace('\n', " ");
+            match line {
+                Some(l) => anyhow::anyhow!("line {l}: {msg}"),
+                None => anyhow::anyhow!("{msg}"),
+            }
+        })?;
+        if let Some(m) = f.class.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+            bail!("class.methods: unknown method `{m}` (choose from dps, tds, fk)");
+        }
+        if f.class.classes.is_empty() || f.class.per_class == 0 || f.class.steps == 0 {
+            bail!("class.classes, class.per_class and class.steps must be non-empty / positive");
+        }
+        if f.class.particles.is_empty() || f.class.particles.contains(&0) {
+            bail!("class.particles must list positive particle counts");
+        }
+        f.fk.potential
+            .parse::<Potential>()
+            .map_err(|e| anyhow::anyhow!("fk.potential: {e}"))?;
+        Ok(f)
+    }
+
+    /// The requested class of each digit.
+    pub fn targets(&self) -> Vec<usize> {
+        self.class
+            .classes
+            .iter()
+            .flat_map(|c| std::iter::repeat_n(*c, self.class.per_class))
+            .collect()
+    }
+}
+
+/// The networks: on the inner device and on its autodiff twin.
+pub struct ClassModels<'a> {
+    pub unet: &'a dyn Denoiser,
+    pub unet_grad: &'a dyn Denoiser,
+    pub classifier: &'a Classifier,
+    pub classifier_grad: &'a Classifier,
+    pub device: Device,
+    pub grad_device: Device,
+}
+
+/// One method's digits (`[n, C, H, W]` values in [−1, 1]) and costs.
+pub struct ClassRun {
+    pub values: Vec<f32>,
+    pub nfe: usize,
+    pub ess_mean: Option<f64>,
+    pub seconds: f64,
+}
+
+/// Draws one digit per target class with `method` (K particles for tds/fk).
+pub fn draw(
+    file: &ClassFile,
+    method: &str,
+    k: usize,
+    models: &ClassModels,
+    schedule: &NoiseSchedule,
+    shape: [usize; 3],
+    seed: u64,
+) -> Result<ClassRun> {
+    let clock = Instant::now();
+    let targets = file.targets();
+    let n = targets.len();
+    let timesteps = schedule.timesteps(file.class.steps, Spacing::Trailing)?;
+    let mut rng = Rng::new(seed);
+    let [c, h, w] = shape;
+    let ddpm = Ddpm {
+        variance: tweedie_core::elbo::ModelVariance::Small,
+        clip: true,
+    };
+    let per_row = |k: usize| -> Vec<usize> {
+        targets
+            .iter()
+            .flat_map(|t| std::iter::repeat_n(*t, k))
+            .collect()
+    };
+    let mut smc: Option<Smc> = None;
+    let mut plain: Box<dyn Sampler> = Box::new(ddpm);
+    match method {
+        "dps" => {
+            plain = Box::new(Dps {
+                likelihood: Box::new(ClassLabel {
+                    model: models.classifier_grad.clone(),
+                    classes: per_row(1),
+                }),
+                rule: DpsStep::LogLikelihood {
+                    zeta: file.class.dps_scale,
+                },
+                ddpm,
+            })
+        }
+        "tds" | "fk" => {
+            let config = if method == "tds" {
+                SmcConfig {
+                    clip: true,
+                    ..SmcConfig::tds()
+                }
+            } else {
+                SmcConfig {
+                    potential: file.fk.potential.parse().map_err(anyhow::Error::msg)?,
+                    lambda: file.fk.lambda,
+                    guided: file.fk.guided,
+                    when: ResampleWhen::Every(file.fk.interval),
+                    clip: true,
+                    ..SmcConfig::tds()
+                }
+            };
+            let classifier = if config.guided {
+                models.classifier_grad
+            } else {
+                models.classifier
+            };
+            smc = Some(Smc::new(
+                if method == "tds" { "tds" } else { "fk" },
+                Box::new(ClassLabel {
+                    model: classifier.clone(),
+                    classes: per_row(k),
+                }),
+                config,
+                n,
+                k,
+                seed ^ 0x5eed,
+            ));
+        }
+        other => bail!("unknown method `{other}`"),
+    }
+    let sampler: &mut dyn Sampler = match smc.as_mut() {
+        Some(s) => s,
+        None => plain.as_mut(),
+    };
+    let (device, unet) = if sampler.needs_grad() {
+        (&models.grad_device, models.unet_grad)
+    } else {
+        (&models.device, models.unet)
+    };
+    let rows = if smc.is_some() { n * k } else { n };
+    let x_t = rng.normal_tensor([rows, c, h, w], device);
+    let sampler: &mut dyn Sampler = match smc.as_mut() {
+        Some(s) => s,
+        None => plain.as_mut(),
+    };
+    let (x0, nfe) = run(unet, sampler, schedule, &timesteps, x_t, &mut rng, |_, _| {});
+    let all = tweedie_core::host_values(x0.clamp(-1.0, 1.0));
+    let per = c * h * w;
+    let (values, ess_mean) = match smc.as_mut() {
+        Some(s) => {
+            let picks = s.pick();
+            let v = picks
+                .iter()
+                .flat_map(|&i| all[i * per..(i + 1) * per].to_vec())
+                .collect();
+            (v, Some(s.ess_mean()))
+        }
+        None => (all, None),
+    };
+    Ok(ClassRun {
+        values,
+        nfe,
+        ess_mean,
+        seconds: clock.elapsed().as_secs_f64(),
+    })
+}
+
+/// The classifier's predicted class of each image.
+pub fn predict(classifier: &Classifier, values: &[f32], shape: [usize; 3], device: &Device) -> Vec<usize> {
+    let [c, h, w] = shape;
+    let n = values.len() / (c * h * w);
+    let x = Tensor::<4>::from_data(TensorData::new(values.to_vec(), [n, c, h, w]), device);
+    let p = classifier.forward(x).argmax(1).reshape([n]);
+    p.into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v as usize)
+        .collect()
+}
+
+/// One line of the class-conditional table.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassRow {
+    pub method: String,
+    pub particles: usize,
+    /// Fraction of the digits the classifier assigns to the requested class.
+    pub accuracy: f64,
+    pub ess_mean: Option<f64>,
+    pub nfe: usize,
+    pub seconds: f64,
+}
