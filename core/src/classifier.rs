@@ -128,10 +128,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Classifier, ClassifierMeta),
     meta.config
         .validate()
         .map_err(|e| CoreError::checkpoint(&p, e.to_string()))?;
-    let model = crate::checkpoint::load_module(
-        meta.config.init(device),
-        &dir.join(CLASSIFIER_WEIGHTS),
-    )?;
+    let model =
+        crate::checkpoint::load_module(meta.config.init(device), &dir.join(CLASSIFIER_WEIGHTS))?;
     Ok((model.no_grad(), meta))
 }
 

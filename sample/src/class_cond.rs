@@ -88,7 +88,12 @@ impl ClassFile {
                 None => anyhow::anyhow!("{msg}"),
             }
         })?;
-        if let Some(m) = f.class.methods.iter().find(|m| !METHODS.contains(&m.as_str())) {
+        if let Some(m) = f
+            .class
+            .methods
+            .iter()
+            .find(|m| !METHODS.contains(&m.as_str()))
+        {
             bail!("class.methods: unknown method `{m}` (choose from dps, tds, fk)");
         }
         if f.class.classes.is_empty() || f.class.per_class == 0 || f.class.steps == 0 {
@@ -222,7 +227,15 @@ pub fn draw(
         Some(s) => s,
         None => plain.as_mut(),
     };
-    let (x0, nfe) = run(unet, sampler, schedule, &timesteps, x_t, &mut rng, |_, _| {});
+    let (x0, nfe) = run(
+        unet,
+        sampler,
+        schedule,
+        &timesteps,
+        x_t,
+        &mut rng,
+        |_, _| {},
+    );
     let all = tweedie_core::host_values(x0.clamp(-1.0, 1.0));
     let per = c * h * w;
     let (values, ess_mean) = match smc.as_mut() {
@@ -245,7 +258,12 @@ pub fn draw(
 }
 
 /// The classifier's predicted class of each image.
-pub fn predict(classifier: &Classifier, values: &[f32], shape: [usize; 3], device: &Device) -> Vec<usize> {
+pub fn predict(
+    classifier: &Classifier,
+    values: &[f32],
+    shape: [usize; 3],
+    device: &Device,
+) -> Vec<usize> {
     let [c, h, w] = shape;
     let n = values.len() / (c * h * w);
     let x = Tensor::<4>::from_data(TensorData::new(values.to_vec(), [n, c, h, w]), device);

@@ -6,6 +6,7 @@
 
 pub mod class_cond;
 pub mod class_likelihood;
+pub mod fid;
 pub mod gmm_bench;
 pub mod likelihood;
 pub mod metrics;

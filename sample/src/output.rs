@@ -46,6 +46,58 @@ pub fn npy_bytes(data: &[u8], shape: &[usize]) -> Vec<u8> {
     out
 }
 
+/// Parses a `.npy` file of uint8 images written by [`npy_bytes`] (N×H×W×C, C-order, version 1 or
+/// 2); the error says what does not fit.
+pub fn parse_npy_u8(b: &[u8]) -> std::result::Result<(Vec<u8>, [usize; 4]), String> {
+    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+        return Err("not a .npy file (bad magic)".into());
+    }
+    let (hl, start) = match b[6] {
+        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+        v => return Err(format!("unsupported .npy version {v}")),
+    };
+    let header = b
+        .get(start..start + hl)
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .ok_or("truncated .npy header")?;
+    if !header.contains("'|u1'") && !header.contains("'u1'") {
+        return Err(format!(
+            "expected uint8 data ('|u1'), header is {}",
+            header.trim()
+        ));
+    }
+    if header.contains("'fortran_order': True") {
+        return Err("Fortran-ordered arrays are not supported".into());
+    }
+    let shape_txt = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .ok_or("no shape in the .npy header")?;
+    let dims: Vec<usize> = shape_txt
+        .trim()
+        .trim_start_matches('(')
+        .split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|s| s.trim().parse::<usize>().map_err(|e| e.to_string()))
+        .collect::<std::result::Result<_, _>>()?;
+    let shape = match dims.as_slice() {
+        [n, h, w, c] => [*n, *h, *w, *c],
+        [n, h, w] => [*n, *h, *w, 1],
+        _ => return Err(format!("expected N×H×W×C images, shape is {dims:?}")),
+    };
+    let need: usize = shape.iter().product();
+    let data = &b[start + hl..];
+    if data.len() != need {
+        return Err(format!(
+            "shape {shape:?} needs {need} bytes of data, the file has {}",
+            data.len()
+        ));
+    }
+    Ok((data.to_vec(), shape))
+}
+
 /// Writes `data` to `path` through a temporary sibling and a rename.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
     tweedie_core::checkpoint::write_atomic(path, data)
@@ -93,6 +145,16 @@ mod tests {
         let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
         assert!(header.contains("'shape': (1, 2, 3, 1)") && header.ends_with('\n'));
         assert_eq!(&b[10 + hl..], &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            parse_npy_u8(&b).unwrap(),
+            (vec![1, 2, 3, 4, 5, 6], [1, 2, 3, 1])
+        );
+        assert!(
+            parse_npy_u8(&b[..b.len() - 1])
+                .unwrap_err()
+                .contains("needs 6 bytes")
+        );
+        assert!(parse_npy_u8(b"hello world").unwrap_err().contains("magic"));
     }
 
     #[test]

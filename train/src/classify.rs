@@ -40,7 +40,11 @@ pub fn accuracy(model: &Classifier, data: &ImageSet, device: &Device) -> f64 {
     for chunk in all.chunks(500) {
         let (x, y) = batch(data, chunk, device);
         let pred = model.forward(x).argmax(1).reshape([chunk.len()]);
-        let eq: Vec<bool> = pred.equal(y).into_data().try_to_vec::<bool>().unwrap_or_default();
+        let eq: Vec<bool> = pred
+            .equal(y)
+            .into_data()
+            .try_to_vec::<bool>()
+            .unwrap_or_default();
         right += eq.iter().filter(|v| **v).count();
     }
     right as f64 / data.len().max(1) as f64

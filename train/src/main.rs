@@ -182,7 +182,11 @@ fn train_classifier(file: &TrainFile, stem: &str, args: &Args) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("checkpoints").join(stem));
     if args.dry_run {
-        println!("classifier for {} images → {}", kind.name(), run_dir.display());
+        println!(
+            "classifier for {} images → {}",
+            kind.name(),
+            run_dir.display()
+        );
         return Ok(());
     }
     tweedie_train::classify::train_classifier(

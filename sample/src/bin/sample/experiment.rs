@@ -384,12 +384,25 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
     let unet_grad = unet.valid().to_device(&grad_device).no_grad();
     let (classifier, cmeta) = tweedie_core::classifier::load(&file.classifier, &device)?;
     let classifier_grad = classifier.valid().to_device(&grad_device).no_grad();
-    let shape = [meta.unet.in_channels, meta.unet.resolution, meta.unet.resolution];
-    if [cmeta.config.in_channels, cmeta.config.resolution, cmeta.config.resolution] != shape {
+    let shape = [
+        meta.unet.in_channels,
+        meta.unet.resolution,
+        meta.unet.resolution,
+    ];
+    if [
+        cmeta.config.in_channels,
+        cmeta.config.resolution,
+        cmeta.config.resolution,
+    ] != shape
+    {
         bail!(
             "{}: the classifier takes {:?} images, the diffusion model makes {:?}",
             file.classifier.display(),
-            [cmeta.config.in_channels, cmeta.config.resolution, cmeta.config.resolution],
+            [
+                cmeta.config.in_channels,
+                cmeta.config.resolution,
+                cmeta.config.resolution
+            ],
             shape
         );
     }
@@ -423,7 +436,15 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
     let mut rows = Vec::new();
     for (i, (m, k)) in runs.iter().enumerate() {
         bar.set_message(format!("{m} K={k}"));
-        let r = draw(&file, m, *k, &models, &schedule, shape, Rng::derive(seed, i as u64).next_u64())?;
+        let r = draw(
+            &file,
+            m,
+            *k,
+            &models,
+            &schedule,
+            shape,
+            Rng::derive(seed, i as u64).next_u64(),
+        )?;
         let pred = predict(&classifier, &r.values, shape, &device);
         let right = pred.iter().zip(&targets).filter(|(p, t)| p == t).count();
         let row = ClassRow {
@@ -438,13 +459,19 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
         bar.suspend(|| eprintln!("{line}"));
         bar.inc(1);
         let x = burn::tensor::Tensor::<4>::from_data(
-            burn::tensor::TensorData::new(r.values.clone(), [targets.len(), shape[0], shape[1], shape[2]]),
+            burn::tensor::TensorData::new(
+                r.values.clone(),
+                [targets.len(), shape[0], shape[1], shape[2]],
+            ),
             &device,
         );
         let (bytes, s) = to_u8_nhwc(x);
         let name = format!("{m}-k{k}");
         write_file(&out.join(format!("{name}.npy")), &npy_bytes(&bytes, &s))?;
-        write_file(&out.join(format!("{name}.png")), &grid_png(&bytes, s, file.class.per_class)?)?;
+        write_file(
+            &out.join(format!("{name}.png")),
+            &grid_png(&bytes, s, file.class.per_class)?,
+        )?;
         rows.push(row);
     }
     bar.finish_and_clear();
@@ -456,8 +483,14 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
         "steps": file.class.steps,
         "results": rows,
     });
-    write_file(&out.join("results.json"), serde_json::to_string_pretty(&json)?.as_bytes())?;
-    println!("{:<6} {:>4} {:>9} {:>8} {:>6} {:>9}", "method", "K", "accuracy", "ESS", "NFE", "seconds");
+    write_file(
+        &out.join("results.json"),
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    println!(
+        "{:<6} {:>4} {:>9} {:>8} {:>6} {:>9}",
+        "method", "K", "accuracy", "ESS", "NFE", "seconds"
+    );
     for r in &rows {
         println!(
             "{:<6} {:>4} {:>9.3} {:>8} {:>6} {:>9.1}",
@@ -469,6 +502,84 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
             r.seconds
         );
     }
-    println!("wrote {} (grids: one row per requested class)", out.join("results.json").display());
+    println!(
+        "wrote {} (grids: one row per requested class)",
+        out.join("results.json").display()
+    );
+    Ok(())
+}
+
+/// `sample fid`: classifier-FID of a sample set against a dataset split.
+pub fn run_fid(f: &crate::FidArgs, backend: tweedie_core::device::BackendKind) -> Result<()> {
+    use tweedie_sample::fid::{features, frechet, moments};
+    let bytes = std::fs::read(&f.samples)
+        .with_context(|| format!("{}: cannot read", f.samples.display()))?;
+    let (data, shape) = tweedie_sample::output::parse_npy_u8(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", f.samples.display()))?;
+    if shape[0] < 2 {
+        bail!(
+            "{}: need at least 2 samples, found {}",
+            f.samples.display(),
+            shape[0]
+        );
+    }
+    let device = backend.device()?;
+    let (classifier, meta) = tweedie_core::classifier::load(&f.classifier, &device)?;
+    let cfg = meta.config;
+    if [shape[1], shape[2], shape[3]] != [cfg.resolution, cfg.resolution, cfg.in_channels] {
+        bail!(
+            "{}: images are {}×{}×{}, the classifier takes {}×{}×{}",
+            f.samples.display(),
+            shape[1],
+            shape[2],
+            shape[3],
+            cfg.resolution,
+            cfg.resolution,
+            cfg.in_channels
+        );
+    }
+    let kind: DatasetKind = f
+        .dataset
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--dataset: {e}"))?;
+    let split = match f.split.as_str() {
+        "test" => Split::Test,
+        "train" => Split::Train,
+        s => bail!("--split: `{s}` (expected test or train)"),
+    };
+    let dir = tweedie_datasets::resolve_dir(kind, f.data_dir.as_deref())?;
+    let mut set = tweedie_datasets::load(kind, split, &dir)?;
+    if f.n_reference > 0 {
+        set.truncate(f.n_reference);
+    }
+    // The dataset is CHW; features() takes NHWC bytes.
+    let [c, h, w] = set.shape;
+    let mut nhwc = vec![0u8; set.len() * c * h * w];
+    for i in 0..set.len() {
+        let img = set.image(i);
+        for ch in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    nhwc[((i * h + y) * w + x) * c + ch] = img[(ch * h + y) * w + x];
+                }
+            }
+        }
+    }
+    let d = cfg.features;
+    let fs = features(&classifier, &data, shape, &device);
+    let fr = features(&classifier, &nhwc, [set.len(), h, w, c], &device);
+    let (m1, s1) = moments(&fs, d);
+    let (m2, s2) = moments(&fr, d);
+    let fid = frechet(&m1, &s1, &m2, &s2);
+    println!(
+        "{}",
+        serde_json::json!({
+            "samples": f.samples.display().to_string(),
+            "n_samples": shape[0],
+            "reference": format!("{} {}", kind.name(), f.split),
+            "n_reference": set.len(),
+            "classifier_fid": fid,
+        })
+    );
     Ok(())
 }

@@ -36,8 +36,15 @@ enum SamplerKind {
 /// inverse problem with the methods it lists; panels/, metrics.json); --checkpoint, --n-images,
 /// --out and --seed then override the file.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// An experiment file (TOML).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -90,6 +97,34 @@ struct Args {
     quiet: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Classifier-FID of a sample set against a dataset split: the Fréchet distance between
+    /// Gaussians fitted to the MNIST classifier's penultimate features (lower is better).
+    Fid(FidArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct FidArgs {
+    /// Samples: a .npy of uint8 images N×H×W×C (what `sample` writes).
+    #[arg(long)]
+    samples: PathBuf,
+    /// The classifier's run directory.
+    #[arg(long, default_value = "checkpoints/mnist-classifier")]
+    classifier: PathBuf,
+    /// Reference dataset (mnist, fashion-mnist, cifar10) and split (test or train).
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Reference images (the first N of the split; 0: all).
+    #[arg(long, default_value_t = 0)]
+    n_reference: usize,
+    /// Directory of the dataset's files.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     match run_cli(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -101,6 +136,9 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(a: Args) -> Result<()> {
+    if let Some(Command::Fid(f)) = &a.command {
+        return experiment::run_fid(f, a.backend);
+    }
     if let Some(config) = a.config.clone() {
         return experiment::run_file(&config, &a);
     }
