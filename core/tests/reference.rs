@@ -7,11 +7,8 @@ use tweedie_core::diffusion::{Transition, predict_x0};
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 
 fn reference() -> Value {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/ref/schedulers.json"
-    );
-    serde_json::from_str(&std::fs::read_to_string(p).expect("reference vectors")).expect("json")
+    let p = format!("{}/../testdata/ref/schedulers.json", manifest_dir());
+    serde_json::from_str(&std::fs::read_to_string(&p).expect("reference vectors")).expect("json")
 }
 
 fn floats(v: &Value) -> Vec<f64> {
@@ -145,4 +142,10 @@ fn ddpm_steps_match_diffusers() {
             tr.posterior_variance()
         );
     }
+}
+
+/// The package directory at run time (a test binary reused from a build cache may have been
+/// compiled in another checkout, so the compile-time value can be stale).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -220,7 +220,9 @@ mod tests {
 
     #[test]
     fn the_bundled_mnist_matches_the_published_checksums_and_needs_no_download() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
+        let root = std::env::var("CARGO_MANIFEST_DIR")
+            .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let dir = Path::new(&root).join("../data/mnist");
         for r in remotes(DatasetKind::Mnist) {
             let p = dir.join(r.file);
             verify(&std::fs::read(&p).unwrap(), r.checksum, &p).unwrap();

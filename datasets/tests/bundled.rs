@@ -4,7 +4,7 @@ use tweedie_datasets::{DatasetKind, Split, load, resolve_dir};
 
 #[test]
 fn bundled_mnist_loads_with_known_counts_and_labels() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/mnist");
+    let dir = std::path::Path::new(&manifest_dir()).join("../data/mnist");
     let dir = resolve_dir(DatasetKind::Mnist, Some(&dir)).unwrap();
     let train = load(DatasetKind::Mnist, Split::Train, &dir).unwrap();
     let test = load(DatasetKind::Mnist, Split::Test, &dir).unwrap();
@@ -25,4 +25,10 @@ fn bundled_mnist_loads_with_known_counts_and_labels() {
         (mean - 0.1307).abs() < 1e-3,
         "MNIST's well-known pixel mean is 0.1307, got {mean}"
     );
+}
+
+/// The package directory at run time (a test binary reused from a build cache may have been
+/// compiled in another checkout, so the compile-time value can be stale).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }

@@ -34,11 +34,8 @@ fn floats(v: &Value) -> Vec<f32> {
 
 #[test]
 fn ddim_trajectories_match_diffusers() {
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/ref/schedulers.json"
-    );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let p = format!("{}/../testdata/ref/schedulers.json", manifest_dir());
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
     let dev = Device::flex();
     let cases = r["ddim"].as_array().unwrap();
@@ -123,11 +120,8 @@ fn ddpm_sampler_steps_match_diffusers() {
     use tweedie_core::diffusion::Transition;
     use tweedie_core::elbo::ModelVariance;
     use tweedie_sample::sampler::{Ddpm, Sampler};
-    let p = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/ref/schedulers.json"
-    );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+    let p = format!("{}/../testdata/ref/schedulers.json", manifest_dir());
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
     let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
     let dev = Device::flex();
     let mut ddpm = Ddpm {
@@ -170,4 +164,10 @@ fn ddpm_sampler_steps_match_diffusers() {
             );
         }
     }
+}
+
+/// The package directory at run time (a test binary reused from a build cache may have been
+/// compiled in another checkout, so the compile-time value can be stale).
+fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string())
 }
