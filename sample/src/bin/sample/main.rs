@@ -34,9 +34,9 @@ enum SamplerKind {
 /// Without --config: unconditional samples (grid.png, samples.npy). With --config FILE, the
 /// experiment the TOML file describes: an inverse problem (experiments/mnist-sr4.toml and the other
 /// mnist-<task> presets: posterior samples by the methods it lists; panels/, metrics.json), the
-/// Gaussian-mixture exactness benchmark (a file with [gmm]: JSON on stdout, plots) or class-
-/// conditional generation (a file with [class]); --checkpoint, --n-images, --out and --seed then
-/// override the file.
+/// Gaussian-mixture exactness benchmark (a file with [gmm]: JSON on stdout, plots) or
+/// class-conditional generation (a file with [class]); --checkpoint, --n-images, --out and
+/// --seed then override the file.
 #[derive(Parser, Debug)]
 #[command(
     version,
