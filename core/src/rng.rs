@@ -57,6 +57,20 @@ impl Rng {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
     }
 
+    /// An index drawn with probabilities `weights` (normalised, non-empty) by inverting their CDF
+    /// at one uniform; rounding that leaves the CDF short of 1 falls to the last index.
+    pub fn categorical(&mut self, weights: &[f64]) -> usize {
+        let u = self.uniform();
+        let mut acc = 0.0;
+        weights
+            .iter()
+            .position(|w| {
+                acc += w;
+                u < acc
+            })
+            .unwrap_or(weights.len() - 1)
+    }
+
     /// Uniform integer in 0..n (Lemire's multiply-shift with rejection: unbiased).
     pub fn below(&mut self, n: usize) -> usize {
         assert!(n > 0, "below(0)");

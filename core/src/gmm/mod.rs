@@ -72,16 +72,7 @@ impl GaussianMixture {
         let mut out = Vec::with_capacity(n * d);
         let mut comps = Vec::with_capacity(n);
         for _ in 0..n {
-            let u = rng.uniform();
-            let mut acc = 0.0;
-            let k = self
-                .weights
-                .iter()
-                .position(|w| {
-                    acc += w;
-                    u < acc
-                })
-                .unwrap_or(self.weights.len() - 1);
+            let k = rng.categorical(&self.weights);
             comps.push(k);
             let z = rng.normals(d);
             out.extend(

@@ -170,16 +170,7 @@ impl GmmPosterior {
         let d = self.dim();
         let mut out = Vec::with_capacity(n * d);
         for _ in 0..n {
-            let u = rng.uniform();
-            let mut acc = 0.0;
-            let k = self
-                .weights
-                .iter()
-                .position(|w| {
-                    acc += w;
-                    u < acc
-                })
-                .unwrap_or(self.weights.len() - 1);
+            let k = rng.categorical(&self.weights);
             let z: Vec<f64> = rng.normals(d).into_iter().map(f64::from).collect();
             let l = &self.chol[k];
             for i in 0..d {

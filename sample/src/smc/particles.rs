@@ -177,18 +177,7 @@ impl Smc {
         weights
             .iter()
             .enumerate()
-            .map(|(g, w)| {
-                let u = self.rng.uniform();
-                let mut acc = 0.0;
-                let j = w
-                    .iter()
-                    .position(|p| {
-                        acc += p;
-                        u < acc
-                    })
-                    .unwrap_or(w.len() - 1);
-                g * self.particles + j
-            })
+            .map(|(g, w)| g * self.particles + self.rng.categorical(w))
             .collect()
     }
 
@@ -296,7 +285,7 @@ impl Sampler for Smc {
             "the batch must hold groups × particles rows"
         );
         let device = x_t.device();
-        let x0 = crate::sampler::tweedie_x0(tr, x_t.clone(), eps.clone(), false);
+        let x0 = crate::sampler::tweedie_x0(tr, x_t.clone(), eps, false);
         let r_t = if self.config.inflate {
             self.reward.log_prob_at(x0.clone(), tr.alpha_bar)
         } else {
@@ -314,7 +303,7 @@ impl Sampler for Smc {
         } else {
             None
         };
-        let (x_t, eps, x0) = (x_t.detach(), eps.detach(), x0.detach());
+        let (x_t, x0) = (x_t.detach(), x0.detach());
         for (i, r) in rewards.iter().enumerate() {
             self.sum_r[i] += r;
             self.max_r[i] = self.max_r[i].max(*r);
@@ -347,21 +336,19 @@ impl Sampler for Smc {
             self.step += 1;
             return StepOutput::new(x0.clone(), x0);
         }
-        let (x_t, eps, x0, grad) = match self.maybe_resample() {
+        let (x_t, x0, grad) = match self.maybe_resample() {
             Some(idx) => (
                 select_rows(x_t, &idx),
-                select_rows(eps, &idx),
                 select_rows(x0, &idx),
                 grad.map(|g| select_rows(g, &idx)),
             ),
-            None => (x_t, eps, x0, grad),
+            None => (x_t, x0, grad),
         };
         let x0_mean = if self.config.clip {
             x0.clone().clamp(-1.0, 1.0)
         } else {
             x0.clone()
         };
-        let _ = eps;
         let mean = tr.posterior_mean(x_t.clone(), x0_mean);
         let var = tr.posterior_variance();
         let sd = var.sqrt();
