@@ -78,16 +78,7 @@ pub const METHODS: [&str; 3] = ["dps", "tds", "fk"];
 
 impl ClassFile {
     pub fn parse(text: &str) -> Result<Self> {
-        let f: Self = toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = e.message().trim().replace('\n', " ");
-            match line {
-                Some(l) => anyhow::anyhow!("line {l}: {msg}"),
-                None => anyhow::anyhow!("{msg}"),
-            }
-        })?;
+        let f: Self = crate::toml_file::parse(text)?;
         if let Some(m) = f
             .class
             .methods

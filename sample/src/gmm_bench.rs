@@ -163,16 +163,7 @@ pub struct GmmProblem {
 
 impl GmmFile {
     pub fn parse(text: &str) -> Result<Self> {
-        toml::from_str(text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
-            let msg = e.message().trim().replace('\n', " ");
-            match line {
-                Some(l) => anyhow::anyhow!("line {l}: {msg}"),
-                None => anyhow::anyhow!("{msg}"),
-            }
-        })
+        crate::toml_file::parse(text)
     }
 
     /// Validates and builds the prior, observation and exact posterior.

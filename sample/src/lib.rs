@@ -17,3 +17,4 @@ pub mod plot;
 pub mod recon;
 pub mod sampler;
 pub mod smc;
+pub mod toml_file;

@@ -1,0 +1,18 @@
+//! Experiment files: TOML parsed into plain serde structs with a one-line error.
+
+use serde::de::DeserializeOwned;
+
+/// Parses TOML `text` into `T`; the error is one line: `line N: <what is wrong>` (unknown keys are
+/// named when `T` denies them).
+pub fn parse<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+        let msg = e.message().trim().replace('\n', " ");
+        match line {
+            Some(l) => anyhow::anyhow!("line {l}: {msg}"),
+            None => anyhow::anyhow!("{msg}"),
+        }
+    })
+}
