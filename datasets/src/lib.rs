@@ -73,6 +73,17 @@ pub enum Split {
     Test,
 }
 
+impl std::str::FromStr for Split {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "train" => Ok(Split::Train),
+            "test" => Ok(Split::Test),
+            _ => Err(format!("`{s}` (expected test or train)")),
+        }
+    }
+}
+
 /// Images as bytes, CHW per image, with their labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageSet {

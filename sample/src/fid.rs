@@ -116,25 +116,26 @@ pub fn frechet(mu1: &[f64], s1: &[f64], mu2: &[f64], s2: &[f64]) -> f64 {
     dm + tr(s1) + tr(s2) - 2.0 * tr_sqrt
 }
 
-/// Penultimate classifier features of uint8 NHWC images (`shape` [N, H, W, C]), in batches.
+/// Penultimate classifier features of `n` uint8 images of `[C, H, W]`, whose pixel (image i,
+/// channel ch, row y, column x) is `pixel(i, ch, y, x)` (so any memory layout is read in place),
+/// in batches of 500.
 pub fn features(
     classifier: &Classifier,
-    bytes: &[u8],
-    shape: [usize; 4],
+    pixel: impl Fn(usize, usize, usize, usize) -> u8,
+    n: usize,
+    [c, h, w]: [usize; 3],
     device: &Device,
 ) -> Vec<f64> {
-    let [n, h, w, c] = shape;
-    let per = h * w * c;
+    let per = c * h * w;
     let mut out = Vec::new();
     for start in (0..n).step_by(500) {
         let end = (start + 500).min(n);
-        let mut v = vec![0f32; (end - start) * per];
+        let mut v = Vec::with_capacity((end - start) * per);
         for i in start..end {
-            for y in 0..h {
-                for x in 0..w {
-                    for ch in 0..c {
-                        v[(((i - start) * c + ch) * h + y) * w + x] =
-                            bytes[((i * h + y) * w + x) * c + ch] as f32 / 127.5 - 1.0;
+            for ch in 0..c {
+                for y in 0..h {
+                    for x in 0..w {
+                        v.push(pixel(i, ch, y, x) as f32 / 127.5 - 1.0);
                     }
                 }
             }

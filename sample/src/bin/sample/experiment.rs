@@ -32,9 +32,6 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
         .with_context(|| format!("{}: invalid experiment file", path.display()))?;
     file.validate()
         .with_context(|| format!("{}: invalid experiment file", path.display()))?;
-    let stem = path
-        .file_stem()
-        .map_or("experiment".into(), |s| s.to_string_lossy().to_string());
     if let Some(c) = &a.checkpoint {
         file.checkpoint = c.clone();
     }
@@ -48,11 +45,7 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
         }
     }
     let seed = a.seed.unwrap_or(file.seed);
-    let out = a
-        .out
-        .clone()
-        .or(file.out.clone())
-        .unwrap_or_else(|| PathBuf::from("out").join(&stem));
+    let (_, out) = stem_and_out(path, a, &file.out);
 
     // The prior.
     let dir = checkpoint::resolve(&file.checkpoint)?;
@@ -72,14 +65,11 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
         .dataset
         .parse()
         .map_err(|e: String| anyhow::anyhow!("{}: data.dataset: {e}", path.display()))?;
-    let split = match file.data.split.as_str() {
-        "test" => Split::Test,
-        "train" => Split::Train,
-        s => bail!(
-            "{}: data.split: `{s}` (expected test or train)",
-            path.display()
-        ),
-    };
+    let split: Split = file
+        .data
+        .split
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("{}: data.split: {e}", path.display()))?;
     let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
     let set = tweedie_datasets::load(kind, split, &data_dir)?;
     let want = [
@@ -245,6 +235,20 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
     Ok(())
 }
 
+/// The experiment file's stem, and the output directory: `--out`, else the file's `out`, else
+/// `out/<stem>`.
+fn stem_and_out(path: &Path, a: &Args, file_out: &Option<PathBuf>) -> (String, PathBuf) {
+    let stem = path
+        .file_stem()
+        .map_or("experiment".into(), |s| s.to_string_lossy().to_string());
+    let out = a
+        .out
+        .clone()
+        .or(file_out.clone())
+        .unwrap_or_else(|| PathBuf::from("out").join(&stem));
+    (stem, out)
+}
+
 /// How many batches the images are split into.
 fn problem_chunks(file: &ReconFile, images: usize) -> usize {
     let per_batch = (file.run.batch_size / file.run.samples).max(1);
@@ -262,14 +266,7 @@ pub fn run_gmm(path: &Path, text: &str, a: &Args) -> Result<()> {
     let problem = file
         .build()
         .with_context(|| format!("{}: invalid experiment file", path.display()))?;
-    let stem = path
-        .file_stem()
-        .map_or("gmm".into(), |s| s.to_string_lossy().to_string());
-    let out = a
-        .out
-        .clone()
-        .or(file.out.clone())
-        .unwrap_or_else(|| PathBuf::from("out").join(&stem));
+    let (stem, out) = stem_and_out(path, a, &file.out);
     let d = problem.prior.dim();
     let mut rows = Vec::new();
     let mut scatter: Vec<(String, Vec<f64>)> = Vec::new();
@@ -367,14 +364,7 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
         file.checkpoint = c.clone();
     }
     let seed = a.seed.unwrap_or(file.seed);
-    let stem = path
-        .file_stem()
-        .map_or("class".into(), |s| s.to_string_lossy().to_string());
-    let out = a
-        .out
-        .clone()
-        .or(file.out.clone())
-        .unwrap_or_else(|| PathBuf::from("out").join(&stem));
+    let (_, out) = stem_and_out(path, a, &file.out);
     let dir = checkpoint::resolve(&file.checkpoint)?;
     let meta = checkpoint::read_meta(&dir)?;
     let schedule = meta.schedule.build()?;
@@ -542,32 +532,33 @@ pub fn run_fid(f: &crate::FidArgs, backend: tweedie_core::device::BackendKind) -
         .dataset
         .parse()
         .map_err(|e: String| anyhow::anyhow!("--dataset: {e}"))?;
-    let split = match f.split.as_str() {
-        "test" => Split::Test,
-        "train" => Split::Train,
-        s => bail!("--split: `{s}` (expected test or train)"),
-    };
+    let split: Split = f
+        .split
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--split: {e}"))?;
     let dir = tweedie_datasets::resolve_dir(kind, f.data_dir.as_deref())?;
     let mut set = tweedie_datasets::load(kind, split, &dir)?;
     if f.n_reference > 0 {
         set.truncate(f.n_reference);
     }
-    // The dataset is CHW; features() takes NHWC bytes.
-    let [c, h, w] = set.shape;
-    let mut nhwc = vec![0u8; set.len() * c * h * w];
-    for i in 0..set.len() {
-        let img = set.image(i);
-        for ch in 0..c {
-            for y in 0..h {
-                for x in 0..w {
-                    nhwc[((i * h + y) * w + x) * c + ch] = img[(ch * h + y) * w + x];
-                }
-            }
-        }
-    }
     let d = cfg.features;
-    let fs = features(&classifier, &data, shape, &device);
-    let fr = features(&classifier, &nhwc, [set.len(), h, w, c], &device);
+    // Samples are NHWC (the .npy layout), the dataset CHW per image.
+    let [_, sh, sw, sc] = shape;
+    let fs = features(
+        &classifier,
+        |i, ch, y, x| data[((i * sh + y) * sw + x) * sc + ch],
+        shape[0],
+        [sc, sh, sw],
+        &device,
+    );
+    let [_, h, w] = set.shape;
+    let fr = features(
+        &classifier,
+        |i, ch, y, x| set.image(i)[(ch * h + y) * w + x],
+        set.len(),
+        set.shape,
+        &device,
+    );
     let (m1, s1) = moments(&fs, d);
     let (m2, s2) = moments(&fr, d);
     let fid = frechet(&m1, &s1, &m2, &s2);
