@@ -61,17 +61,12 @@ impl Likelihood for Observation {
         let (Some(s), Some(c)) = (self.noise.gaussian_sigma(), self.op.mean_gram_diagonal()) else {
             return self.log_prob(x0);
         };
-        let v = s * s + (1.0 - alpha_bar) * c;
+        // The Gaussian noise model with the widened variance (σ_y is stated on [0, 1]: ×½).
+        let widened = crate::noise::Gaussian {
+            sigma_y: (s * s + (1.0 - alpha_bar) * c).sqrt() / 2.0,
+        };
         let (y, mean) = self.observed_and_predicted(x0);
-        let [b, ch, h, w] = y.dims();
-        let n = (ch * h * w) as f64;
-        (y - mean)
-            .square()
-            .reshape([b, ch * h * w])
-            .sum_dim(1)
-            .reshape([b])
-            .mul_scalar(-0.5 / v)
-            .add_scalar(-0.5 * n * (2.0 * std::f64::consts::PI * v).ln())
+        widened.log_prob(y, mean)
     }
 
     fn residual_norm(&self, x0: Tensor<4>) -> Option<Tensor<1>> {
