@@ -203,6 +203,7 @@ pub fn draw(
         }
         other => bail!("unknown method `{other}`"),
     }
+    let rows = if smc.is_some() { n * k } else { n };
     let sampler: &mut dyn Sampler = match smc.as_mut() {
         Some(s) => s,
         None => plain.as_mut(),
@@ -212,12 +213,7 @@ pub fn draw(
     } else {
         (&models.device, models.unet)
     };
-    let rows = if smc.is_some() { n * k } else { n };
     let x_t = rng.normal_tensor([rows, c, h, w], device);
-    let sampler: &mut dyn Sampler = match smc.as_mut() {
-        Some(s) => s,
-        None => plain.as_mut(),
-    };
     let (x0, nfe) = run(
         unet,
         sampler,
