@@ -2,9 +2,9 @@
 //! serde structs that reject unknown keys, turned into operators, noise models and method settings
 //! by [`ReconFile::operator`], [`ReconFile::noise_model`] and [`ReconFile::validate`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Deserialize;
 use tweedie_core::elbo::ModelVariance;
 
@@ -222,13 +222,6 @@ impl Default for ReplacementSection {
 pub const METHODS: [&str; 5] = ["pinv", "replacement", "dps", "diffpir", "pigdm"];
 
 impl ReconFile {
-    /// Reads and parses a TOML file; errors name the file, and the line for syntax errors.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{}: invalid experiment file", path.display()))
-    }
-
     /// Parses TOML text; the error is one line: `line N: <what is wrong>`.
     pub fn parse(text: &str) -> Result<Self> {
         crate::toml_file::parse(text)
