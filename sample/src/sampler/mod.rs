@@ -21,10 +21,49 @@ pub use pigdm::PiGdm;
 pub use replacement::Replacement;
 
 use burn::prelude::*;
+use serde::{Deserialize, Serialize};
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
+use tweedie_core::elbo::ModelVariance;
 use tweedie_core::rng::Rng;
-use tweedie_core::schedule::NoiseSchedule;
+use tweedie_core::schedule::{NoiseSchedule, Spacing};
+
+/// The unconditional samplers, by the name the CLI (`--sampler`) and the training config
+/// (`[train] sample_sampler`) use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SamplerKind {
+    /// Ancestral sampling (Ho et al. 2020), respaced when --steps < T.
+    Ddpm,
+    /// DDIM (Song et al. 2021); --eta 0 is deterministic.
+    Ddim,
+    /// Probability-flow ODE with Heun's 2nd-order method (Karras et al. 2022): 2 calls per step.
+    Heun,
+    /// DPM-Solver++(2M) (Lu et al. 2022): 2nd-order multistep ODE solver, 1 call per step.
+    Dpmpp2m,
+}
+
+impl SamplerKind {
+    /// The sampler, with DDIM's η and DDPM's variance (each used only by its own sampler) and
+    /// whether x̂_0 is clamped to [−1, 1].
+    pub fn build(self, eta: f64, variance: ModelVariance, clip: bool) -> Box<dyn Sampler> {
+        match self {
+            Self::Ddpm => Box::new(Ddpm { variance, clip }),
+            Self::Ddim => Box::new(Ddim { eta, clip }),
+            Self::Heun => Box::new(Heun { clip }),
+            Self::Dpmpp2m => Box::new(DpmSolverPp2m::new(clip)),
+        }
+    }
+
+    /// The timestep spacing each does best with: uniform in log-SNR for the ODE solvers (few
+    /// steps), trailing for DDPM and DDIM.
+    pub fn default_spacing(self) -> Spacing {
+        match self {
+            Self::Ddpm | Self::Ddim => Spacing::Trailing,
+            Self::Heun | Self::Dpmpp2m => Spacing::LogSnr,
+        }
+    }
+}
 
 /// Where a sampler's fresh Gaussian noise comes from.
 pub trait NoiseSource {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
@@ -13,21 +13,9 @@ use tweedie_core::elbo::ModelVariance;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
 use tweedie_sample::output::{grid_png, npy_bytes, to_u8_nhwc, write_file};
-use tweedie_sample::sampler::{Ddim, Ddpm, DpmSolverPp2m, Heun, NoiseSource, Sampler, run};
+use tweedie_sample::sampler::{NoiseSource, SamplerKind, run};
 
 mod experiment;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum SamplerKind {
-    /// Ancestral sampling (Ho et al. 2020), respaced when --steps < T.
-    Ddpm,
-    /// DDIM (Song et al. 2021); --eta 0 is deterministic.
-    Ddim,
-    /// Probability-flow ODE with Heun's 2nd-order method (Karras et al. 2022): 2 calls per step.
-    Heun,
-    /// DPM-Solver++(2M) (Lu et al. 2022): 2nd-order multistep ODE solver, 1 call per step.
-    Dpmpp2m,
-}
 
 /// Draw samples from a trained diffusion model, or run an experiment file.
 ///
@@ -66,10 +54,10 @@ struct Args {
     /// DDIM's η (0: deterministic, 1: DDPM-like noise).
     #[arg(long, default_value_t = 0.0)]
     eta: f64,
-    /// Timestep spacing: leading, trailing, linspace or logsnr (uniform in log-SNR; best for
-    /// heun and dpmpp2m with few steps).
-    #[arg(long, default_value = "trailing")]
-    spacing: Spacing,
+    /// Timestep spacing: leading, trailing, linspace or logsnr (uniform in log-SNR) [default:
+    /// logsnr for heun and dpmpp2m, trailing for ddpm and ddim].
+    #[arg(long)]
+    spacing: Option<Spacing>,
     /// DDPM variance: small (β̃_t) or large (β_t).
     #[arg(long, default_value = "small")]
     variance: ModelVariance,
@@ -164,17 +152,9 @@ fn run_cli(a: Args) -> Result<()> {
         SamplerKind::Ddpm => big_t,
         _ => 50.min(big_t),
     });
-    let timesteps = schedule.timesteps(steps, a.spacing)?;
+    let timesteps = schedule.timesteps(steps, a.spacing.unwrap_or(a.sampler.default_spacing()))?;
     let clip = !a.no_clip;
-    let mut sampler: Box<dyn Sampler> = match a.sampler {
-        SamplerKind::Ddpm => Box::new(Ddpm {
-            variance: a.variance,
-            clip,
-        }),
-        SamplerKind::Ddim => Box::new(Ddim { eta: a.eta, clip }),
-        SamplerKind::Heun => Box::new(Heun { clip }),
-        SamplerKind::Dpmpp2m => Box::new(DpmSolverPp2m::new(clip)),
-    };
+    let mut sampler = a.sampler.build(a.eta, a.variance, clip);
     let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
     let mut rng = Rng::new(a.seed.unwrap_or(0));
     let bar = if a.quiet {
