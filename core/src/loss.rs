@@ -20,6 +20,37 @@ pub fn l_simple(
     (pred - eps).square().mean()
 }
 
+/// Min-SNR-γ loss weights for ε-prediction (Hang et al. 2023, "Efficient Diffusion Training via
+/// Min-SNR Weighting Strategy", §3.4): w_t = min(SNR_t, γ) / SNR_t with SNR_t = ᾱ_t / (1 − ᾱ_t).
+/// Weight 1 where SNR_t ≤ γ (the noisy steps that shape the image), less than 1 at the nearly
+/// clean steps whose ε-errors dominate L_simple's gradient early in training.
+pub fn min_snr_weights(s: &NoiseSchedule, t: &[usize], gamma: f64) -> Vec<f64> {
+    t.iter()
+        .map(|&i| {
+            let ab = s.alphas_cumprod[i];
+            let snr = ab / (1.0 - ab);
+            snr.min(gamma) / snr
+        })
+        .collect()
+}
+
+/// E[w_t ‖ε − ε_θ(x_t, t)‖²] with one weight per sample (e.g. [`min_snr_weights`]), averaged over
+/// the batch and pixels; all weights 1 give [`l_simple`].
+pub fn l_weighted(
+    model: &dyn Denoiser,
+    s: &NoiseSchedule,
+    x0: Tensor<4>,
+    t: &[usize],
+    eps: Tensor<4>,
+    weights: &[f64],
+) -> Tensor<1> {
+    let device = x0.device();
+    let x_t = q_sample(s, x0, t, eps.clone());
+    let pred = model.eps(x_t, t);
+    let w = crate::diffusion::per_sample(weights, &device);
+    ((pred - eps).square() * w).mean()
+}
+
 /// Per-sample mean over all non-batch dimensions: `[B, C, H, W]` → `[B]`.
 pub fn mean_per_sample(x: Tensor<4>) -> Tensor<1> {
     let [b, c, h, w] = x.dims();

@@ -4,9 +4,11 @@
 
 mod blocks;
 mod embed;
+mod precond;
 
 pub use blocks::{AttnBlock, ResBlock};
 pub use embed::timestep_embedding;
+pub use precond::{PrecondTable, Precondition};
 
 use blocks::{Init, conv3, downsample, group_norm, linear, upsample};
 use burn::nn::conv::Conv2d;
@@ -35,6 +37,10 @@ pub struct UNetConfig {
     pub attn_resolutions: Vec<usize>,
     /// Dropout probability inside the residual blocks.
     pub dropout: f64,
+    /// EDM-style preconditioning of the ε-output ([`Precondition`]); `None`: the plain DDPM
+    /// network.
+    #[config(default = "None")]
+    pub precondition: Option<Precondition>,
 }
 
 impl UNetConfig {
@@ -99,6 +105,9 @@ impl UNetConfig {
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if let Some(p) = &self.precondition {
+            p.validate()?;
         }
         Ok(())
     }
@@ -193,6 +202,10 @@ impl UNetConfig {
             conv_out: conv3(cur, self.in_channels, 1e-10, init),
             ch,
             in_channels: self.in_channels,
+            precond: self.precondition.as_ref().map(|p| {
+                p.table()
+                    .expect("a validated config's schedule builds (UNetConfig::validate)")
+            }),
         }
     }
 }
@@ -220,6 +233,10 @@ pub struct UNet {
     conv_out: Conv2d,
     ch: usize,
     in_channels: usize,
+    /// Coefficients of the preconditioning, per timestep (not trained, not stored: rebuilt from
+    /// the config).
+    #[module(skip)]
+    precond: Option<PrecondTable>,
 }
 
 fn apply_attn(attn: &Option<AttnBlock>, h: Tensor<4>) -> Tensor<4> {
@@ -278,8 +295,20 @@ impl Denoiser for UNet {
     fn eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
         let device = x_t.device();
         let tf: Vec<f32> = t.iter().map(|v| *v as f32).collect();
-        let t = Tensor::<1>::from_data(TensorData::new(tf, [t.len()]), &device);
-        self.forward(x_t, t)
+        let tt = Tensor::<1>::from_data(TensorData::new(tf, [t.len()]), &device);
+        match &self.precond {
+            None => self.forward(x_t, tt),
+            Some(p) => {
+                // ε̂ = c_skip (x_t − √ᾱ μ) + c_out F(c_in (x_t − √ᾱ μ), t)  (precond.rs).
+                let at = |c: &[f64]| {
+                    let v: Vec<f64> = t.iter().map(|&i| c[i]).collect();
+                    crate::diffusion::per_sample(&v, &device)
+                };
+                let xc = x_t - at(&p.shift);
+                let f = self.forward(xc.clone() * at(&p.c_in), tt);
+                xc * at(&p.c_skip) + f * at(&p.c_out)
+            }
+        }
     }
 }
 
@@ -334,5 +363,66 @@ mod tests {
         // Zero-initialised output conv (scale 1e-10).
         let out = crate::host_values(cfg.init_seeded(&dev, 3).conv_out.weight.val());
         assert!(out.iter().all(|x| x.abs() < 1e-5));
+    }
+
+    /// A fresh preconditioned network (output conv at scale 1e-10, so F ≈ 0) is the exact
+    /// ε-predictor of Gaussian data N(μ, σ²): [`crate::denoiser::GaussianDenoiser`], an
+    /// independent implementation of E[ε | x_t].
+    #[test]
+    fn a_fresh_preconditioned_network_is_the_gaussian_optimum() {
+        use crate::checkpoint::ScheduleSpec;
+        use crate::denoiser::GaussianDenoiser;
+        let dev = Device::flex();
+        let spec = ScheduleSpec::Cosine {
+            timesteps: 1000,
+            s: 0.008,
+            max_beta: 0.999,
+        };
+        let mut cfg = UNetConfig::new(1, 8, 32, vec![1, 2], 1, vec![], 0.0);
+        cfg.precondition = Some(Precondition {
+            mean: -0.7,
+            std: 0.6,
+            schedule: spec.clone(),
+        });
+        cfg.validate().unwrap();
+        let net = cfg.init_seeded(&dev, 1);
+        let oracle = GaussianDenoiser {
+            mean: -0.7,
+            std: 0.6,
+            alphas_cumprod: spec.build().unwrap().alphas_cumprod,
+        };
+        let t = [0, 10, 300, 700, 999];
+        let x = crate::rng::Rng::new(2).normal_tensor([5, 1, 8, 8], &dev);
+        let got = crate::host_values(net.eps(x.clone(), &t));
+        let want = crate::host_values(oracle.eps(x, &t));
+        let err = got
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(err < 1e-4, "max |ε̂ − E[ε | x_t]| = {err}");
+        // The plain network is not that predictor (its output is ≈ 0).
+        cfg.precondition = None;
+        let plain = crate::host_values(cfg.init_seeded(&dev, 1).eps(
+            crate::rng::Rng::new(2).normal_tensor([5, 1, 8, 8], &dev),
+            &t,
+        ));
+        assert!(plain.iter().all(|v| v.abs() < 1e-3));
+        // A bad data std is a config error.
+        cfg.precondition = Some(Precondition {
+            mean: 0.0,
+            std: 0.0,
+            schedule: spec,
+        });
+        assert!(cfg.validate().is_err());
+    }
+
+    /// Checkpoints written before preconditioning existed (no `precondition` key) still load.
+    #[test]
+    fn configs_without_precondition_parse() {
+        let mut v = serde_json::to_value(UNetConfig::tiny()).unwrap();
+        v.as_object_mut().unwrap().remove("precondition");
+        let back: UNetConfig = serde_json::from_value(v).unwrap();
+        assert_eq!(back, UNetConfig::tiny());
     }
 }
