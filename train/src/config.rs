@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::ScheduleSpec;
-use tweedie_core::unet::UNetConfig;
-use tweedie_datasets::DatasetKind;
+use tweedie_core::unet::{Precondition, UNetConfig};
+use tweedie_datasets::{DatasetKind, ImageSet};
+use tweedie_sample::sampler::SamplerKind;
 
 /// A training experiment, e.g. `experiments/mnist-tiny.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +63,9 @@ pub struct ModelSection {
     pub num_res_blocks: Option<usize>,
     pub attn_resolutions: Option<Vec<usize>>,
     pub dropout: Option<f64>,
+    /// EDM-style preconditioning of the ε-output (`tweedie_core::unet::Precondition`), with
+    /// the training set's pixel mean and std (computed when the run starts). Default false.
+    pub precondition: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +103,13 @@ pub struct TrainSection {
     pub lr: f64,
     /// Linear learning-rate warm-up from lr/warmup_steps to lr (paper: 5000). 0: none.
     pub warmup_steps: usize,
+    /// Per-sample weight of the ε-error: `simple` (L_simple, the paper's), `min-snr`
+    /// (min(SNR_t, γ)/SNR_t, Hang et al. 2023) or `precond` (1/c_out², which makes every t
+    /// count alike for the preconditioned network: EDM's weighting; needs
+    /// `[model] precondition = true`).
+    pub loss_weighting: LossWeighting,
+    /// γ of `min-snr`.
+    pub snr_gamma: f64,
     /// Global gradient-norm clipping (paper: 1.0). 0: none.
     pub grad_clip: f64,
     /// Adam ε (PyTorch's default 1e-8; burn's is 1e-5).
@@ -118,7 +129,11 @@ pub struct TrainSection {
     pub sample_every: usize,
     /// Images in that grid.
     pub sample_n: usize,
-    /// Solver steps (= network calls) for that grid, log-SNR spaced.
+    /// Sampler of that grid: `dpmpp2m` (default), `ddpm`, `ddim` or `heun`; ODE solvers on
+    /// log-SNR-spaced steps, DDPM and DDIM trailing. Ancestral `ddpm` forgives an under-trained
+    /// network's errors best (BENCHMARKS.md, quality versus NFE).
+    pub sample_sampler: SamplerKind,
+    /// Steps of that sampler.
     pub sample_steps: usize,
     /// Evaluate L_simple and the bound (bits/dim) on the test split every N steps. 0: never.
     pub eval_every: usize,
@@ -133,6 +148,8 @@ impl Default for TrainSection {
             batch_size: 32,
             lr: 2e-4,
             warmup_steps: 0,
+            loss_weighting: LossWeighting::Simple,
+            snr_gamma: 5.0,
             grad_clip: 1.0,
             adam_eps: 1e-8,
             ema_decay: 0.9999,
@@ -142,11 +159,21 @@ impl Default for TrainSection {
             log_every: 10,
             sample_every: 500,
             sample_n: 16,
+            sample_sampler: SamplerKind::Dpmpp2m,
             sample_steps: 20,
             eval_every: 0,
             eval_images: 16,
         }
     }
+}
+
+/// How the per-sample ε-errors of a batch are weighted (see `TrainSection::loss_weighting`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LossWeighting {
+    Simple,
+    MinSnr,
+    Precond,
 }
 
 /// A validated experiment: everything the trainer needs, built.
@@ -157,6 +184,31 @@ pub struct Plan {
     pub unet: UNetConfig,
     pub schedule: ScheduleSpec,
     pub run_dir: PathBuf,
+}
+
+impl Plan {
+    /// The plan with the model's preconditioning (if the file asks for it) filled in from the
+    /// training images' pixel mean and standard deviation on the [−1, 1] scale.
+    pub fn with_data_moments(&self, data: &ImageSet) -> Plan {
+        let mut plan = self.clone();
+        if self.file.model.precondition == Some(true) {
+            let (mut sum, mut sq) = (0.0f64, 0.0f64);
+            for &p in &data.pixels {
+                let x = p as f64 / 127.5 - 1.0;
+                sum += x;
+                sq += x * x;
+            }
+            let n = data.pixels.len().max(1) as f64;
+            let mean = sum / n;
+            let std = (sq / n - mean * mean).max(1e-12).sqrt();
+            plan.unet.precondition = Some(Precondition {
+                mean,
+                std,
+                schedule: self.schedule.clone(),
+            });
+        }
+        plan
+    }
 }
 
 impl TrainFile {
@@ -244,8 +296,11 @@ impl TrainFile {
                 d.timesteps
             );
         }
-        if t.grad_clip < 0.0 || t.adam_eps <= 0.0 {
-            bail!("[train] grad_clip must be ≥ 0 and adam_eps > 0");
+        if t.grad_clip < 0.0 || t.adam_eps <= 0.0 || t.snr_gamma.is_nan() || t.snr_gamma <= 0.0 {
+            bail!("[train] grad_clip must be ≥ 0, and snr_gamma and adam_eps > 0");
+        }
+        if t.loss_weighting == LossWeighting::Precond && self.model.precondition != Some(true) {
+            bail!("[train] loss_weighting = \"precond\" needs [model] precondition = true");
         }
         let run_dir = self
             .run_dir

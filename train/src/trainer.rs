@@ -14,17 +14,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
 use tweedie_core::device::BackendKind;
-use tweedie_core::loss::l_simple;
+use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::rng::Rng;
 use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
 
 use tweedie_core::elbo::ModelVariance;
-use tweedie_core::schedule::Spacing;
 use tweedie_sample::output::{grid_png, to_u8_nhwc};
-use tweedie_sample::sampler::{self, DpmSolverPp2m, NoiseSource};
+use tweedie_sample::sampler::{self, NoiseSource};
 
-use crate::config::{Plan, TrainFile};
+use crate::config::{LossWeighting, Plan, TrainFile};
 use crate::eval::{EvalOptions, evaluate};
 use crate::{clip, ema, plot};
 
@@ -108,6 +107,7 @@ impl DataOrder {
 /// Trains `plan` on `data` (already loaded). The experiment file's text is copied into every
 /// checkpoint so that `--resume` needs nothing else.
 pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> {
+    let plan = &plan.with_data_moments(data);
     let f = &plan.file;
     let tc = &f.train;
     let schedule = plan.schedule.build()?;
@@ -132,6 +132,12 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     }
     let device = opts.backend.device()?.autodiff();
     let mut model = plan.unet.init_seeded(&device, f.seed);
+    let precond = plan
+        .unet
+        .precondition
+        .as_ref()
+        .map(|p| p.table())
+        .transpose()?;
     let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
     let mut ema_model = (tc.ema_decay > 0.0).then(|| model.valid());
     let mut start = 0;
@@ -231,7 +237,17 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         let (loss, loss_value) = {
             let _guard = tweedie_core::rng::device_rng_lock();
             device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let loss = l_simple(&model, &schedule, x0, &t, eps);
+            let loss = match (tc.loss_weighting, &precond) {
+                (LossWeighting::MinSnr, _) => {
+                    let w = min_snr_weights(&schedule, &t, tc.snr_gamma);
+                    l_weighted(&model, &schedule, x0, &t, eps, &w)
+                }
+                (LossWeighting::Precond, Some(p)) => {
+                    let w: Vec<f64> = t.iter().map(|&i| p.c_out[i].powi(-2)).collect();
+                    l_weighted(&model, &schedule, x0, &t, eps, &w)
+                }
+                _ => l_simple(&model, &schedule, x0, &t, eps),
+            };
             // Reading the value materialises the forward pass (and its masks) inside the lock.
             let value = loss.clone().into_scalar::<f32>() as f64;
             (loss, value)
@@ -397,8 +413,8 @@ pub fn replot(run_dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// The grid of `sample_n` samples by DPM-Solver++(2M) on log-SNR-spaced steps (fixed seed:
-/// grids are comparable across the run).
+/// The grid of `sample_n` samples by the configured sampler (fixed seed: grids are comparable
+/// across the run).
 fn write_sample_grid(
     plan: &Plan,
     schedule: &tweedie_core::schedule::NoiseSchedule,
@@ -411,13 +427,15 @@ fn write_sample_grid(
         .first()
         .cloned()
         .context("model has no device")?;
-    let ts = schedule.timesteps(tc.sample_steps, Spacing::LogSnr)?;
+    let ts = schedule.timesteps(tc.sample_steps, tc.sample_sampler.default_spacing())?;
     let mut rng = Rng::new(plan.file.seed ^ 0x5A3F);
     let (c, r) = (plan.unet.in_channels, plan.unet.resolution);
     let x = rng.normal([tc.sample_n, c, r, r], &device);
     let (x0, _) = sampler::run(
         model,
-        &mut DpmSolverPp2m::new(true),
+        tc.sample_sampler
+            .build(0.0, ModelVariance::Small, true)
+            .as_mut(),
         schedule,
         &ts,
         x,
