@@ -141,9 +141,18 @@ fn run(a: Args) -> Result<()> {
         "dtype": "fp32",
         "steps": a.steps,
         "warmup": a.warmup,
-        "threads": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "threads": cpu_threads(),
         "peak_rss_mib": peak_rss_mib(),
     });
     println!("{json}");
     Ok(())
+}
+
+/// Threads of the CPU backends' pool: `RAYON_NUM_THREADS` when set, else the cores available.
+fn cpu_threads() -> usize {
+    std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|&n: &usize| n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Side-by-side CPU benchmark: Tweedie's `bench` and the PyTorch reference (`ddpm_ref.py`) on the
+# same machine, back to back, alternating, several passes; prints every JSON line, then a
+# summary table of medians and ratios. Needs a Python with torch (PYTHON=..., default python3).
+#   scripts/bench-vs-torch.sh [passes] [configs...]        e.g. scripts/bench-vs-torch.sh 3 tiny mnist
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+REF="${REF:-../shared/ref/ddpm_ref.py}"
+passes="${1:-3}"; shift || true
+configs=("${@:-tiny}")
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${TWEEDIE_CACHE:-$HOME/.cache/tweedie}/target}"
+cargo build --release --bin bench >&2
+bench="$CARGO_TARGET_DIR/release/bench"
+batch="${BATCH:-32}"
+log="$(mktemp)"
+for cfg in "${configs[@]}"; do
+  case "$cfg" in tiny) steps=10 ;; *) steps=4 ;; esac
+  for mode in train sample; do
+    for _ in $(seq "$passes"); do
+      "$PYTHON" "$REF" --config "$cfg" --device cpu --mode "$mode" --batch "$batch" \
+        --steps "$steps" --warmup 2 | tail -1 | tee -a "$log"
+      "$bench" --config "$cfg" --mode "$mode" --backend flex --batch "$batch" \
+        --steps "$steps" --warmup 2 | tee -a "$log"
+    done
+  done
+done
+"$PYTHON" - "$log" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+keys = sorted({(r["config"], r["mode"], r["batch"]) for r in rows})
+print("| config | mode | batch | PyTorch img/s | Tweedie img/s | ratio | passes |")
+print("|---|---|---|---|---|---|---|")
+for k in keys:
+    med = {i: statistics.median(r["images_per_s"] for r in rows
+                                if (r["config"], r["mode"], r["batch"]) == k and r["impl"] == i)
+           for i in ("torch", "tweedie")}
+    n = sum(1 for r in rows if (r["config"], r["mode"], r["batch"]) == k and r["impl"] == "torch")
+    print(f"| {k[0]} | {k[1]} | {k[2]} | {med['torch']:.1f} | {med['tweedie']:.1f} | "
+          f"{med['tweedie'] / med['torch']:.2f} | {n} |")
+PY
+rm -f "$log"
