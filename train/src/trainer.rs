@@ -132,12 +132,6 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     }
     let device = opts.backend.device()?.autodiff();
     let mut model = plan.unet.init_seeded(&device, f.seed);
-    let precond = plan
-        .unet
-        .precondition
-        .as_ref()
-        .map(|p| p.table())
-        .transpose()?;
     let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
     let mut ema_model = (tc.ema_decay > 0.0).then(|| model.valid());
     let mut start = 0;
@@ -237,16 +231,19 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         let (loss, loss_value) = {
             let _guard = tweedie_core::rng::device_rng_lock();
             device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let loss = match (tc.loss_weighting, &precond) {
-                (LossWeighting::MinSnr, _) => {
+            let loss = match tc.loss_weighting {
+                LossWeighting::Simple => l_simple(&model, &schedule, x0, &t, eps),
+                LossWeighting::MinSnr => {
                     let w = min_snr_weights(&schedule, &t, tc.snr_gamma);
                     l_weighted(&model, &schedule, x0, &t, eps, &w)
                 }
-                (LossWeighting::Precond, Some(p)) => {
+                LossWeighting::Precond => {
+                    let p = model.precond().context(
+                        "loss_weighting = \"precond\" on a network without preconditioning",
+                    )?;
                     let w: Vec<f64> = t.iter().map(|&i| p.c_out[i].powi(-2)).collect();
                     l_weighted(&model, &schedule, x0, &t, eps, &w)
                 }
-                _ => l_simple(&model, &schedule, x0, &t, eps),
             };
             // Reading the value materialises the forward pass (and its masks) inside the lock.
             let value = loss.clone().into_scalar::<f32>() as f64;

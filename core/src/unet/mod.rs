@@ -289,6 +289,11 @@ impl UNet {
     pub fn in_channels(&self) -> usize {
         self.in_channels
     }
+
+    /// The preconditioning coefficients per timestep, if the network is preconditioned.
+    pub fn precond(&self) -> Option<&PrecondTable> {
+        self.precond.as_ref()
+    }
 }
 
 impl Denoiser for UNet {
@@ -300,10 +305,7 @@ impl Denoiser for UNet {
             None => self.forward(x_t, tt),
             Some(p) => {
                 // ε̂ = c_skip (x_t − √ᾱ μ) + c_out F(c_in (x_t − √ᾱ μ), t)  (precond.rs).
-                let at = |c: &[f64]| {
-                    let v: Vec<f64> = t.iter().map(|&i| c[i]).collect();
-                    crate::diffusion::per_sample(&v, &device)
-                };
+                let at = |c: &[f64]| crate::diffusion::gather(c, t, &device);
                 let xc = x_t - at(&p.shift);
                 let f = self.forward(xc.clone() * at(&p.c_in), tt);
                 xc * at(&p.c_skip) + f * at(&p.c_out)
