@@ -2,15 +2,13 @@
 
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
-use burn::nn::{
-    Dropout, DropoutConfig, GroupNorm, GroupNormConfig, Initializer, Linear, LinearConfig,
-    PaddingConfig2d,
-};
+use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
+use super::norm::GroupNorm;
 use crate::rng::Rng;
 
 /// Where initial weights come from: the host [`Rng`], so that initialisation is a pure function
@@ -81,7 +79,7 @@ pub(crate) fn linear(din: usize, dout: usize, init: &mut Init) -> Linear {
 
 /// GroupNorm(32) with the TF default ε = 1e-6.
 pub(crate) fn group_norm(c: usize, device: &Device) -> GroupNorm {
-    GroupNormConfig::new(32, c).with_epsilon(1e-6).init(device)
+    GroupNorm::new(32, c, 1e-6, device)
 }
 
 /// GN → SiLU → conv3×3 → + Linear(SiLU(temb)) → GN → SiLU → Dropout → conv3×3 (zero init), with

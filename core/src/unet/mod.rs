@@ -4,15 +4,17 @@
 
 mod blocks;
 mod embed;
+mod norm;
 mod precond;
 
 pub use blocks::{AttnBlock, ResBlock};
 pub use embed::timestep_embedding;
+pub use norm::GroupNorm;
 pub use precond::{PrecondTable, Precondition};
 
 use blocks::{Init, conv3, downsample, group_norm, linear, upsample};
+use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
-use burn::nn::{GroupNorm, Linear};
 use burn::prelude::*;
 use burn::tensor::activation::silu;
 
