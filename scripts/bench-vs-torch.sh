@@ -3,14 +3,26 @@
 # same machine, back to back, alternating, several passes; prints every JSON line, then a
 # summary table of medians and ratios. Needs a Python with torch (PYTHON=..., default python3).
 #   scripts/bench-vs-torch.sh [passes] [configs...]        e.g. scripts/bench-vs-torch.sh 3 tiny mnist
+# BACKEND=tch times Tweedie on libtorch's kernels: it builds with the `tch` feature against that
+# Python's torch (tch 0.22 wants torch 2.9.0) in its own target directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 REF="${REF:-../shared/ref/ddpm_ref.py}"
 passes="${1:-3}"; shift || true
 configs=("${@:-tiny}")
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${TWEEDIE_CACHE:-$HOME/.cache/tweedie}/target}"
-cargo build --release --bin bench >&2
+BACKEND="${BACKEND:-flex}"
+cache="${TWEEDIE_CACHE:-$HOME/.cache/tweedie}"
+if [ "$BACKEND" = tch ]; then
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target-tch}"
+  torch_dir="$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
+  PATH="$(dirname "$(command -v "$PYTHON")"):$PATH" LIBTORCH_USE_PYTORCH=1 \
+    cargo build --release --bin bench --features tweedie-core/tch >&2
+  export LD_LIBRARY_PATH="$torch_dir/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+  cargo build --release --bin bench >&2
+fi
 bench="$CARGO_TARGET_DIR/release/bench"
 batch="${BATCH:-32}"
 log="$(mktemp)"
@@ -20,7 +32,7 @@ for cfg in "${configs[@]}"; do
     for _ in $(seq "$passes"); do
       "$PYTHON" "$REF" --config "$cfg" --device cpu --mode "$mode" --batch "$batch" \
         --steps "$steps" --warmup 2 | tail -1 | tee -a "$log"
-      "$bench" --config "$cfg" --mode "$mode" --backend flex --batch "$batch" \
+      "$bench" --config "$cfg" --mode "$mode" --backend "$BACKEND" --batch "$batch" \
         --steps "$steps" --warmup 2 | tee -a "$log"
     done
   done
@@ -29,6 +41,8 @@ done
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
 keys = sorted({(r["config"], r["mode"], r["batch"]) for r in rows})
+backend = next((r["device"] for r in rows if r["impl"] == "tweedie"), "?")
+print(f"Tweedie backend: {backend}")
 print("| config | mode | batch | PyTorch img/s | Tweedie img/s | ratio | passes |")
 print("|---|---|---|---|---|---|---|")
 for k in keys:

@@ -16,10 +16,13 @@ pub enum BackendKind {
     Ndarray,
     /// burn-wgpu: GPUs through Vulkan/Metal/DX12/GL. Needs the `wgpu` cargo feature.
     Wgpu,
+    /// burn-tch: libtorch's CPU kernels (oneDNN convolutions, OpenMP threads). Needs the `tch`
+    /// cargo feature and a libtorch at build and run time (see BENCHMARKS.md).
+    Tch,
 }
 
 impl BackendKind {
-    pub const NAMES: [&'static str; 3] = ["flex", "ndarray", "wgpu"];
+    pub const NAMES: [&'static str; 4] = ["flex", "ndarray", "wgpu", "tch"];
 
     /// The plain (inference) device of this backend. Errors if the binary was built without it.
     pub fn device(self) -> Result<Device, CoreError> {
@@ -28,6 +31,7 @@ impl BackendKind {
             #[allow(deprecated)]
             BackendKind::Ndarray => Ok(Device::ndarray()),
             BackendKind::Wgpu => wgpu_device(),
+            BackendKind::Tch => tch_device(),
         }
     }
 
@@ -36,6 +40,7 @@ impl BackendKind {
             BackendKind::Flex => "flex",
             BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Tch => "tch",
         }
     }
 }
@@ -53,6 +58,20 @@ fn wgpu_device() -> Result<Device, CoreError> {
     })
 }
 
+#[cfg(feature = "tch")]
+fn tch_device() -> Result<Device, CoreError> {
+    #[allow(deprecated)]
+    Ok(Device::libtorch())
+}
+
+#[cfg(not(feature = "tch"))]
+fn tch_device() -> Result<Device, CoreError> {
+    Err(CoreError::Backend {
+        name: "tch".into(),
+        why: "this binary was built without the `tch` cargo feature (LIBTORCH_USE_PYTORCH=1 cargo build --release --features tweedie-core/tch)".into(),
+    })
+}
+
 impl std::str::FromStr for BackendKind {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
@@ -60,6 +79,7 @@ impl std::str::FromStr for BackendKind {
             "flex" | "cpu" => Ok(BackendKind::Flex),
             "ndarray" => Ok(BackendKind::Ndarray),
             "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
+            "tch" | "libtorch" => Ok(BackendKind::Tch),
             _ => Err(CoreError::Backend {
                 name: s.into(),
                 why: format!(
@@ -74,5 +94,39 @@ impl std::str::FromStr for BackendKind {
 impl std::fmt::Display for BackendKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_to_their_backend() {
+        for name in BackendKind::NAMES {
+            let kind: BackendKind = name.parse().unwrap();
+            assert_eq!(kind.name(), name);
+        }
+        assert_eq!("libtorch".parse::<BackendKind>().unwrap(), BackendKind::Tch);
+        let err = "cuda".parse::<BackendKind>().unwrap_err().to_string();
+        assert!(
+            err.contains("cuda") && err.contains("flex, ndarray, wgpu, tch"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_backend_left_out_of_the_build_says_which_feature_it_needs() {
+        #[cfg(not(feature = "tch"))]
+        {
+            let err = BackendKind::Tch.device().unwrap_err().to_string();
+            assert!(err.contains("`tch` cargo feature"), "{err}");
+        }
+        #[cfg(not(feature = "wgpu"))]
+        {
+            let err = BackendKind::Wgpu.device().unwrap_err().to_string();
+            assert!(err.contains("`wgpu` cargo feature"), "{err}");
+        }
+        assert!(BackendKind::Flex.device().is_ok());
     }
 }

@@ -23,7 +23,7 @@ struct Args {
     /// Continue a run from its newest checkpoint (a run directory) or from a step directory.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Backend: flex (CPU, default), ndarray (CPU) or wgpu (GPU; needs the `wgpu` feature).
+    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// Seed of the run (overrides the file's `seed`).

@@ -37,7 +37,7 @@ struct Args {
     config: String,
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
-    /// Backend: flex, ndarray or wgpu (needs the `wgpu` feature).
+    /// Backend: flex, ndarray, wgpu (needs the `wgpu` feature) or tch (needs the `tch` feature).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     #[arg(long, default_value_t = 32)]
@@ -141,16 +141,21 @@ fn run(a: Args) -> Result<()> {
         "dtype": "fp32",
         "steps": a.steps,
         "warmup": a.warmup,
-        "threads": cpu_threads(),
+        "threads": cpu_threads(a.backend),
         "peak_rss_mib": peak_rss_mib(),
     });
     println!("{json}");
     Ok(())
 }
 
-/// Threads of the CPU backends' pool: `RAYON_NUM_THREADS` when set, else the cores available.
-fn cpu_threads() -> usize {
-    std::env::var("RAYON_NUM_THREADS")
+/// Threads of the CPU backend's pool: `RAYON_NUM_THREADS` (flex, ndarray) or `OMP_NUM_THREADS`
+/// (libtorch) when set, else the cores available.
+fn cpu_threads(backend: BackendKind) -> usize {
+    let var = match backend {
+        BackendKind::Tch => "OMP_NUM_THREADS",
+        _ => "RAYON_NUM_THREADS",
+    };
+    std::env::var(var)
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|&n: &usize| n > 0)

@@ -79,7 +79,7 @@ struct Args {
     /// Seed of the initial noise and of every sampler draw [default: 0, or the file's `seed`].
     #[arg(long)]
     seed: Option<u64>,
-    /// Backend: flex (CPU, default), ndarray (CPU) or wgpu (GPU; needs the `wgpu` feature).
+    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
     /// No progress bar.
