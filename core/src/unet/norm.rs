@@ -63,6 +63,7 @@ impl GroupNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host_values;
     use burn::nn::GroupNormConfig;
 
     fn data(n: usize, seed: u64) -> Vec<f32> {
@@ -98,13 +99,11 @@ mod tests {
                 (m.forward(x.clone()), gam, bet)
             };
             let grads = (y.clone() * up.clone()).sum().backward();
-            let v = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
-            let v4 = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
             (
-                v4(y),
-                v4(x.grad(&grads).unwrap()),
-                v(gam.grad(&grads).unwrap()),
-                v(bet.grad(&grads).unwrap()),
+                host_values(y),
+                host_values(x.grad(&grads).unwrap()),
+                host_values(gam.grad(&grads).unwrap()),
+                host_values(bet.grad(&grads).unwrap()),
             )
         };
         let ours = run(true);
@@ -125,18 +124,8 @@ mod tests {
         // The output is normalised per group: with γ = 1, β = 0 each group has mean 0, variance 1.
         let plain = GroupNorm::new(g, c, 0.0, &device).forward(x.clone());
         let per = plain.reshape([b * g, c / g * h * w]);
-        let mean = per
-            .clone()
-            .mean_dim(1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
-        let var = per
-            .square()
-            .mean_dim(1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap();
+        let mean = host_values(per.clone().mean_dim(1));
+        let var = host_values(per.square().mean_dim(1));
         assert!(mean.iter().all(|m| m.abs() < 1e-5), "{mean:?}");
         assert!(var.iter().all(|v| (v - 1.0).abs() < 1e-4), "{var:?}");
     }
