@@ -14,6 +14,7 @@ pub mod diffusion;
 pub mod elbo;
 pub mod error;
 pub mod gmm;
+pub mod kernel;
 pub mod loss;
 pub mod rng;
 pub mod schedule;

@@ -1,10 +1,11 @@
 //! The DDPM U-Net's building blocks (Ho et al. 2020, appendix B; `diffusion_tf/models/unet.py`).
 
+use crate::kernel::silu;
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
@@ -116,12 +117,12 @@ impl ResBlock {
 
     /// `x` `[B, Cin, H, W]`, `temb` `[B, 4ch]` → `[B, Cout, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(silu(self.norm1.forward(x.clone())));
+        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
         let h = h + self
             .temb_proj
             .forward(silu(temb))
             .unsqueeze_dims::<4>(&[2, 3]);
-        let h = self.dropout.forward(silu(self.norm2.forward(h)));
+        let h = self.dropout.forward(self.norm2.forward_silu(h));
         let h = self.conv2.forward(h);
         let x = match &self.nin_shortcut {
             Some(c) => c.forward(x),
@@ -164,9 +165,13 @@ impl AttnBlock {
             .reshape([b, c, n])
             .swap_dims(1, 2); // [B, N, C]
         let k = self.k.forward(hn.clone()).reshape([b, c, n]); // [B, C, N]
-        let v = self.v.forward(hn).reshape([b, c, n]).swap_dims(1, 2); // [B, N, C]
-        let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5)), 2); // [B, N, N]
-        let out = att.matmul(v).swap_dims(1, 2).reshape([b, c, h, w]);
+        let v = self.v.forward(hn).reshape([b, c, n]); // [B, C, N]
+        let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5)), 2); // [B, N(query), N(key)]
+        // out[c, i] = Σ_j v[c, j] att[i, j], computed as v attᵀ so that the product is already
+        // [B, C, N] and contiguous: (att v)ᵀ reshaped to [B, C, H, W] would be a channels-last
+        // view, and on libtorch that layout then spreads through every later residual sum and
+        // costs a copy at each reshape.
+        let out = v.matmul(att.swap_dims(1, 2)).reshape([b, c, h, w]);
         x + self.proj_out.forward(out)
     }
 }

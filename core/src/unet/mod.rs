@@ -12,11 +12,11 @@ pub use embed::timestep_embedding;
 pub use norm::GroupNorm;
 pub use precond::{PrecondTable, Precondition};
 
+use crate::kernel::silu;
 use blocks::{Init, conv3, downsample, group_norm, linear, upsample};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use burn::tensor::activation::silu;
 
 use crate::denoiser::Denoiser;
 use crate::error::CoreError;
@@ -284,7 +284,7 @@ impl UNet {
                 h = upsample(u, h);
             }
         }
-        self.conv_out.forward(silu(self.norm_out.forward(h)))
+        self.conv_out.forward(self.norm_out.forward_silu(h))
     }
 
     /// Image channels the network expects.

@@ -1,0 +1,106 @@
+//! One autodiff node per fused call; its backward calls the inner backend's hand-written gradient.
+
+use super::FusedOps;
+use burn::backend::autodiff::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::tensor::FloatTensor;
+
+#[derive(Debug)]
+struct GroupNormBackward;
+
+/// x, γ, β, mean, rstd, groups, silu. Stored rather than checkpointed: the statistics exist only
+/// here, and x is kept alive by the convolution that reads the output anyway.
+type GroupNormState<B> = (
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    FloatTensor<B>,
+    usize,
+    bool,
+);
+
+impl<B: FusedOps> Backward<B, 3> for GroupNormBackward {
+    type State = GroupNormState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_gamma, node_beta] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, gamma, beta, mean, rstd, groups, silu) = ops.state;
+        let (dx, dgamma, dbeta) =
+            B::group_norm_backward(dy, x, gamma, beta, mean, rstd, groups, silu);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_gamma {
+            grads.register::<B>(node.id, dgamma);
+        }
+        if let Some(node) = node_beta {
+            grads.register::<B>(node.id, dbeta);
+        }
+    }
+}
+
+#[derive(Debug)]
+struct SiluBackward;
+
+impl<B: FusedOps> Backward<B, 1> for SiluBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<B>(node.id, B::fused_silu_backward(ops.state, dy));
+        }
+    }
+}
+
+impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn group_norm_silu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let (gamma, gamma_node) = gamma.into_parts();
+        let (beta, beta_node) = beta.into_parts();
+        match GroupNormBackward
+            .prepare::<C>([x_node, gamma_node, beta_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let (y, mean, rstd) = B::group_norm_forward(
+                    x.clone(),
+                    gamma.clone(),
+                    beta.clone(),
+                    groups,
+                    eps,
+                    silu,
+                );
+                prep.finish((x, gamma, beta, mean, rstd, groups, silu), y)
+            }
+            OpsKind::UnTracked(prep) => {
+                prep.finish(B::group_norm_silu(x, gamma, beta, groups, eps, silu))
+            }
+        }
+    }
+
+    fn fused_silu(z: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (z, node) = z.into_parts();
+        match SiluBackward.prepare::<C>([node]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_silu(z.clone());
+                prep.finish(z, y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_silu(z)),
+        }
+    }
+}

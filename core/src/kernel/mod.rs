@@ -1,0 +1,178 @@
+//! Fused operations the U-Net spends its CPU time in, as a burn backend extension.
+//!
+//! burn has no GroupNorm or SiLU kernel: composed from elementwise operations, GroupNorm + SiLU
+//! costs about twenty full passes over the activation per training step under autodiff, which is
+//! where most of the gap to PyTorch on the CPU was (BENCHMARKS.md). [`FusedOps`] adds them as
+//! backend operations with hand-written gradients:
+//!
+//! - **Flex** (the default CPU backend): [`flex`], Rust loops, three passes forward and two
+//!   backward, parallel over (sample, group);
+//! - **LibTorch**: libtorch's own `native_group_norm` and `silu`/`silu_backward`, with the
+//!   backward of [`composite`] in torch operations;
+//! - **NdArray**: [`composite`], the same formulas in primitive operations;
+//! - anything else (wgpu, whose fusion already merges elementwise chains): the differentiable
+//!   composition in [`crate::unet::GroupNorm`], chosen by [`fused_available`].
+//!
+//! [`autodiff`] records one graph node per call whose backward calls the backend's
+//! `group_norm_backward` / `fused_silu_backward`.
+
+// NdArray is deprecated in burn 0.22 but still one of our backends (`--backend ndarray`).
+#![allow(deprecated)]
+
+mod autodiff;
+pub mod composite;
+mod flex;
+#[cfg(feature = "tch")]
+mod tch;
+
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::prelude::*;
+
+/// Backend operations with hand-written gradients. Defaults are [`composite`]'s primitive-op
+/// formulas; backends override them with kernels.
+#[backend_extension(Flex, NdArray, LibTorch: cfg(feature = "tch"), Autodiff)]
+pub trait FusedOps: Backend {
+    /// GroupNorm with affine γ, β over `groups` groups, followed by SiLU when `silu`.
+    fn group_norm_silu(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> FloatTensor<Self> {
+        Self::group_norm_forward(x, gamma, beta, groups, eps, silu).0
+    }
+
+    /// [`Self::group_norm_silu`] that also returns the statistics `(mean, rstd)` as `[B, G]`.
+    fn group_norm_forward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        groups: usize,
+        eps: f64,
+        silu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composite::group_norm_forward::<Self>(x, gamma, beta, groups, eps, silu)
+    }
+
+    /// `(dx, dγ, dβ)` for the upstream gradient `dy` of [`Self::group_norm_silu`].
+    #[allow(clippy::too_many_arguments)]
+    fn group_norm_backward(
+        dy: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        groups: usize,
+        silu: bool,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
+        composite::group_norm_backward::<Self>(dy, x, gamma, beta, mean, rstd, groups, silu)
+    }
+
+    /// z·σ(z).
+    fn fused_silu(z: FloatTensor<Self>) -> FloatTensor<Self> {
+        composite::silu::<Self>(z)
+    }
+
+    /// The gradient of [`Self::fused_silu`] at `z` for the upstream gradient `dy`.
+    fn fused_silu_backward(z: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        composite::silu_backward::<Self>(z, dy)
+    }
+}
+
+impl FusedOps for burn::backend::NdArray {}
+
+/// Whether `device`'s backend has [`FusedOps`] (Flex, NdArray, LibTorch, with or without
+/// autodiff). On the others the callers compose the operation from tensor operations.
+pub fn fused_available(device: &Device) -> bool {
+    fn covers(device: &DispatchDevice) -> bool {
+        match device {
+            DispatchDevice::Flex(_) | DispatchDevice::NdArray(_) => true,
+            #[cfg(feature = "tch")]
+            DispatchDevice::LibTorch(_) => true,
+            DispatchDevice::Autodiff(inner) => covers(inner),
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+    covers(device.as_dispatch())
+}
+
+/// GroupNorm over `groups` groups of `x: [B, C, H, W]` with per-channel γ, β `[C]`, then SiLU when
+/// `silu`, as one differentiable operation. Only on backends where [`fused_available`].
+pub fn group_norm_silu(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    groups: usize,
+    eps: f64,
+    silu: bool,
+) -> Tensor<4> {
+    Tensor::from_dispatch(Dispatch::group_norm_silu(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        groups,
+        eps,
+        silu,
+    ))
+}
+
+/// SiLU, z·σ(z): one operation with its own gradient where [`fused_available`], burn's composition
+/// elsewhere.
+pub fn silu<const D: usize>(z: Tensor<D>) -> Tensor<D> {
+    if fused_available(&z.device()) {
+        Tensor::from_dispatch(Dispatch::fused_silu(z.into_dispatch()))
+    } else {
+        burn::tensor::activation::silu(z)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host_values;
+
+    /// The fused SiLU (Flex's loop, NdArray's composition) against burn's in value and gradient,
+    /// over the range where σ saturates, on both autodiff and plain devices.
+    #[test]
+    fn silu_matches_burn_in_value_and_gradient() {
+        let zs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.05).collect();
+        for device in [Device::flex().autodiff(), Device::ndarray().autodiff()] {
+            let eval = |fused: bool| {
+                let z = Tensor::<1>::from_floats(zs.as_slice(), &device).require_grad();
+                let y = if fused {
+                    silu(z.clone())
+                } else {
+                    burn::tensor::activation::silu(z.clone())
+                };
+                let grads = (y.clone() * y.clone()).sum().backward();
+                (host_values(y), host_values(z.grad(&grads).unwrap()))
+            };
+            let (ours, theirs) = (eval(true), eval(false));
+            for (a, b) in [(&ours.0, &theirs.0), (&ours.1, &theirs.1)] {
+                for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 2e-6 * (1.0 + q.abs()),
+                        "{device:?} [{i}] {p} vs {q}"
+                    );
+                }
+            }
+        }
+        let plain = host_values(silu(Tensor::<1>::from_floats(
+            zs.as_slice(),
+            &Device::flex(),
+        )));
+        assert!((plain[600] - 5.0 / (1.0 + (-5.0f32).exp())).abs() < 1e-6);
+    }
+
+    #[test]
+    fn fused_operations_cover_the_cpu_backends_and_their_autodiff() {
+        assert!(fused_available(&Device::flex()));
+        assert!(fused_available(&Device::flex().autodiff()));
+        assert!(fused_available(&Device::ndarray().autodiff()));
+    }
+}
