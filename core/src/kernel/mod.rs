@@ -131,6 +131,16 @@ pub fn silu<const D: usize>(z: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// The autodiff devices of every backend with [`FusedOps`] in this build, for tests comparing
+/// the kernels with burn's compositions (`--features tweedie-core/tch` adds LibTorch).
+#[cfg(test)]
+pub(crate) fn test_devices() -> Vec<Device> {
+    let devices = vec![Device::flex().autodiff(), Device::ndarray().autodiff()];
+    #[cfg(feature = "tch")]
+    let devices = [devices, vec![Device::libtorch().autodiff()]].concat();
+    devices
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,7 +151,7 @@ mod tests {
     #[test]
     fn silu_matches_burn_in_value_and_gradient() {
         let zs: Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.05).collect();
-        for device in [Device::flex().autodiff(), Device::ndarray().autodiff()] {
+        for device in test_devices() {
             let eval = |fused: bool| {
                 let z = Tensor::<1>::from_floats(zs.as_slice(), &device).require_grad();
                 let y = if fused {

@@ -161,9 +161,8 @@ mod tests {
     /// burn's GroupNorm (+ SiLU) in value and in the gradients of x, γ and β, with non-trivial γ, β
     /// and a spatial size (15) that is not a multiple of the kernels' 8-wide accumulators.
     #[test]
-    #[allow(deprecated)] // NdArray: still one of our backends.
     fn matches_burn_group_norm_in_value_and_gradient() {
-        for device in [Device::flex().autodiff(), Device::ndarray().autodiff()] {
+        for device in crate::kernel::test_devices() {
             for silu in [false, true] {
                 let theirs = run(Path::Burn, silu, &device);
                 for path in [Path::Module, Path::Compose] {
