@@ -59,10 +59,7 @@ fn weighted_loss_is_the_weighted_mean_of_per_sample_errors() {
     let w = min_snr_weights(&s, &t, 5.0);
     let got = l_weighted(&d, &s, x0.clone(), &t, eps.clone(), &w).into_scalar::<f32>() as f64;
     let x_t = q_sample(&s, x0, &t, eps.clone());
-    let per: Vec<f32> = mean_per_sample((d.eps(x_t, &t) - eps).square())
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap();
+    let per = tweedie_core::host_values(mean_per_sample((d.eps(x_t, &t) - eps).square()));
     let want = per.iter().zip(&w).map(|(e, w)| *e as f64 * w).sum::<f64>() / 4.0;
     assert!(
         (got - want).abs() < 1e-6 * want.max(1e-3),

@@ -30,28 +30,29 @@ fn per_channel<B: Backend>(
     B::float_reshape(stat, Shape::new([b, c]))
 }
 
-/// `z = a·x + shift` with `a = γ_c·rstd_g` and `shift = β_c − μ_g·a`, both `[B, C]`.
-fn affine<B: Backend>(
-    mean: FloatTensor<B>,
-    rstd: FloatTensor<B>,
+fn per_map<B: Backend>(t: FloatTensor<B>, b: usize, c: usize) -> FloatTensor<B> {
+    B::float_reshape(t, Shape::new([b, c, 1, 1]))
+}
+
+/// The affine output before SiLU, `z = a·x + shift` with `a = γ_c·rstd_g` and
+/// `shift = β_c − μ_g·a`, from the statistics repeated per channel (`[B, C]`).
+fn pre_activation<B: Backend>(
+    x: FloatTensor<B>,
+    mean_c: FloatTensor<B>,
+    rstd_c: FloatTensor<B>,
     gamma: FloatTensor<B>,
     beta: FloatTensor<B>,
-    b: usize,
-    groups: usize,
-    c: usize,
-) -> (FloatTensor<B>, FloatTensor<B>) {
-    let mean_c = per_channel::<B>(mean, b, groups, c);
-    let rstd_c = per_channel::<B>(rstd, b, groups, c);
+) -> FloatTensor<B> {
+    let [b, c, _, _] = dims4::<B>(&x);
     let a = B::float_mul(rstd_c, B::float_reshape(gamma, Shape::new([1, c])));
     let shift = B::float_sub(
         B::float_reshape(beta, Shape::new([1, c])),
         B::float_mul(mean_c, a.clone()),
     );
-    (a, shift)
-}
-
-fn per_map<B: Backend>(t: FloatTensor<B>, b: usize, c: usize) -> FloatTensor<B> {
-    B::float_reshape(t, Shape::new([b, c, 1, 1]))
+    B::float_add(
+        B::float_mul(x, per_map::<B>(a, b, c)),
+        per_map::<B>(shift, b, c),
+    )
 }
 
 /// GroupNorm (Wu & He 2018, eq. 1–3), then SiLU when `silu`. Returns `(y, mean, rstd)`, the
@@ -73,11 +74,9 @@ pub fn group_norm_forward<B: FusedOps>(
     let rstd = B::float_recip(B::float_sqrt(B::float_add_scalar(var, eps.into())));
     let mean = B::float_reshape(mean, Shape::new([b, groups]));
     let rstd = B::float_reshape(rstd, Shape::new([b, groups]));
-    let (a, shift) = affine::<B>(mean.clone(), rstd.clone(), gamma, beta, b, groups, c);
-    let z = B::float_add(
-        B::float_mul(x, per_map::<B>(a, b, c)),
-        per_map::<B>(shift, b, c),
-    );
+    let mean_c = per_channel::<B>(mean.clone(), b, groups, c);
+    let rstd_c = per_channel::<B>(rstd.clone(), b, groups, c);
+    let z = pre_activation::<B>(x, mean_c, rstd_c, gamma, beta);
     let y = if silu { B::fused_silu(z) } else { z };
     (y, mean, rstd)
 }
@@ -102,19 +101,15 @@ pub fn group_norm_backward<B: FusedOps>(
     let [b, c, h, w] = dims4::<B>(&x);
     let per = c / groups;
     let inv_n = 1.0 / (per * h * w) as f64;
+    let mean_c = per_channel::<B>(mean, b, groups, c);
+    let rstd_c = per_channel::<B>(rstd, b, groups, c);
     let dz = if silu {
-        let (a, shift) = affine::<B>(
-            mean.clone(),
-            rstd.clone(),
+        let z = pre_activation::<B>(
+            x.clone(),
+            mean_c.clone(),
+            rstd_c.clone(),
             gamma.clone(),
             beta,
-            b,
-            groups,
-            c,
-        );
-        let z = B::float_add(
-            B::float_mul(x.clone(), per_map::<B>(a, b, c)),
-            per_map::<B>(shift, b, c),
         );
         B::fused_silu_backward(z, dy)
     } else {
@@ -127,8 +122,6 @@ pub fn group_norm_backward<B: FusedOps>(
         flat(B::float_mul(dz.clone(), x.clone())),
         2,
     ));
-    let mean_c = per_channel::<B>(mean, b, groups, c);
-    let rstd_c = per_channel::<B>(rstd, b, groups, c);
     // Σ_hw dz·x̂ per (sample, channel).
     let t = B::float_mul(
         B::float_sub(s2, B::float_mul(mean_c.clone(), s1.clone())),

@@ -62,17 +62,28 @@ fn silu_grad(z: f32) -> f32 {
     s + z * s * (1.0 - s)
 }
 
-/// Σ of a slice with eight independent accumulators (vectorised, and more accurate than one).
-fn sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+/// Σ f(a_i, b_i) over two slices of equal length with eight independent accumulators
+/// (vectorised, and more accurate than one).
+fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
+    debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 8];
-    let chunks = v.chunks_exact(8);
-    let tail = chunks.remainder();
-    for c in chunks {
+    for (p, q) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
         for k in 0..8 {
-            acc[k] += f(c[k]);
+            acc[k] += f(p[k], q[k]);
         }
     }
-    acc.iter().sum::<f32>() + tail.iter().map(|&x| f(x)).sum::<f32>()
+    let tail = a.len() - a.len() % 8;
+    acc.iter().sum::<f32>()
+        + a[tail..]
+            .iter()
+            .zip(&b[tail..])
+            .map(|(&p, &q)| f(p, q))
+            .sum::<f32>()
+}
+
+/// Σ f(v_i), as [`sum_zip`].
+fn sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    sum_zip(v, v, |x, _| f(x))
 }
 
 /// Block size for elementwise work: large enough to amortise rayon, small enough to spread.
@@ -207,20 +218,7 @@ impl FusedOps for Flex {
                         dz.copy_from_slice(dyv);
                     }
                     let s1 = sum(dz, |v| v);
-                    let mut acc = [0.0f32; 8];
-                    let chunks = dz.chunks_exact(8).zip(xv.chunks_exact(8));
-                    for (p, q) in chunks {
-                        for j in 0..8 {
-                            acc[j] += p[j] * q[j];
-                        }
-                    }
-                    let tail = hw - hw % 8;
-                    let s2 = acc.iter().sum::<f32>()
-                        + dz[tail..]
-                            .iter()
-                            .zip(&xv[tail..])
-                            .map(|(p, q)| p * q)
-                            .sum::<f32>();
+                    let s2 = sum_zip(dz, xv, |p, q| p * q);
                     let t = (s2 - mu * s1) * r;
                     *sum_k = (s1, t);
                     m1 += gs[ch] * s1;
