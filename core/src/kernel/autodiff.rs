@@ -7,6 +7,7 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
+use burn::tensor::ops::ConvOptions;
 
 #[derive(Debug)]
 struct GroupNormBackward;
@@ -59,7 +60,56 @@ impl<B: FusedOps> Backward<B, 1> for SiluBackward {
     }
 }
 
+#[derive(Debug)]
+struct Conv2dBackward;
+
+/// x, weight, options. Stored like burn's own conv node stores them (by checkpoint, which for the
+/// default strategy keeps the tensors).
+type Conv2dState<B> = (FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
+
+impl<B: FusedOps> Backward<B, 3> for Conv2dBackward {
+    type State = Conv2dState<B>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_weight, node_bias] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        let (x, weight, options) = ops.state;
+        if let Some(node) = node_bias {
+            grads.register::<B>(node.id, B::conv2d_bias_grad(dy.clone()));
+        }
+        if let Some(node) = node_x {
+            let dx = B::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
+            grads.register::<B>(node.id, dx);
+        }
+        if let Some(node) = node_weight {
+            grads.register::<B>(node.id, B::conv2d_weight_grad(x, weight, dy, options));
+        }
+    }
+}
+
 impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        let (x, x_node) = x.into_parts();
+        let (weight, weight_node) = weight.into_parts();
+        let (bias, bias_node) = bias.into_parts();
+        match Conv2dBackward
+            .prepare::<C>([x_node, weight_node, bias_node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_conv2d(x.clone(), weight.clone(), bias, options.clone());
+                prep.finish((x, weight, options), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_conv2d(x, weight, bias, options)),
+        }
+    }
+
     fn group_norm_silu(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,

@@ -10,6 +10,7 @@ use super::FusedOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, TensorMetadata};
 use burn::tensor::Shape;
+use burn::tensor::ops::ConvOptions;
 
 fn dims4<B: Backend>(x: &FloatTensor<B>) -> [usize; 4] {
     let s = x.shape();
@@ -165,4 +166,45 @@ pub fn silu_backward<B: Backend>(z: FloatTensor<B>, dy: FloatTensor<B>) -> Float
     let one_minus = B::float_add_scalar(B::float_neg(s.clone()), 1.0f64.into());
     let d = B::float_add(s.clone(), B::float_mul(B::float_mul(z, s), one_minus));
     B::float_mul(dy, d)
+}
+
+/// Whether a convolution is a per-pixel matrix product: 1×1 kernel, unit stride and dilation, no
+/// padding, one group.
+fn pointwise(kernel: [usize; 2], options: &ConvOptions<2>) -> bool {
+    kernel == [1, 1]
+        && options.stride == [1, 1]
+        && options.dilation == [1, 1]
+        && options.padding == [(0, 0); 2]
+        && options.groups == 1
+}
+
+/// The weight gradient of `conv2d(x, weight)` for the upstream gradient `dy`.
+///
+/// A 1×1 convolution is y_b = W·x_b per sample (x_b: `[C, HW]`), so dW = Σ_b dy_b·x_bᵀ: one
+/// batched matrix product and a sum over the batch. burn derives it as a convolution over the
+/// batch axis with the whole image as kernel, which costs several times more (BENCHMARKS.md).
+/// Other shapes keep burn's derivation.
+pub fn conv2d_weight_grad<B: Backend>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    options: ConvOptions<2>,
+) -> FloatTensor<B> {
+    let [o, c, kh, kw] = dims4::<B>(&weight);
+    if !pointwise([kh, kw], &options) {
+        return B::conv2d_weight_backward(x, weight, dy, options);
+    }
+    let [b, _, h, w] = dims4::<B>(&x);
+    let dy = B::float_reshape(dy, Shape::new([b, o, h * w]));
+    let xt = B::float_swap_dims(B::float_reshape(x, Shape::new([b, c, h * w])), 1, 2);
+    let per_sample = B::float_matmul(dy, xt);
+    B::float_reshape(B::float_sum_dim(per_sample, 0), Shape::new([o, c, 1, 1]))
+}
+
+/// The bias gradient of a convolution: Σ over batch and pixels of `dy: [B, O, H, W]`, reducing
+/// the batch axis first (a contiguous sum of whole maps) instead of transposing `dy` as burn does.
+pub fn conv2d_bias_grad<B: Backend>(dy: FloatTensor<B>) -> FloatTensor<B> {
+    let [_, o, h, w] = dims4::<B>(&dy);
+    let maps = B::float_reshape(B::float_sum_dim(dy, 0), Shape::new([o, h * w]));
+    B::float_reshape(B::float_sum_dim(maps, 1), Shape::new([o]))
 }

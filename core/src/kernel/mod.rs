@@ -27,7 +27,10 @@ mod tch;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::ops::ConvOptions;
 
 /// Backend operations with hand-written gradients. Defaults are [`composite`]'s primitive-op
 /// formulas; backends override them with kernels.
@@ -81,6 +84,32 @@ pub trait FusedOps: Backend {
     fn fused_silu_backward(z: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         composite::silu_backward::<Self>(z, dy)
     }
+
+    /// burn's `conv2d` as an operation of this extension, so that under autodiff its weight and
+    /// bias gradients are [`Self::conv2d_weight_grad`] and [`Self::conv2d_bias_grad`].
+    fn fused_conv2d(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        Self::conv2d(x, weight, Some(bias), options)
+    }
+
+    /// dW of `conv2d(x, weight)` for the upstream gradient `dy` ([`composite::conv2d_weight_grad`]).
+    fn conv2d_weight_grad(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Self> {
+        composite::conv2d_weight_grad::<Self>(x, weight, dy, options)
+    }
+
+    /// db of a convolution for the upstream gradient `dy: [B, O, H, W]`.
+    fn conv2d_bias_grad(dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        composite::conv2d_bias_grad::<Self>(dy)
+    }
 }
 
 impl FusedOps for burn::backend::NdArray {}
@@ -131,6 +160,31 @@ pub fn silu<const D: usize>(z: Tensor<D>) -> Tensor<D> {
     }
 }
 
+/// A burn `Conv2d` layer applied to `x`: where [`fused_available`], one operation whose weight and
+/// bias gradients are [`FusedOps`]'; elsewhere (and for layers without bias or with `Same`
+/// padding) the layer's own `forward`. The parameters are the layer's, so records are unchanged.
+pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let padding = match layer.padding {
+        PaddingConfig2d::Valid => [(0, 0); 2],
+        PaddingConfig2d::Explicit(top, left, bottom, right) => [(top, bottom), (left, right)],
+        PaddingConfig2d::Same => return layer.forward(x),
+    };
+    let Some(bias) = &layer.bias else {
+        return layer.forward(x);
+    };
+    if !fused_available(&x.device()) {
+        return layer.forward(x);
+    }
+    let options =
+        ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
+    Tensor::from_dispatch(Dispatch::fused_conv2d(
+        x.into_dispatch(),
+        layer.weight.val().into_dispatch(),
+        bias.val().into_dispatch(),
+        options,
+    ))
+}
+
 /// The autodiff devices of every backend with [`FusedOps`] in this build, for tests comparing
 /// the kernels with burn's compositions (`--features tweedie-core/tch` adds LibTorch).
 #[cfg(test)]
@@ -177,6 +231,56 @@ mod tests {
             &Device::flex(),
         )));
         assert!((plain[600] - 5.0 / (1.0 + (-5.0f32).exp())).abs() < 1e-6);
+    }
+
+    /// The convolution op against burn's `Conv2d::forward`: output and the gradients of x, W and b,
+    /// for a 1×1 (the matrix-product weight gradient), a padded 3×3 and a strided 3×3 with
+    /// asymmetric padding (burn's derivation), on every backend with the extension.
+    #[test]
+    fn conv2d_matches_burn_in_value_and_gradients() {
+        use burn::nn::conv::Conv2dConfig;
+        let cases = [
+            (3, 5, 1, 1, (0, 0, 0, 0)),
+            (3, 5, 3, 1, (1, 1, 1, 1)),
+            (4, 2, 3, 2, (0, 0, 1, 1)),
+        ];
+        for device in test_devices() {
+            for (cin, cout, k, stride, (top, left, bottom, right)) in cases {
+                let layer = Conv2dConfig::new([cin, cout], [k, k])
+                    .with_stride([stride, stride])
+                    .with_padding(PaddingConfig2d::Explicit(top, left, bottom, right))
+                    .init(&device);
+                let mut rng = crate::rng::Rng::new(7);
+                let x0 = rng.normal_tensor([2, cin, 7, 6], &device);
+                let eval = |fused: bool| {
+                    let x = x0.clone().require_grad();
+                    let y = if fused {
+                        conv2d(&layer, x.clone())
+                    } else {
+                        layer.forward(x.clone())
+                    };
+                    // A loss whose gradient differs per output element.
+                    let r = y.clone().detach().sin();
+                    let grads = (y.clone() * r).sum().backward();
+                    [
+                        host_values(y),
+                        host_values(x.grad(&grads).unwrap()),
+                        host_values(layer.weight.grad(&grads).unwrap()),
+                        host_values(layer.bias.as_ref().unwrap().grad(&grads).unwrap()),
+                    ]
+                };
+                let (ours, theirs) = (eval(true), eval(false));
+                for (what, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(ours.iter().zip(&theirs)) {
+                    assert_eq!(a.len(), b.len());
+                    for (i, (p, q)) in a.iter().zip(b.iter()).enumerate() {
+                        assert!(
+                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
+                            "{device:?} k={k} s={stride} {what}[{i}]: {p} vs {q}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! [`FusedOps`] on LibTorch: libtorch's fused `native_group_norm` forward and its `silu` /
-//! `silu_backward` kernels. The GroupNorm backward is [`super::composite`]'s, in torch operations
-//! (tch 0.22 does not expose `native_group_norm_backward`).
+//! `silu_backward` kernels, and a convolution bias gradient that sums without a transpose. The
+//! GroupNorm backward is [`super::composite`]'s, in torch operations (tch 0.22 does not expose
+//! `native_group_norm_backward`; Rust loops over copies of the tensors and a six-pass version in
+//! fused torch multiply-adds were both slower, BENCHMARKS.md).
 
 use super::FusedOps;
 use burn::backend::LibTorch;
@@ -39,6 +41,13 @@ impl FusedOps for LibTorch {
 
     fn fused_silu(z: FloatTensor<Self>) -> FloatTensor<Self> {
         TchTensor::new(z.tensor.silu())
+    }
+
+    fn conv2d_bias_grad(dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        TchTensor::new(
+            dy.tensor
+                .sum_dim_intlist([0i64, 2, 3].as_slice(), false, None),
+        )
     }
 
     fn fused_silu_backward(z: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {

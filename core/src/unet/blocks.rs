@@ -1,6 +1,6 @@
 //! The DDPM U-Net's building blocks (Ho et al. 2020, appendix B; `diffusion_tf/models/unet.py`).
 
-use crate::kernel::silu;
+use crate::kernel::{conv2d, silu};
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
@@ -117,15 +117,15 @@ impl ResBlock {
 
     /// `x` `[B, Cin, H, W]`, `temb` `[B, 4ch]` → `[B, Cout, H, W]`.
     pub fn forward(&self, x: Tensor<4>, temb: Tensor<2>) -> Tensor<4> {
-        let h = self.conv1.forward(self.norm1.forward_silu(x.clone()));
+        let h = conv2d(&self.conv1, self.norm1.forward_silu(x.clone()));
         let h = h + self
             .temb_proj
             .forward(silu(temb))
             .unsqueeze_dims::<4>(&[2, 3]);
         let h = self.dropout.forward(self.norm2.forward_silu(h));
-        let h = self.conv2.forward(h);
+        let h = conv2d(&self.conv2, h);
         let x = match &self.nin_shortcut {
-            Some(c) => c.forward(x),
+            Some(c) => conv2d(c, x),
             None => x,
         };
         x + h
@@ -159,20 +159,18 @@ impl AttnBlock {
         let [b, c, h, w] = x.dims();
         let n = h * w;
         let hn = self.norm.forward(x.clone());
-        let q = self
-            .q
-            .forward(hn.clone())
+        let q = conv2d(&self.q, hn.clone())
             .reshape([b, c, n])
             .swap_dims(1, 2); // [B, N, C]
-        let k = self.k.forward(hn.clone()).reshape([b, c, n]); // [B, C, N]
-        let v = self.v.forward(hn).reshape([b, c, n]); // [B, C, N]
+        let k = conv2d(&self.k, hn.clone()).reshape([b, c, n]); // [B, C, N]
+        let v = conv2d(&self.v, hn).reshape([b, c, n]); // [B, C, N]
         let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5)), 2); // [B, N(query), N(key)]
         // out[c, i] = Σ_j v[c, j] att[i, j], computed as v attᵀ so that the product is already
         // [B, C, N] and contiguous: (att v)ᵀ reshaped to [B, C, H, W] would be a channels-last
         // view, and on libtorch that layout then spreads through every later residual sum and
         // costs a copy at each reshape.
         let out = v.matmul(att.swap_dims(1, 2)).reshape([b, c, h, w]);
-        x + self.proj_out.forward(out)
+        x + conv2d(&self.proj_out, out)
     }
 }
 
@@ -198,5 +196,5 @@ pub(crate) fn upsample(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         x,
         InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
     );
-    conv.forward(up)
+    conv2d(conv, up)
 }

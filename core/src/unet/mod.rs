@@ -12,7 +12,7 @@ pub use embed::timestep_embedding;
 pub use norm::GroupNorm;
 pub use precond::{PrecondTable, Precondition};
 
-use crate::kernel::silu;
+use crate::kernel::{conv2d, silu};
 use blocks::{Init, conv3, downsample, group_norm, linear, upsample};
 use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
@@ -257,14 +257,14 @@ impl UNet {
             .temb_dense1
             .forward(silu(self.temb_dense0.forward(temb)));
 
-        let mut hs = vec![self.conv_in.forward(x)];
+        let mut hs = vec![conv2d(&self.conv_in, x)];
         for level in &self.down {
             for (block, attn) in level.blocks.iter().zip(&level.attns) {
                 let h = block.forward(hs.last().expect("non-empty").clone(), temb.clone());
                 hs.push(apply_attn(attn, h));
             }
             if let Some(d) = &level.resample {
-                let h = d.forward(hs.last().expect("non-empty").clone());
+                let h = conv2d(d, hs.last().expect("non-empty").clone());
                 hs.push(h);
             }
         }
@@ -284,7 +284,7 @@ impl UNet {
                 h = upsample(u, h);
             }
         }
-        self.conv_out.forward(self.norm_out.forward_silu(h))
+        conv2d(&self.conv_out, self.norm_out.forward_silu(h))
     }
 
     /// Image channels the network expects.

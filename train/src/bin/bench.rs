@@ -50,6 +50,35 @@ struct Args {
     warmup: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also report where a train step's time goes: `phases_ms` (forward, backward, clip, optim),
+    /// each phase ended by a device synchronisation (which costs a little on a GPU).
+    #[arg(long)]
+    phases: bool,
+}
+
+/// Milliseconds spent in each phase of the timed steps, summed; `mark` synchronises the device
+/// and charges the time since the previous mark to the named phase.
+struct Phases {
+    on: bool,
+    device: burn::tensor::Device,
+    last: Instant,
+    ms: Vec<(&'static str, f64)>,
+}
+
+impl Phases {
+    fn mark(&mut self, phase: &'static str) {
+        if !self.on {
+            return;
+        }
+        self.device.sync().ok();
+        let now = Instant::now();
+        let ms = (now - self.last).as_secs_f64() * 1e3;
+        self.last = now;
+        match self.ms.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, total)) => *total += ms,
+            None => self.ms.push((phase, ms)),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -77,6 +106,13 @@ fn run(a: Args) -> Result<()> {
     let mut rng = Rng::new(a.seed);
     let shape = [a.batch, cfg.in_channels, cfg.resolution, cfg.resolution];
     let params;
+    let phases = std::rc::Rc::new(std::cell::RefCell::new(Phases {
+        on: false,
+        device: plain.clone(),
+        last: Instant::now(),
+        ms: Vec::new(),
+    }));
+    let ph = phases.clone();
     let mut step: Box<dyn FnMut(&mut Rng) -> f32> = match a.mode {
         Mode::Train => {
             let device = plain.clone().autodiff();
@@ -87,10 +123,15 @@ fn run(a: Args) -> Result<()> {
             Box::new(move |rng: &mut Rng| {
                 let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
                 let eps = rng.normal_tensor(shape, &device);
+                ph.borrow_mut().mark("data");
                 let loss = l_simple(&model, &schedule, x0.clone(), &t, eps);
+                ph.borrow_mut().mark("forward");
                 let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                ph.borrow_mut().mark("backward");
                 clip_global_norm(&model, &mut grads, 1.0);
+                ph.borrow_mut().mark("clip");
                 model = optim.step(2e-4, model.clone(), grads);
+                ph.borrow_mut().mark("optim");
                 loss.into_scalar::<f32>()
             })
         }
@@ -119,6 +160,11 @@ fn run(a: Args) -> Result<()> {
         step(&mut rng);
     }
     plain.sync().ok();
+    {
+        let mut p = phases.borrow_mut();
+        p.on = a.phases && matches!(a.mode, Mode::Train);
+        p.last = Instant::now();
+    }
     let clock = Instant::now();
     let mut last = 0.0;
     for _ in 0..a.steps {
@@ -129,7 +175,7 @@ fn run(a: Args) -> Result<()> {
     if !last.is_finite() {
         anyhow::bail!("non-finite output");
     }
-    let json = serde_json::json!({
+    let mut json = serde_json::json!({
         "impl": "tweedie",
         "config": a.config,
         "device": a.backend.name(),
@@ -144,6 +190,15 @@ fn run(a: Args) -> Result<()> {
         "threads": cpu_threads(a.backend),
         "peak_rss_mib": peak_rss_mib(),
     });
+    let p = phases.borrow();
+    if p.on {
+        let per_step = |ms: f64| (ms / a.steps as f64 * 1000.0).round() / 1000.0;
+        let map: serde_json::Map<String, serde_json::Value> =
+            p.ms.iter()
+                .map(|(k, v)| (k.to_string(), per_step(*v).into()))
+                .collect();
+        json["phases_ms"] = map.into();
+    }
     println!("{json}");
     Ok(())
 }
