@@ -63,8 +63,8 @@ impl<B: FusedOps> Backward<B, 1> for SiluBackward {
 #[derive(Debug)]
 struct Conv2dBackward;
 
-/// x, weight, options. Stored like burn's own conv node stores them (by checkpoint, which for the
-/// default strategy keeps the tensors).
+/// x, weight, options. Stored directly; burn's own conv node checkpoints them, which under the
+/// default (no recomputation) strategy keeps the same tensors alive.
 type Conv2dState<B> = (FloatTensor<B>, FloatTensor<B>, ConvOptions<2>);
 
 impl<B: FusedOps> Backward<B, 3> for Conv2dBackward {

@@ -43,15 +43,15 @@ impl FusedOps for LibTorch {
         TchTensor::new(z.tensor.silu())
     }
 
+    fn fused_silu_backward(z: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        // ATen's silu_backward(grad_output, self): tch makes `self` the receiver.
+        TchTensor::new(z.tensor.silu_backward(&dy.tensor))
+    }
+
     fn conv2d_bias_grad(dy: FloatTensor<Self>) -> FloatTensor<Self> {
         TchTensor::new(
             dy.tensor
                 .sum_dim_intlist([0i64, 2, 3].as_slice(), false, None),
         )
-    }
-
-    fn fused_silu_backward(z: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
-        // ATen's silu_backward(grad_output, self): tch makes `self` the receiver.
-        TchTensor::new(z.tensor.silu_backward(&dy.tensor))
     }
 }

@@ -81,6 +81,9 @@ impl Phases {
     }
 }
 
+/// One timed step: its output value (to check it is finite), phases marked as it goes.
+type Step = dyn FnMut(&mut Rng, &mut Phases) -> f32;
+
 fn main() -> ExitCode {
     match run(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,32 +109,31 @@ fn run(a: Args) -> Result<()> {
     let mut rng = Rng::new(a.seed);
     let shape = [a.batch, cfg.in_channels, cfg.resolution, cfg.resolution];
     let params;
-    let phases = std::rc::Rc::new(std::cell::RefCell::new(Phases {
+    let mut phases = Phases {
         on: false,
         device: plain.clone(),
         last: Instant::now(),
         ms: Vec::new(),
-    }));
-    let ph = phases.clone();
-    let mut step: Box<dyn FnMut(&mut Rng) -> f32> = match a.mode {
+    };
+    let mut step: Box<Step> = match a.mode {
         Mode::Train => {
             let device = plain.clone().autodiff();
             let mut model = cfg.init_seeded(&device, a.seed);
             params = model.num_params();
             let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
             let x0 = rng.normal_tensor(shape, &device);
-            Box::new(move |rng: &mut Rng| {
+            Box::new(move |rng: &mut Rng, ph: &mut Phases| {
                 let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
                 let eps = rng.normal_tensor(shape, &device);
-                ph.borrow_mut().mark("data");
+                ph.mark("data");
                 let loss = l_simple(&model, &schedule, x0.clone(), &t, eps);
-                ph.borrow_mut().mark("forward");
+                ph.mark("forward");
                 let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-                ph.borrow_mut().mark("backward");
+                ph.mark("backward");
                 clip_global_norm(&model, &mut grads, 1.0);
-                ph.borrow_mut().mark("clip");
+                ph.mark("clip");
                 model = optim.step(2e-4, model.clone(), grads);
-                ph.borrow_mut().mark("optim");
+                ph.mark("optim");
                 loss.into_scalar::<f32>()
             })
         }
@@ -144,7 +146,7 @@ fn run(a: Args) -> Result<()> {
                 variance: ModelVariance::Large,
                 clip: false,
             };
-            Box::new(move |rng: &mut Rng| {
+            Box::new(move |rng: &mut Rng, _: &mut Phases| {
                 let tr = Transition::new(&schedule, i, i.checked_sub(1));
                 let eps = model.eps(x.clone(), &vec![i; a.batch]);
                 x = sampler.step(&tr, x.clone(), eps, &model, rng).x_prev;
@@ -157,18 +159,15 @@ fn run(a: Args) -> Result<()> {
         }
     };
     for _ in 0..a.warmup {
-        step(&mut rng);
+        step(&mut rng, &mut phases);
     }
     plain.sync().ok();
-    {
-        let mut p = phases.borrow_mut();
-        p.on = a.phases && matches!(a.mode, Mode::Train);
-        p.last = Instant::now();
-    }
+    phases.on = a.phases && matches!(a.mode, Mode::Train);
+    phases.last = Instant::now();
     let clock = Instant::now();
     let mut last = 0.0;
     for _ in 0..a.steps {
-        last = step(&mut rng);
+        last = step(&mut rng, &mut phases);
     }
     plain.sync().ok();
     let secs = clock.elapsed().as_secs_f64();
@@ -190,13 +189,13 @@ fn run(a: Args) -> Result<()> {
         "threads": cpu_threads(a.backend),
         "peak_rss_mib": peak_rss_mib(),
     });
-    let p = phases.borrow();
-    if p.on {
+    if phases.on {
         let per_step = |ms: f64| (ms / a.steps as f64 * 1000.0).round() / 1000.0;
-        let map: serde_json::Map<String, serde_json::Value> =
-            p.ms.iter()
-                .map(|(k, v)| (k.to_string(), per_step(*v).into()))
-                .collect();
+        let map: serde_json::Map<String, serde_json::Value> = phases
+            .ms
+            .iter()
+            .map(|(k, v)| (k.to_string(), per_step(*v).into()))
+            .collect();
         json["phases_ms"] = map.into();
     }
     println!("{json}");
