@@ -12,14 +12,16 @@ use burn::tensor::ops::ConvOptions;
 #[derive(Debug)]
 struct GroupNormBackward;
 
-/// x, γ, β, mean, rstd, groups, silu. Stored rather than checkpointed: the statistics exist only
-/// here, and x is kept alive by the convolution that reads the output anyway.
+/// x, γ, β, mean, rstd, the backend's saved pre-activation, groups, silu. Stored rather than
+/// checkpointed: the statistics exist only here, and x is kept alive by the convolution that
+/// reads the output anyway.
 type GroupNormState<B> = (
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
     FloatTensor<B>,
+    Option<FloatTensor<B>>,
     usize,
     bool,
 );
@@ -30,7 +32,13 @@ impl<B: FusedOps> Backward<B, 3> for GroupNormBackward {
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_gamma, node_beta] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
-        let (x, gamma, beta, mean, rstd, groups, silu) = ops.state;
+        let (x, gamma, beta, mean, rstd, z, groups, silu) = ops.state;
+        // Where the forward kept the pre-activation z, SiLU's gradient is applied here and the
+        // backend's GroupNorm backward runs without it.
+        let (dy, silu) = match z {
+            Some(z) if silu => (B::fused_silu_backward(z, dy), false),
+            _ => (dy, silu),
+        };
         let (dx, dgamma, dbeta) =
             B::group_norm_backward(dy, x, gamma, beta, mean, rstd, groups, silu);
         if let Some(node) = node_x {
@@ -74,15 +82,12 @@ impl<B: FusedOps> Backward<B, 3> for Conv2dBackward {
         let [node_x, node_weight, node_bias] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         let (x, weight, options) = ops.state;
-        if let Some(node) = node_bias {
-            grads.register::<B>(node.id, B::conv2d_bias_grad(dy.clone()));
-        }
-        if let Some(node) = node_x {
-            let dx = B::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone());
-            grads.register::<B>(node.id, dx);
-        }
-        if let Some(node) = node_weight {
-            grads.register::<B>(node.id, B::conv2d_weight_grad(x, weight, dy, options));
+        let needed = [node_x.is_some(), node_weight.is_some(), node_bias.is_some()];
+        let (dx, dw, db) = B::conv2d_backward(x, weight, dy, options, needed);
+        for (node, grad) in [(node_x, dx), (node_weight, dw), (node_bias, db)] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<B>(node.id, grad);
+            }
         }
     }
 }
@@ -127,7 +132,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let (y, mean, rstd) = B::group_norm_forward(
+                let (y, mean, rstd, z) = B::group_norm_forward(
                     x.clone(),
                     gamma.clone(),
                     beta.clone(),
@@ -135,7 +140,7 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
                     eps,
                     silu,
                 );
-                prep.finish((x, gamma, beta, mean, rstd, groups, silu), y)
+                prep.finish((x, gamma, beta, mean, rstd, z, groups, silu), y)
             }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::group_norm_silu(x, gamma, beta, groups, eps, silu))

@@ -168,9 +168,31 @@ pub fn silu_backward<B: Backend>(z: FloatTensor<B>, dy: FloatTensor<B>) -> Float
     B::float_mul(dy, d)
 }
 
+/// `(dx, dW, db)` of a convolution, each where `needed`: burn's input gradient (a transposed
+/// convolution) and the backend's [`FusedOps::conv2d_weight_grad`] and
+/// [`FusedOps::conv2d_bias_grad`].
+#[allow(clippy::type_complexity)]
+pub fn conv2d_backward<B: FusedOps>(
+    x: FloatTensor<B>,
+    weight: FloatTensor<B>,
+    dy: FloatTensor<B>,
+    options: ConvOptions<2>,
+    needed: [bool; 3],
+) -> (
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+    Option<FloatTensor<B>>,
+) {
+    let db = needed[2].then(|| B::conv2d_bias_grad(dy.clone()));
+    let dx = needed[0]
+        .then(|| B::conv2d_x_backward(x.clone(), weight.clone(), dy.clone(), options.clone()));
+    let dw = needed[1].then(|| B::conv2d_weight_grad(x, weight, dy, options));
+    (dx, dw, db)
+}
+
 /// Whether a convolution is a per-pixel matrix product: 1×1 kernel, unit stride and dilation, no
 /// padding, one group.
-fn pointwise(kernel: [usize; 2], options: &ConvOptions<2>) -> bool {
+pub(crate) fn pointwise(kernel: [usize; 2], options: &ConvOptions<2>) -> bool {
     kernel == [1, 1]
         && options.stride == [1, 1]
         && options.dilation == [1, 1]

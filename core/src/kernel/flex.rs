@@ -122,9 +122,11 @@ impl FusedOps for Flex {
         groups: usize,
         eps: f64,
         silu: bool,
-    ) -> (FlexTensor, FlexTensor, FlexTensor) {
+    ) -> (FlexTensor, FlexTensor, FlexTensor, Option<FlexTensor>) {
         let (Some(xs), Some(gs), Some(bs)) = (values(&x), values(&gamma), values(&beta)) else {
-            return composite::group_norm_forward::<Self>(x, gamma, beta, groups, eps, silu);
+            let (y, mean, rstd) =
+                composite::group_norm_forward::<Self>(x, gamma, beta, groups, eps, silu);
+            return (y, mean, rstd, None);
         };
         let d = Dims::of(&x, groups);
         let (per, hw, n) = (d.per(), d.hw, d.block());
@@ -163,6 +165,8 @@ impl FusedOps for Flex {
             tensor(out, shape),
             tensor(mean, [d.b, groups]),
             tensor(rstd, [d.b, groups]),
+            // The backward loop recomputes z in registers.
+            None,
         )
     }
 

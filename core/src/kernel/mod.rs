@@ -48,7 +48,10 @@ pub trait FusedOps: Backend {
         Self::group_norm_forward(x, gamma, beta, groups, eps, silu).0
     }
 
-    /// [`Self::group_norm_silu`] that also returns the statistics `(mean, rstd)` as `[B, G]`.
+    /// [`Self::group_norm_silu`] that also returns the statistics `(mean, rstd)` as `[B, G]`, and
+    /// the pre-activation z = γ·x̂ + β when the backend's backward would rather read it than
+    /// recompute it (`None` otherwise, and always without SiLU).
+    #[allow(clippy::type_complexity)]
     fn group_norm_forward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
@@ -56,11 +59,19 @@ pub trait FusedOps: Backend {
         groups: usize,
         eps: f64,
         silu: bool,
-    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>) {
-        composite::group_norm_forward::<Self>(x, gamma, beta, groups, eps, silu)
+    ) -> (
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        FloatTensor<Self>,
+        Option<FloatTensor<Self>>,
+    ) {
+        let (y, mean, rstd) =
+            composite::group_norm_forward::<Self>(x, gamma, beta, groups, eps, silu);
+        (y, mean, rstd, None)
     }
 
-    /// `(dx, dγ, dβ)` for the upstream gradient `dy` of [`Self::group_norm_silu`].
+    /// `(dx, dγ, dβ)` for the upstream gradient `dy` of [`Self::group_norm_silu`]. (Where the
+    /// forward kept z, the autodiff node applies SiLU's gradient itself and calls this without.)
     #[allow(clippy::too_many_arguments)]
     fn group_norm_backward(
         dy: FloatTensor<Self>,
@@ -85,8 +96,8 @@ pub trait FusedOps: Backend {
         composite::silu_backward::<Self>(z, dy)
     }
 
-    /// burn's `conv2d` as an operation of this extension, so that under autodiff its weight and
-    /// bias gradients are [`Self::conv2d_weight_grad`] and [`Self::conv2d_bias_grad`].
+    /// burn's `conv2d` as an operation of this extension, so that under autodiff its gradients are
+    /// [`Self::conv2d_backward`]'s.
     fn fused_conv2d(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -94,6 +105,23 @@ pub trait FusedOps: Backend {
         options: ConvOptions<2>,
     ) -> FloatTensor<Self> {
         Self::conv2d(x, weight, Some(bias), options)
+    }
+
+    /// The gradients `(dx, dW, db)` of `conv2d(x, weight, bias)` for the upstream gradient `dy`,
+    /// each computed only where `needed` ([`composite::conv2d_backward`]).
+    #[allow(clippy::type_complexity)]
+    fn conv2d_backward(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        dy: FloatTensor<Self>,
+        options: ConvOptions<2>,
+        needed: [bool; 3],
+    ) -> (
+        Option<FloatTensor<Self>>,
+        Option<FloatTensor<Self>>,
+        Option<FloatTensor<Self>>,
+    ) {
+        composite::conv2d_backward::<Self>(x, weight, dy, options, needed)
     }
 
     /// dW of `conv2d(x, weight)` for the upstream gradient `dy` ([`composite::conv2d_weight_grad`]).
@@ -175,6 +203,17 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if !fused_available(&x.device()) {
         return layer.forward(x);
     }
+    // Asymmetric padding (TensorFlow's 'SAME' at stride 2) is done here, once, as zeros with the
+    // input written in: burn pads inside the convolution and again in each of its two gradients,
+    // through a host-side buffer that is copied to the device every time.
+    let [(top, bottom), (left, right)] = padding;
+    let (x, padding) = if top != bottom || left != right {
+        let (t, l) = (top.min(bottom), left.min(right));
+        let extra = [top - t, bottom - t, left - l, right - l];
+        (pad_zeros(x, extra), [(t, t), (l, l)])
+    } else {
+        (x, padding)
+    };
     let options =
         ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
     Tensor::from_dispatch(Dispatch::fused_conv2d(
@@ -183,6 +222,14 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         bias.val().into_dispatch(),
         options,
     ))
+}
+
+/// `x: [B, C, H, W]` with `[top, bottom, left, right]` rows and columns of zeros around it; the
+/// gradient is the slice of the upstream one.
+fn pad_zeros(x: Tensor<4>, [top, bottom, left, right]: [usize; 4]) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let padded = Tensor::zeros([b, c, top + h + bottom, left + w + right], &x.device());
+    padded.slice_assign([0..b, 0..c, top..top + h, left..left + w], x)
 }
 
 /// The autodiff devices of every backend with [`FusedOps`] in this build, for tests comparing
@@ -243,6 +290,8 @@ mod tests {
             (3, 5, 1, 1, (0, 0, 0, 0)),
             (3, 5, 3, 1, (1, 1, 1, 1)),
             (4, 2, 3, 2, (0, 0, 1, 1)),
+            // Padded in part by the convolution (1 row, 0 columns) and in part explicitly.
+            (2, 3, 3, 1, (1, 0, 2, 1)),
         ];
         for device in test_devices() {
             for (cin, cout, k, stride, (top, left, bottom, right)) in cases {
