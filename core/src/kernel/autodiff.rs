@@ -69,6 +69,22 @@ impl<B: FusedOps> Backward<B, 1> for SiluBackward {
 }
 
 #[derive(Debug)]
+struct SoftmaxBackward;
+
+impl<B: FusedOps> Backward<B, 1> for SoftmaxBackward {
+    /// The output: softmax's gradient needs nothing else.
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node] = ops.parents;
+        let dy = grads.consume::<B>(&ops.node);
+        if let Some(node) = node {
+            grads.register::<B>(node.id, B::fused_softmax_backward(ops.state, dy));
+        }
+    }
+}
+
+#[derive(Debug)]
 struct Conv2dBackward;
 
 /// x, weight, options. Stored directly; burn's own conv node checkpoints them, which under the
@@ -145,6 +161,21 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::group_norm_silu(x, gamma, beta, groups, eps, silu))
             }
+        }
+    }
+
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let (x, node) = x.into_parts();
+        match SoftmaxBackward
+            .prepare::<C>([node])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_softmax(x);
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x)),
         }
     }
 

@@ -168,6 +168,22 @@ pub fn silu_backward<B: Backend>(z: FloatTensor<B>, dy: FloatTensor<B>) -> Float
     B::float_mul(dy, d)
 }
 
+/// Softmax over the last axis, shifted by the row maximum: exp(x − max) / Σ exp(x − max).
+pub fn softmax<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let last = x.shape().num_dims() - 1;
+    let max = B::float_max_dim(x.clone(), last);
+    let e = B::float_exp(B::float_sub(x, max));
+    let sum = B::float_sum_dim(e.clone(), last);
+    B::float_div(e, sum)
+}
+
+/// The gradient of [`softmax`] from its output `y`: y ⊙ (dy − Σ_last dy ⊙ y).
+pub fn softmax_backward<B: Backend>(y: FloatTensor<B>, dy: FloatTensor<B>) -> FloatTensor<B> {
+    let last = y.shape().num_dims() - 1;
+    let dot = B::float_sum_dim(B::float_mul(dy.clone(), y.clone()), last);
+    B::float_mul(y, B::float_sub(dy, dot))
+}
+
 /// `(dx, dW, db)` of a convolution, each where `needed`: burn's input gradient (a transposed
 /// convolution) and the backend's [`FusedOps::conv2d_weight_grad`] and
 /// [`FusedOps::conv2d_bias_grad`].

@@ -96,6 +96,16 @@ pub trait FusedOps: Backend {
         composite::silu_backward::<Self>(z, dy)
     }
 
+    /// Softmax over the last axis ([`composite::softmax`]).
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        composite::softmax::<Self>(x)
+    }
+
+    /// The gradient of [`Self::fused_softmax`] from its output `y` and the upstream `dy`.
+    fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        composite::softmax_backward::<Self>(y, dy)
+    }
+
     /// burn's `conv2d` as an operation of this extension, so that under autodiff its gradients are
     /// [`Self::conv2d_backward`]'s.
     fn fused_conv2d(
@@ -185,6 +195,16 @@ pub fn silu<const D: usize>(z: Tensor<D>) -> Tensor<D> {
         Tensor::from_dispatch(Dispatch::fused_silu(z.into_dispatch()))
     } else {
         burn::tensor::activation::silu(z)
+    }
+}
+
+/// Softmax over the last axis: one operation with its own gradient where [`fused_available`]
+/// (libtorch's kernels on LibTorch), burn's composition elsewhere.
+pub fn softmax<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    if fused_available(&x.device()) {
+        Tensor::from_dispatch(Dispatch::fused_softmax(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::softmax(x, D - 1)
     }
 }
 
@@ -327,6 +347,42 @@ mod tests {
                             "{device:?} k={k} s={stride} {what}[{i}]: {p} vs {q}"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// The fused softmax against burn's in value and in the input gradient, with rows far from 0
+    /// (the maximum shift matters) and a loss whose gradient differs per element.
+    #[test]
+    fn softmax_matches_burn_in_value_and_gradient() {
+        for device in test_devices() {
+            let mut rng = crate::rng::Rng::new(3);
+            let x0 = rng
+                .normal_tensor([2, 5, 7], &device)
+                .mul_scalar(4.0)
+                .add_scalar(30.0);
+            let eval = |fused: bool| {
+                let x = x0.clone().require_grad();
+                let y = if fused {
+                    softmax(x.clone())
+                } else {
+                    burn::tensor::activation::softmax(x.clone(), 2)
+                };
+                let r = y.clone().detach().mul_scalar(7.0).sin();
+                let grads = (y.clone() * r).sum().backward();
+                (host_values(y), host_values(x.grad(&grads).unwrap()))
+            };
+            let (ours, theirs) = (eval(true), eval(false));
+            for (what, (a, b)) in ["y", "dx"]
+                .iter()
+                .zip([(&ours.0, &theirs.0), (&ours.1, &theirs.1)])
+            {
+                for (i, (p, q)) in a.iter().zip(b.iter()).enumerate() {
+                    assert!(
+                        (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
+                        "{device:?} {what}[{i}]: {p} vs {q}"
+                    );
                 }
             }
         }

@@ -125,6 +125,18 @@ impl FusedOps for LibTorch {
         TchTensor::new(z.tensor.silu_backward(&dy.tensor))
     }
 
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        let kind = x.tensor.kind();
+        TchTensor::new(x.tensor.softmax(-1, kind))
+    }
+
+    fn fused_softmax_backward(y: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
+        let kind = y.tensor.kind();
+        TchTensor::new(tch::Tensor::internal_softmax_backward_data(
+            &dy.tensor, &y.tensor, -1, kind,
+        ))
+    }
+
     fn conv2d_backward(
         x: FloatTensor<Self>,
         weight: FloatTensor<Self>,

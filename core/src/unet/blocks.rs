@@ -1,11 +1,10 @@
 //! The DDPM U-Net's building blocks (Ho et al. 2020, appendix B; `diffusion_tf/models/unet.py`).
 
-use crate::kernel::{conv2d, silu};
+use crate::kernel::{conv2d, silu, softmax};
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
@@ -164,7 +163,7 @@ impl AttnBlock {
             .swap_dims(1, 2); // [B, N, C]
         let k = conv2d(&self.k, hn.clone()).reshape([b, c, n]); // [B, C, N]
         let v = conv2d(&self.v, hn).reshape([b, c, n]); // [B, C, N]
-        let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5)), 2); // [B, N(query), N(key)]
+        let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5))); // [B, N(query), N(key)]
         // out[c, i] = Σ_j v[c, j] att[i, j], computed as v attᵀ so that the product is already
         // [B, C, N] and contiguous: (att v)ᵀ reshaped to [B, C, H, W] would be a channels-last
         // view, and on libtorch that layout then spreads through every later residual sum and
