@@ -53,33 +53,21 @@ impl<B: FusedOps> Backward<B, 3> for GroupNormBackward {
     }
 }
 
+/// A one-input node whose gradient is `grad(state, dy)`: SiLU (the state is its input z) and
+/// softmax (the state is its output y).
 #[derive(Debug)]
-struct SiluBackward;
-
-impl<B: FusedOps> Backward<B, 1> for SiluBackward {
-    type State = FloatTensor<B>;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node] = ops.parents;
-        let dy = grads.consume::<B>(&ops.node);
-        if let Some(node) = node {
-            grads.register::<B>(node.id, B::fused_silu_backward(ops.state, dy));
-        }
-    }
+struct UnaryBackward<B: FusedOps> {
+    grad: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
 }
 
-#[derive(Debug)]
-struct SoftmaxBackward;
-
-impl<B: FusedOps> Backward<B, 1> for SoftmaxBackward {
-    /// The output: softmax's gradient needs nothing else.
+impl<B: FusedOps> Backward<B, 1> for UnaryBackward<B> {
     type State = FloatTensor<B>;
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node] = ops.parents;
         let dy = grads.consume::<B>(&ops.node);
         if let Some(node) = node {
-            grads.register::<B>(node.id, B::fused_softmax_backward(ops.state, dy));
+            grads.register::<B>(node.id, (self.grad)(ops.state, dy));
         }
     }
 }
@@ -166,11 +154,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let (x, node) = x.into_parts();
-        match SoftmaxBackward
-            .prepare::<C>([node])
-            .compute_bound()
-            .stateful()
-        {
+        let node_kind = UnaryBackward::<B> {
+            grad: B::fused_softmax_backward,
+        };
+        match node_kind.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = B::fused_softmax(x);
                 prep.finish(y.clone(), y)
@@ -181,7 +168,10 @@ impl<B: FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 
     fn fused_silu(z: FloatTensor<Self>) -> FloatTensor<Self> {
         let (z, node) = z.into_parts();
-        match SiluBackward.prepare::<C>([node]).compute_bound().stateful() {
+        let node_kind = UnaryBackward::<B> {
+            grad: B::fused_silu_backward,
+        };
+        match node_kind.prepare::<C>([node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let y = B::fused_silu(z.clone());
                 prep.finish(z, y)
