@@ -1,5 +1,5 @@
-"""Writes core/src/kernel/aten_ops.pt, a TorchScript module whose method calls libtorch's native
-GroupNorm backward kernel, which tch 0.22 does not bind. Tweedie's LibTorch backend
+"""Writes core/src/kernel/aten_ops.pt, a TorchScript module whose methods call libtorch's native
+GroupNorm and convolution backward kernels, which tch 0.22 does not bind. Tweedie's LibTorch backend
 (`--features tweedie-core/tch`) loads it with tch's CModule. The archive is TorchScript source:
     unzip -p core/src/kernel/aten_ops.pt '*/code/__torch__.py'
 Regenerate it with the torch that tch links (2.9.0):

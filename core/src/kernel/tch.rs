@@ -1,8 +1,8 @@
-//! [`FusedOps`] on LibTorch: libtorch's own kernels. The forward is tch's `native_group_norm` and
-//! `silu`; the backward is libtorch's `silu_backward` and its native GroupNorm backward kernel.
-//! tch 0.22 does not bind `native_group_norm_backward`, so it is called through a TorchScript
-//! module bundled with the crate (`aten_ops.pt`, TorchScript source written by
-//! `scripts/aten-ops.py`). The convolution bias gradient sums without a transpose.
+//! [`FusedOps`] on LibTorch: libtorch's own kernels. Forward: `native_group_norm`, `silu`,
+//! `softmax`. Backward: `silu_backward`, `_softmax_backward_data`, and the native GroupNorm and
+//! (3×3) convolution backward kernels. tch 0.22 binds neither `native_group_norm_backward` nor
+//! `convolution_backward`, so they are called through a TorchScript module bundled with the crate
+//! (`aten_ops.pt`, TorchScript source written by `scripts/aten-ops.py`).
 
 use super::{FusedOps, composite};
 use burn::backend::LibTorch;
@@ -15,7 +15,7 @@ use tch::{CModule, IValue};
 /// burn-tch's `TchTensor`: its `tensor` field is the `tch::Tensor`.
 type TchTensor = FloatTensor<LibTorch>;
 
-/// The TorchScript module (2 kB), loaded once per process.
+/// The TorchScript module (3 kB), loaded once per process.
 fn aten_ops() -> &'static CModule {
     static OPS: OnceLock<CModule> = OnceLock::new();
     OPS.get_or_init(|| {
@@ -148,8 +148,9 @@ impl FusedOps for LibTorch {
         Option<FloatTensor<Self>>,
         Option<FloatTensor<Self>>,
     ) {
-        // 1×1 convolutions keep the batched-matmul weight gradient (as fast as oneDNN's here);
-        // asymmetric padding never reaches this op (kernel::conv2d pads explicitly first).
+        // 1×1 convolutions keep the batched-matmul weight gradient (the native kernel for them
+        // measured no faster, BENCHMARKS.md); asymmetric padding does not reach this op from
+        // kernel::conv2d, which pads explicitly first.
         let s = weight.shape();
         let symmetric = options.padding.iter().all(|&(a, b)| a == b);
         if composite::pointwise([s[2], s[3]], &options) || !symmetric {
