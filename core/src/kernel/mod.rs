@@ -267,6 +267,20 @@ mod tests {
     use super::*;
     use crate::host_values;
 
+    /// Each of our value lists against burn's, named by `names`: the same length and every element
+    /// within `tol` relative to 1 + |burn's value|.
+    fn assert_close(ours: &[Vec<f32>], theirs: &[Vec<f32>], names: &[&str], tol: f32, case: &str) {
+        for ((a, b), what) in ours.iter().zip(theirs).zip(names) {
+            assert_eq!(a.len(), b.len(), "{case} {what}");
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (p - q).abs() <= tol * (1.0 + q.abs()),
+                    "{case} {what}[{i}]: {p} vs {q}"
+                );
+            }
+        }
+    }
+
     /// The fused SiLU (Flex's loop, NdArray's composition) against burn's in value and gradient,
     /// over the range where σ saturates, on both autodiff and plain devices.
     #[test]
@@ -281,17 +295,10 @@ mod tests {
                     burn::tensor::activation::silu(z.clone())
                 };
                 let grads = (y.clone() * y.clone()).sum().backward();
-                (host_values(y), host_values(z.grad(&grads).unwrap()))
+                [host_values(y), host_values(z.grad(&grads).unwrap())]
             };
-            let (ours, theirs) = (eval(true), eval(false));
-            for (a, b) in [(&ours.0, &theirs.0), (&ours.1, &theirs.1)] {
-                for (i, (p, q)) in a.iter().zip(b).enumerate() {
-                    assert!(
-                        (p - q).abs() <= 2e-6 * (1.0 + q.abs()),
-                        "{device:?} [{i}] {p} vs {q}"
-                    );
-                }
-            }
+            let case = format!("{device:?}");
+            assert_close(&eval(true), &eval(false), &["y", "dz"], 2e-6, &case);
         }
         let plain = host_values(silu(Tensor::<1>::from_floats(
             zs.as_slice(),
@@ -338,16 +345,9 @@ mod tests {
                         host_values(layer.bias.as_ref().unwrap().grad(&grads).unwrap()),
                     ]
                 };
-                let (ours, theirs) = (eval(true), eval(false));
-                for (what, (a, b)) in ["y", "dx", "dW", "db"].iter().zip(ours.iter().zip(&theirs)) {
-                    assert_eq!(a.len(), b.len());
-                    for (i, (p, q)) in a.iter().zip(b.iter()).enumerate() {
-                        assert!(
-                            (p - q).abs() <= 1e-4 * (1.0 + q.abs()),
-                            "{device:?} k={k} s={stride} {what}[{i}]: {p} vs {q}"
-                        );
-                    }
-                }
+                let case = format!("{device:?} k={k} s={stride}");
+                let names = ["y", "dx", "dW", "db"];
+                assert_close(&eval(true), &eval(false), &names, 1e-4, &case);
             }
         }
     }
@@ -371,20 +371,10 @@ mod tests {
                 };
                 let r = y.clone().detach().mul_scalar(7.0).sin();
                 let grads = (y.clone() * r).sum().backward();
-                (host_values(y), host_values(x.grad(&grads).unwrap()))
+                [host_values(y), host_values(x.grad(&grads).unwrap())]
             };
-            let (ours, theirs) = (eval(true), eval(false));
-            for (what, (a, b)) in ["y", "dx"]
-                .iter()
-                .zip([(&ours.0, &theirs.0), (&ours.1, &theirs.1)])
-            {
-                for (i, (p, q)) in a.iter().zip(b.iter()).enumerate() {
-                    assert!(
-                        (p - q).abs() <= 1e-5 * (1.0 + q.abs()),
-                        "{device:?} {what}[{i}]: {p} vs {q}"
-                    );
-                }
-            }
+            let case = format!("{device:?}");
+            assert_close(&eval(true), &eval(false), &["y", "dx"], 1e-5, &case);
         }
     }
 
