@@ -45,6 +45,24 @@ impl BackendKind {
     }
 }
 
+impl BackendKind {
+    /// Whether the backend computes on the CPU's cores (and so can be split across them).
+    pub fn is_cpu(self) -> bool {
+        !matches!(self, BackendKind::Wgpu)
+    }
+
+    /// Confines this backend's kernels, when called from the current thread, to that thread:
+    /// libtorch's intra-op parallelism (OpenMP, per thread) is set to one thread here. The rayon
+    /// backends (flex, ndarray) need nothing: they take their width from the rayon pool the
+    /// caller runs in (a one-thread pool in [`crate::parallel`]).
+    pub fn confine_to_current_thread(self) {
+        #[cfg(feature = "tch")]
+        if self == BackendKind::Tch {
+            tch::set_num_threads(1);
+        }
+    }
+}
+
 #[cfg(feature = "wgpu")]
 fn wgpu_device() -> Result<Device, CoreError> {
     Ok(Device::wgpu(DeviceKind::DefaultDevice))

@@ -16,6 +16,7 @@ pub mod error;
 pub mod gmm;
 pub mod kernel;
 pub mod loss;
+pub mod parallel;
 pub mod rng;
 pub mod schedule;
 pub mod unet;

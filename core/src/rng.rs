@@ -130,6 +130,42 @@ pub fn device_rng_lock() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+thread_local! {
+    static MASK_STREAM: std::cell::RefCell<Option<Rng>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the dropout masks drawn on this thread taken from `rng` (on the host) instead of
+/// burn's process-global device generator. Sharded training ([`crate::parallel`]) runs several
+/// forward passes at once: drawing from the shared device generator would interleave their
+/// draws in no fixed order, so each shard gets its own stream, a function of (seed, step, shard).
+pub fn with_mask_stream<R>(rng: Rng, f: impl FnOnce() -> R) -> R {
+    let previous = MASK_STREAM.with(|s| s.replace(Some(rng)));
+    let out = f();
+    MASK_STREAM.with(|s| *s.borrow_mut() = previous);
+    out
+}
+
+/// A keep-mask (1 with probability `keep`, else 0) drawn from this thread's mask stream, or
+/// `None` outside [`with_mask_stream`].
+pub fn stream_mask<const D: usize>(
+    shape: [usize; D],
+    keep: f64,
+    device: &burn::tensor::Device,
+) -> Option<burn::tensor::Tensor<D>> {
+    MASK_STREAM.with(|s| {
+        let mut s = s.borrow_mut();
+        let rng = s.as_mut()?;
+        let n: usize = shape.iter().product();
+        let bits: Vec<f32> = (0..n)
+            .map(|_| if rng.uniform() < keep { 1.0 } else { 0.0 })
+            .collect();
+        Some(burn::tensor::Tensor::from_data(
+            burn::tensor::TensorData::new(bits, shape),
+            device,
+        ))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

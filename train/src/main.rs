@@ -38,6 +38,10 @@ struct Args {
     /// Checkpoint every N steps (overrides `[train] checkpoint_every`).
     #[arg(long)]
     checkpoint_every: Option<usize>,
+    /// Split each batch into N shards, one per CPU core, trained concurrently (overrides
+    /// `[train] shards`; CPU backends).
+    #[arg(long, value_name = "N")]
+    shards: Option<usize>,
     /// Download the dataset's files if they are missing (same as `[data] download = true`).
     #[arg(long)]
     download: bool,
@@ -97,6 +101,9 @@ fn run(args: Args) -> Result<()> {
     }
     if let Some(n) = args.checkpoint_every {
         file.train.checkpoint_every = n;
+    }
+    if let Some(n) = args.shards {
+        file.train.shards = n;
     }
     if file.model.preset == "classifier" {
         return train_classifier(&file, &stem, &args);

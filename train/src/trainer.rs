@@ -3,11 +3,12 @@
 //! updated after each optimiser step, and clipping must be global (see ARCHITECTURE.md).
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::tensor::Bytes;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
 use tweedie_core::device::BackendKind;
 use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
+use tweedie_core::parallel;
 use tweedie_core::rng::Rng;
 use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
@@ -42,6 +44,8 @@ pub struct TrainerState {
 }
 
 const DATA_STREAM: u64 = 0xDA7A_0DE5;
+/// Dropout masks of sharded steps: `Rng::derive(seed ^ MASK_STREAM, step << 16 | shard)`.
+const MASK_STREAM: u64 = 0x3A5C_D409;
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -226,28 +230,41 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         let x0 = ImageBatcher.batch_with_flips(items, &flips, &device).images;
         let t: Vec<usize> = (0..b).map(|_| rng.below(big_t)).collect();
         let eps = rng.normal_tensor([b, c, h, w], &device);
+        // Per-sample loss weights (None: L_simple).
+        let weights: Option<Vec<f64>> = match tc.loss_weighting {
+            LossWeighting::Simple => None,
+            LossWeighting::MinSnr => Some(min_snr_weights(&schedule, &t, tc.snr_gamma)),
+            LossWeighting::Precond => {
+                let p = model
+                    .precond()
+                    .context("loss_weighting = \"precond\" on a network without preconditioning")?;
+                Some(t.iter().map(|&i| p.c_out[i].powi(-2)).collect())
+            }
+        };
+        // Shard j's part of the batch; the whole batch when there is one shard.
+        let shard_loss = |m: &UNet, r: Range<usize>| {
+            let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
+            match &weights {
+                None => l_simple(m, &schedule, x0, &t[r], eps),
+                Some(w) => l_weighted(m, &schedule, x0, &t[r.clone()], eps, &w[r]),
+            }
+        };
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
-        // masks, and hold the lock until the forward pass has drawn them.
-        let (loss, loss_value) = {
+        // masks, and hold the lock until the passes are done. Several shards at once draw from
+        // streams of their own, functions of (seed, step, shard), instead.
+        let (loss_value, mut grads) = {
             let _guard = tweedie_core::rng::device_rng_lock();
             device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let loss = match tc.loss_weighting {
-                LossWeighting::Simple => l_simple(&model, &schedule, x0, &t, eps),
-                LossWeighting::MinSnr => {
-                    let w = min_snr_weights(&schedule, &t, tc.snr_gamma);
-                    l_weighted(&model, &schedule, x0, &t, eps, &w)
+            let sharded = tc.shards > 1 && opts.backend.is_cpu();
+            parallel::loss_and_grads(opts.backend, tc.shards, &model, b, |m, j, r| {
+                if sharded {
+                    let stream =
+                        Rng::derive(f.seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
+                    tweedie_core::rng::with_mask_stream(stream, || shard_loss(m, r))
+                } else {
+                    shard_loss(m, r)
                 }
-                LossWeighting::Precond => {
-                    let p = model.precond().context(
-                        "loss_weighting = \"precond\" on a network without preconditioning",
-                    )?;
-                    let w: Vec<f64> = t.iter().map(|&i| p.c_out[i].powi(-2)).collect();
-                    l_weighted(&model, &schedule, x0, &t, eps, &w)
-                }
-            };
-            // Reading the value materialises the forward pass (and its masks) inside the lock.
-            let value = loss.clone().into_scalar::<f32>() as f64;
-            (loss, value)
+            })
         };
         if !loss_value.is_finite() {
             bar.abandon();
@@ -257,7 +274,6 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
                 plan.run_dir.display()
             );
         }
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
         let grad_norm = clip::clip_global_norm(&model, &mut grads, tc.grad_clip);
         let lr = lr_at(tc.lr, tc.warmup_steps, step);
         model = optim.step(lr, model, grads);

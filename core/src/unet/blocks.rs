@@ -82,6 +82,20 @@ pub(crate) fn group_norm(c: usize, device: &Device) -> GroupNorm {
     GroupNorm::new(32, c, 1e-6, device)
 }
 
+/// burn's dropout (Srivastava et al. 2014: keep with probability 1 − p, scale by 1/(1 − p)), with
+/// the mask from this thread's mask stream when one is set ([`crate::rng::with_mask_stream`],
+/// sharded training), else from the device generator as `Dropout::forward` does.
+fn dropout(layer: &Dropout, h: Tensor<4>) -> Tensor<4> {
+    let device = h.device();
+    if layer.prob > 0.0 && device.is_autodiff() && layer.training.is_enabled() {
+        let keep = 1.0 - layer.prob;
+        if let Some(mask) = crate::rng::stream_mask(h.dims(), keep, &device) {
+            return h * mask * (1.0 / keep);
+        }
+    }
+    layer.forward(h)
+}
+
 /// GN → SiLU → conv3×3 → + Linear(SiLU(temb)) → GN → SiLU → Dropout → conv3×3 (zero init), with
 /// a 1×1 shortcut when the channel count changes.
 #[derive(Module, Debug)]
@@ -121,7 +135,7 @@ impl ResBlock {
             .temb_proj
             .forward(silu(temb))
             .unsqueeze_dims::<4>(&[2, 3]);
-        let h = self.dropout.forward(self.norm2.forward_silu(h));
+        let h = dropout(&self.dropout, self.norm2.forward_silu(h));
         let h = conv2d(&self.conv2, h);
         let x = match &self.nin_shortcut {
             Some(c) => conv2d(c, x),
@@ -196,4 +210,34 @@ pub(crate) fn upsample(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         InterpolateOptions::new(InterpolateMode::Nearest).with_output_size([2 * h, 2 * w]),
     );
     conv2d(conv, up)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{Rng, with_mask_stream};
+
+    #[test]
+    fn dropout_masks_come_from_the_thread_stream_when_one_is_set() {
+        let device = Device::flex().autodiff();
+        let layer = DropoutConfig::new(0.3).init();
+        let x = Tensor::<4>::ones([4, 8, 16, 16], &device) * 2.0;
+        let with = |seed| {
+            with_mask_stream(Rng::new(seed), || {
+                crate::host_values(dropout(&layer, x.clone()))
+            })
+        };
+        let a = with(1);
+        assert_eq!(a, with(1), "the same stream gives the same mask");
+        assert_ne!(a, with(2), "another stream, another mask");
+        // Kept values are scaled by 1/(1 - p); about p of them are dropped.
+        let dropped = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.3).abs() < 0.02, "dropped {dropped}");
+        assert!(a.iter().all(|v| *v == 0.0 || (v - 2.0 / 0.7).abs() < 1e-6));
+        // Outside a stream: burn's dropout on the device generator; on an inference device none.
+        assert_ne!(crate::host_values(dropout(&layer, x.clone())), a);
+        let plain = Tensor::<4>::ones([2, 2, 2, 2], &Device::flex());
+        let out = with_mask_stream(Rng::new(1), || dropout(&layer, plain.clone()));
+        assert_eq!(crate::host_values(out), crate::host_values(plain));
+    }
 }

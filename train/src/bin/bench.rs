@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::optim::AdamConfig;
 use clap::{Parser, ValueEnum};
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::device::BackendKind;
 use tweedie_core::diffusion::Transition;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_core::loss::l_simple;
+use tweedie_core::parallel::{self, Sharded};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 use tweedie_core::unet::UNetConfig;
@@ -54,6 +55,10 @@ struct Args {
     /// each phase ended by a device synchronisation (which costs a little on a GPU).
     #[arg(long)]
     phases: bool,
+    /// CPU backends: split each batch into this many shards, each run on its own core (training:
+    /// gradients summed; sampling: outputs concatenated). 1 = off.
+    #[arg(long, default_value_t = 1)]
+    shards: usize,
 }
 
 /// Milliseconds spent in each phase of the timed steps, summed; `mark` synchronises the device
@@ -126,15 +131,17 @@ fn run(a: Args) -> Result<()> {
                 let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
                 let eps = rng.normal_tensor(shape, &device);
                 ph.mark("data");
-                let loss = l_simple(&model, &schedule, x0.clone(), &t, eps);
-                ph.mark("forward");
-                let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+                let (loss, mut grads) =
+                    parallel::loss_and_grads(a.backend, a.shards, &model, a.batch, |m, _, r| {
+                        let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
+                        l_simple(m, &schedule, x0, &t[r], eps)
+                    });
                 ph.mark("backward");
                 clip_global_norm(&model, &mut grads, 1.0);
                 ph.mark("clip");
                 model = optim.step(2e-4, model.clone(), grads);
                 ph.mark("optim");
-                loss.into_scalar::<f32>()
+                loss as f32
             })
         }
         Mode::Sample => {
@@ -148,8 +155,13 @@ fn run(a: Args) -> Result<()> {
             };
             Box::new(move |rng: &mut Rng, _: &mut Phases| {
                 let tr = Transition::new(&schedule, i, i.checked_sub(1));
-                let eps = model.eps(x.clone(), &vec![i; a.batch]);
-                x = sampler.step(&tr, x.clone(), eps, &model, rng).x_prev;
+                let den = Sharded {
+                    inner: &model,
+                    backend: a.backend,
+                    shards: a.shards,
+                };
+                let eps = den.eps(x.clone(), &vec![i; a.batch]);
+                x = sampler.step(&tr, x.clone(), eps, &den, rng).x_prev;
                 i = if i == 0 { 999 } else { i - 1 };
                 // Reading one value synchronises the device.
                 x.clone()
@@ -187,6 +199,7 @@ fn run(a: Args) -> Result<()> {
         "steps": a.steps,
         "warmup": a.warmup,
         "threads": cpu_threads(a.backend),
+        "shards": tweedie_core::parallel::shard_ranges(a.batch, if a.backend.is_cpu() { a.shards } else { 1 }).len(),
         "peak_rss_mib": peak_rss_mib(),
     });
     if phases.on {

@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
+use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
 use tweedie_sample::output::{grid_png, npy_bytes, to_u8_nhwc, write_file};
@@ -73,6 +74,11 @@ struct Args {
     /// Images per network call.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Unconditional sampling on a CPU backend: split each network call's batch into N shards,
+    /// one per core, evaluated concurrently (set it to the number of cores; same images up to
+    /// floating-point rounding).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    shards: usize,
     /// Output directory [default: samples, or the experiment file's `out`].
     #[arg(long)]
     out: Option<PathBuf>,
@@ -132,8 +138,8 @@ fn run_cli(a: Args) -> Result<()> {
     if let Some(config) = a.config.clone() {
         return experiment::run_file(&config, &a);
     }
-    if a.n == 0 || a.batch_size == 0 {
-        bail!("--n and --batch-size must be positive");
+    if a.n == 0 || a.batch_size == 0 || a.shards == 0 {
+        bail!("--n, --batch-size and --shards must be positive");
     }
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("samples"));
     let dir = checkpoint::resolve(a.checkpoint.as_ref().expect("clap requires it"))?;
@@ -175,8 +181,13 @@ fn run_cli(a: Args) -> Result<()> {
     while left > 0 {
         let b = left.min(a.batch_size);
         let x_t = rng.normal([b, c, r, r], &device);
+        let den = Sharded {
+            inner: &model,
+            backend: a.backend,
+            shards: a.shards,
+        };
         let (x0, k) = run(
-            &model,
+            &den,
             sampler.as_mut(),
             &schedule,
             &timesteps,

@@ -1,0 +1,287 @@
+//! Data parallelism across a CPU's cores inside one process. A batch of B images is split into
+//! `k` contiguous shards; each shard runs on its own OS thread with the backend confined to one
+//! core (a persistent one-thread pool per shard).
+//!
+//! - Training ([`loss_and_grads`]): each shard's forward and backward pass runs against its own
+//!   fork of the model (fresh autodiff leaves, the same parameter ids, so burn keeps k independent
+//!   graphs and runs the k backward passes concurrently); the gradients are summed. Shard j's
+//!   loss is scaled by |shard j| / B, so for a loss that is a mean of per-sample terms (L_simple,
+//!   the weighted losses; GroupNorm and everything else in the U-Net act per sample) the sum is
+//!   the gradient of the full-batch loss, up to the floating-point summation order.
+//! - Sampling ([`Sharded`]): a [`Denoiser`] wrapper that evaluates the shards concurrently and
+//!   concatenates them; every sampler works through it unchanged.
+//!
+//! Why: at batch 32 on 2 cores, burn-flex parallelises each kernel over both cores and scales
+//! only 1.65× from one core; k independent one-core passes scale nearly k× because they share
+//! nothing but memory bandwidth (BENCHMARKS.md, "Data parallelism across cores").
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+
+use crate::denoiser::Denoiser;
+use crate::device::BackendKind;
+
+/// The contiguous ranges of `0..batch` of `k` shards, sizes differing by at most one; never an
+/// empty shard (fewer shards when `batch < k`; `k = 0` counts as 1).
+pub fn shard_ranges(batch: usize, k: usize) -> Vec<Range<usize>> {
+    let k = k.clamp(1, batch.max(1));
+    let (base, extra) = (batch / k, batch % k);
+    let mut start = 0;
+    (0..k)
+        .map(|j| {
+            let len = base + usize::from(j < extra);
+            let r = start..start + len;
+            start += len;
+            r
+        })
+        .collect()
+}
+
+/// The one-thread rayon pools the shards run on, created on first use and kept for the process:
+/// a persistent thread keeps its per-thread state warm between steps (libtorch's oneDNN primitive
+/// caches are per thread; a fresh thread per step made the `tch` split slower than no split).
+fn worker_pools(k: usize) -> Vec<Arc<rayon::ThreadPool>> {
+    static POOLS: Mutex<Vec<Arc<rayon::ThreadPool>>> = Mutex::new(Vec::new());
+    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    while pools.len() < k {
+        let j = pools.len();
+        match rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .thread_name(move |_| format!("tweedie-shard-{j}"))
+            .build()
+        {
+            Ok(pool) => pools.push(Arc::new(pool)),
+            // No thread to be had: the shards that have a pool share them.
+            Err(_) => break,
+        }
+    }
+    pools.iter().take(k).cloned().collect()
+}
+
+/// Rows `r` of a batch (dimension 0): the tensor itself when `r` covers it all, so the one-shard
+/// path runs exactly the operations of an unsharded one.
+pub fn rows<const D: usize>(x: &Tensor<D>, r: &Range<usize>) -> Tensor<D> {
+    if r.start == 0 && r.end == x.dims()[0] {
+        x.clone()
+    } else {
+        x.clone().slice([r.clone()])
+    }
+}
+
+/// Runs `f(j, range_j)` for every shard, concurrently when there is more than one, each on its
+/// own one-thread pool with the backend confined to that thread; results in shard order. A panic
+/// in a shard is re-raised here.
+pub fn run_shards<R, F>(backend: BackendKind, ranges: Vec<Range<usize>>, f: F) -> Vec<R>
+where
+    R: Send,
+    F: Fn(usize, Range<usize>) -> R + Sync,
+{
+    let pools = worker_pools(ranges.len());
+    if ranges.len() <= 1 || pools.is_empty() {
+        return ranges
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| f(j, r))
+            .collect();
+    }
+    let f = &f;
+    std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let pool = pools[j % pools.len()].clone();
+                s.spawn(move || {
+                    pool.install(move || {
+                        backend.confine_to_current_thread();
+                        f(j, r)
+                    })
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
+/// The full-batch loss value and its gradients with respect to `model`'s parameters, computed in
+/// `k` shards run concurrently, one core each. `loss(model, j, range)` must return the mean of
+/// per-sample terms over the samples in `range` (shard `j`). With `k = 1` or a GPU backend it is
+/// the plain single pass: the same operations as `loss(model, 0, 0..batch).backward()`.
+pub fn loss_and_grads<M, F>(
+    backend: BackendKind,
+    k: usize,
+    model: &M,
+    batch: usize,
+    loss: F,
+) -> (f64, GradientsParams)
+where
+    M: Module + Sync,
+    F: Fn(&M, usize, Range<usize>) -> Tensor<1> + Sync,
+{
+    let ranges = shard_ranges(batch, if backend.is_cpu() { k } else { 1 });
+    if ranges.len() == 1 {
+        let l = loss(model, 0, 0..batch);
+        let value = l.clone().into_scalar::<f32>() as f64;
+        return (value, GradientsParams::from_grads(l.backward(), model));
+    }
+    let device = model
+        .devices()
+        .into_iter()
+        .next()
+        .expect("a model with parameters");
+    let parts = run_shards(backend, ranges, |j, r| {
+        let fork = model.clone().fork(&device);
+        let weight = r.len() as f64 / batch as f64;
+        let l = loss(&fork, j, r).mul_scalar(weight);
+        let value = l.clone().into_scalar::<f32>() as f64;
+        (value, GradientsParams::from_grads(l.backward(), &fork))
+    });
+    let mut total = 0.0;
+    let mut acc = GradientsAccumulator::<M>::new();
+    for (value, grads) in parts {
+        total += value;
+        acc.accumulate(model, grads);
+    }
+    (total, acc.grads())
+}
+
+/// A [`Denoiser`] evaluated in `k` shards of the batch, concurrently, one core each (CPU
+/// backends); the outputs are concatenated in order. Same values as the inner denoiser up to the
+/// kernels' summation order (each sample's ε̂ depends on that sample only).
+pub struct Sharded<'a, D: ?Sized> {
+    pub inner: &'a D,
+    pub backend: BackendKind,
+    pub shards: usize,
+}
+
+impl<D: Denoiser + Sync + ?Sized> Denoiser for Sharded<'_, D> {
+    fn eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
+        let batch = x_t.dims()[0];
+        let k = if self.backend.is_cpu() {
+            self.shards
+        } else {
+            1
+        };
+        let ranges = shard_ranges(batch, k);
+        if ranges.len() == 1 {
+            return self.inner.eps(x_t, t);
+        }
+        let parts = run_shards(self.backend, ranges, |_, r| {
+            self.inner.eps(rows(&x_t, &r), &t[r])
+        });
+        Tensor::cat(parts, 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::l_simple;
+    use crate::rng::Rng;
+    use crate::schedule::{BetaSchedule, NoiseSchedule};
+    use crate::unet::{UNet, UNetConfig};
+    use burn::module::{ModuleVisitor, Param};
+
+    /// Every parameter's gradient in `a` and `b`, side by side.
+    struct Pairs<'a>(
+        &'a GradientsParams,
+        &'a GradientsParams,
+        Vec<(Vec<f32>, Vec<f32>)>,
+    );
+    impl ModuleVisitor for Pairs<'_> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            let get = |g: &GradientsParams| {
+                crate::host_values(g.get::<D>(p.id).expect("a gradient for every parameter"))
+            };
+            self.2.push((get(self.0), get(self.1)));
+        }
+    }
+
+    fn net(device: &Device) -> UNet {
+        UNetConfig::new(1, 8, 32, vec![1, 2], 1, vec![4], 0.0).init_seeded(device, 3)
+    }
+
+    #[test]
+    fn shards_sum_to_the_gradient_of_the_whole_batch() {
+        let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+        for backend in [BackendKind::Flex, BackendKind::Ndarray] {
+            let device = backend.device().unwrap().autodiff();
+            let model = net(&device);
+            let mut rng = Rng::new(9);
+            // Batch 5 in 2 shards (3 + 2) and 3 shards (2 + 2 + 1): unequal shards need the
+            // |shard| / B weights, not 1/k.
+            let x0 = rng.normal_tensor([5, 1, 8, 8], &device);
+            let eps = rng.normal_tensor([5, 1, 8, 8], &device);
+            let t = [3, 999, 500, 42, 700];
+            let run = |k| {
+                loss_and_grads(backend, k, &model, 5, |m, _, r| {
+                    l_simple(m, &schedule, rows(&x0, &r), &t[r.clone()], rows(&eps, &r))
+                })
+            };
+            let (v1, g1) = run(1);
+            for k in [2, 3] {
+                let (vk, gk) = run(k);
+                assert!(
+                    (v1 - vk).abs() <= 1e-5 * v1.abs(),
+                    "{backend}: loss {v1} vs {vk}"
+                );
+                let mut pairs = Pairs(&g1, &gk, Vec::new());
+                model.visit(&mut pairs);
+                let n: usize = pairs.2.iter().map(|(a, _)| a.len()).sum();
+                assert_eq!(
+                    n,
+                    model.num_params(),
+                    "{backend}: every parameter has a gradient"
+                );
+                // Relative to each tensor's largest gradient, with a floor for the tensors whose
+                // gradients are all near zero (the zero-initialised output convolutions).
+                let max_abs = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let global = pairs.2.iter().fold(0f32, |m, (a, _)| m.max(max_abs(a)));
+                for (a, b) in &pairs.2 {
+                    let tol = 1e-4 * max_abs(a) + 1e-7 * global;
+                    let err = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+                    assert!(err <= tol, "{backend}, {k} shards: {err} > {tol}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_sharded_denoiser_gives_the_same_eps() {
+        let device = Device::flex();
+        let model = net(&device);
+        let x = Rng::new(4).normal_tensor([5, 1, 8, 8], &device);
+        let t = [1, 2, 3, 4, 5];
+        let whole = crate::host_values(model.eps(x.clone(), &t));
+        for shards in [2, 3, 7] {
+            let sharded = Sharded {
+                inner: &model,
+                backend: BackendKind::Flex,
+                shards,
+            };
+            let parts = crate::host_values(sharded.eps(x.clone(), &t));
+            assert_eq!(parts.len(), whole.len());
+            let err = whole
+                .iter()
+                .zip(&parts)
+                .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+            assert!(err < 1e-5, "{shards} shards: {err}");
+        }
+    }
+
+    #[test]
+    fn shards_cover_the_batch_in_order_without_empty_parts() {
+        assert_eq!(shard_ranges(32, 2), vec![0..16, 16..32]);
+        assert_eq!(shard_ranges(7, 3), vec![0..3, 3..5, 5..7]);
+        assert_eq!(shard_ranges(2, 4), vec![0..1, 1..2]);
+        assert_eq!(shard_ranges(5, 0), vec![0..5]);
+        assert_eq!(shard_ranges(5, 1), vec![0..5]);
+    }
+}
