@@ -3,6 +3,7 @@
 # same machine, back to back, alternating, several passes; prints every JSON line, then a
 # summary table of medians and ratios. Needs a Python with torch (PYTHON=..., default python3).
 #   scripts/bench-vs-torch.sh [passes] [configs...]        e.g. scripts/bench-vs-torch.sh 3 tiny mnist
+# SHARDS=2 passes --shards 2 to bench (one shard per core).
 # BACKEND=tch times Tweedie on libtorch's kernels: it builds with the `tch` feature against that
 # Python's torch (tch 0.22 wants torch 2.9.0) in its own target directory.
 set -euo pipefail
@@ -12,6 +13,7 @@ REF="${REF:-../shared/ref/ddpm_ref.py}"
 passes="${1:-3}"; shift || true
 configs=("${@:-tiny}")
 BACKEND="${BACKEND:-flex}"
+SHARDS="${SHARDS:-1}"   # Tweedie's --shards (data parallelism across cores; PyTorch has none)
 cache="${TWEEDIE_CACHE:-$HOME/.cache/tweedie}"
 if [ "$BACKEND" = tch ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target-tch}"
@@ -33,7 +35,7 @@ for cfg in "${configs[@]}"; do
       "$PYTHON" "$REF" --config "$cfg" --device cpu --mode "$mode" --batch "$batch" \
         --steps "$steps" --warmup 2 | tail -1 | tee -a "$log"
       "$bench" --config "$cfg" --mode "$mode" --backend "$BACKEND" --batch "$batch" \
-        --steps "$steps" --warmup 2 | tee -a "$log"
+        --steps "$steps" --warmup 2 --shards "$SHARDS" | tee -a "$log"
     done
   done
 done

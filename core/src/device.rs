@@ -51,15 +51,31 @@ impl BackendKind {
         !matches!(self, BackendKind::Wgpu)
     }
 
-    /// Confines this backend's kernels, when called from the current thread, to that thread:
-    /// libtorch's intra-op parallelism (OpenMP, per thread) is set to one thread here. The rayon
-    /// backends (flex, ndarray) need nothing: they take their width from the rayon pool the
-    /// caller runs in (a one-thread pool in [`crate::parallel`]).
-    pub fn confine_to_current_thread(self) {
+    /// The threads this backend's kernels use from the calling thread: libtorch's intra-op
+    /// threads (`OMP_NUM_THREADS`, else the cores), or the size of the rayon pool the caller runs
+    /// in (`RAYON_NUM_THREADS`, else the cores).
+    pub fn cpu_threads(self) -> usize {
         #[cfg(feature = "tch")]
         if self == BackendKind::Tch {
-            tch::set_num_threads(1);
+            return tch::get_num_threads().max(1) as usize;
         }
+        rayon::current_num_threads()
+    }
+
+    /// Whether the backend's kernels get their threads from the rayon pool they are called from
+    /// (flex, ndarray), rather than from a thread pool of their own (libtorch's OpenMP).
+    pub fn uses_rayon(self) -> bool {
+        matches!(self, BackendKind::Flex | BackendKind::Ndarray)
+    }
+
+    /// Sets libtorch's intra-op threads for kernels called from the current thread (OpenMP's
+    /// setting is per thread); nothing for the other backends, whose width is the rayon pool's.
+    pub fn limit_threads_here(self, n: usize) {
+        #[cfg(feature = "tch")]
+        if self == BackendKind::Tch {
+            tch::set_num_threads(n.max(1) as i32);
+        }
+        let _ = n;
     }
 }
 

@@ -1,6 +1,6 @@
 //! Data parallelism across a CPU's cores inside one process. A batch of B images is split into
 //! `k` contiguous shards; each shard runs on its own OS thread with the backend confined to one
-//! core (a persistent one-thread pool per shard).
+//! core (more generally, an equal share of the cores).
 //!
 //! - Training ([`loss_and_grads`]): each shard's forward and backward pass runs against its own
 //!   fork of the model (fresh autodiff leaves, the same parameter ids, so burn keeps k independent
@@ -41,17 +41,24 @@ pub fn shard_ranges(batch: usize, k: usize) -> Vec<Range<usize>> {
         .collect()
 }
 
-/// The one-thread rayon pools the shards run on, created on first use and kept for the process:
-/// a persistent thread keeps its per-thread state warm between steps (libtorch's oneDNN primitive
-/// caches are per thread; a fresh thread per step made the `tch` split slower than no split).
-fn worker_pools(k: usize) -> Vec<Arc<rayon::ThreadPool>> {
-    static POOLS: Mutex<Vec<Arc<rayon::ThreadPool>>> = Mutex::new(Vec::new());
-    let mut pools = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+/// The rayon pools the shards run on, `threads` threads each, created on first use and kept for
+/// the process (rebuilt only when `threads` changes): a persistent thread keeps its per-thread
+/// state warm between steps (libtorch's oneDNN primitive caches are per thread; a fresh thread
+/// per step made the `tch` split slower than no split).
+fn worker_pools(k: usize, threads: usize) -> Vec<Arc<rayon::ThreadPool>> {
+    type Pools = (usize, Vec<Arc<rayon::ThreadPool>>);
+    static POOLS: Mutex<Pools> = Mutex::new((0, Vec::new()));
+    let mut guard = POOLS.lock().unwrap_or_else(|e| e.into_inner());
+    let (width, pools) = &mut *guard;
+    if *width != threads {
+        pools.clear();
+        *width = threads;
+    }
     while pools.len() < k {
         let j = pools.len();
         match rayon::ThreadPoolBuilder::new()
-            .num_threads(1)
-            .thread_name(move |_| format!("tweedie-shard-{j}"))
+            .num_threads(threads)
+            .thread_name(move |i| format!("tweedie-shard-{j}-{i}"))
             .build()
         {
             Ok(pool) => pools.push(Arc::new(pool)),
@@ -72,16 +79,23 @@ pub fn rows<const D: usize>(x: &Tensor<D>, r: &Range<usize>) -> Tensor<D> {
     }
 }
 
-/// Runs `f(j, range_j)` for every shard, concurrently when there is more than one, each on its
-/// own one-thread pool with the backend confined to that thread; results in shard order. A panic
-/// in a shard is re-raised here.
+/// Runs `f(j, range_j)` for every shard, concurrently when there is more than one, each with
+/// an equal part of the backend's threads (one core each when there are as many shards as
+/// cores); results in shard order. A panic in a shard is re-raised here.
 pub fn run_shards<R, F>(backend: BackendKind, ranges: Vec<Range<usize>>, f: F) -> Vec<R>
 where
     R: Send,
     F: Fn(usize, Range<usize>) -> R + Sync,
 {
-    let pools = worker_pools(ranges.len());
-    if ranges.len() <= 1 || pools.is_empty() {
+    let k = ranges.len();
+    let share = (backend.cpu_threads() / k.max(1)).max(1);
+    // rayon backends take their width from the pool; libtorch from its own per-thread setting.
+    let pools = if k > 1 {
+        worker_pools(k, if backend.uses_rayon() { share } else { 1 })
+    } else {
+        Vec::new()
+    };
+    if pools.is_empty() {
         return ranges
             .into_iter()
             .enumerate()
@@ -97,7 +111,7 @@ where
                 let pool = pools[j % pools.len()].clone();
                 s.spawn(move || {
                     pool.install(move || {
-                        backend.confine_to_current_thread();
+                        backend.limit_threads_here(share);
                         f(j, r)
                     })
                 })

@@ -198,7 +198,7 @@ fn run(a: Args) -> Result<()> {
         "dtype": "fp32",
         "steps": a.steps,
         "warmup": a.warmup,
-        "threads": cpu_threads(a.backend),
+        "threads": a.backend.cpu_threads(),
         "shards": tweedie_core::parallel::shard_ranges(a.batch, if a.backend.is_cpu() { a.shards } else { 1 }).len(),
         "peak_rss_mib": peak_rss_mib(),
     });
@@ -213,18 +213,4 @@ fn run(a: Args) -> Result<()> {
     }
     println!("{json}");
     Ok(())
-}
-
-/// Threads of the CPU backend's pool: `RAYON_NUM_THREADS` (flex, ndarray) or `OMP_NUM_THREADS`
-/// (libtorch) when set, else the cores available.
-fn cpu_threads(backend: BackendKind) -> usize {
-    let var = match backend {
-        BackendKind::Tch => "OMP_NUM_THREADS",
-        _ => "RAYON_NUM_THREADS",
-    };
-    std::env::var(var)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|&n: &usize| n > 0)
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
