@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 cargo build --release --bin train --bin sample
 BIN="${CARGO_TARGET_DIR:-target}/release"
 "$BIN/train" --config experiments/mnist-tiny.toml "$@"
-"$BIN/sample" --checkpoint checkpoints/mnist-tiny --sampler ddpm --steps 100 --n 64 --out samples/mnist-tiny
+"$BIN/sample" --checkpoint checkpoints/mnist-tiny --sampler ddpm --steps 100 --n 64 --shards 2 --out samples/mnist-tiny
