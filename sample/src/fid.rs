@@ -4,6 +4,7 @@
 
 use burn::prelude::*;
 use tweedie_core::classifier::Classifier;
+use tweedie_datasets::ImageSet;
 
 /// Eigen-decomposition of a symmetric n × n matrix (cyclic Jacobi): (eigenvalues, eigenvectors
 /// as columns of a row-major matrix).
@@ -148,6 +149,50 @@ pub fn features(
         );
     }
     out
+}
+
+/// A reference set's feature moments, computed once and compared with any number of sample
+/// sets (a sweep over samplers scores each against the same 10,000 test images).
+pub struct FidReference<'a> {
+    classifier: &'a Classifier,
+    mu: Vec<f64>,
+    cov: Vec<f64>,
+    /// Reference images.
+    pub n: usize,
+}
+
+impl<'a> FidReference<'a> {
+    /// The moments of `set`'s features (images CHW, as datasets store them).
+    pub fn new(classifier: &'a Classifier, set: &ImageSet, d: usize, device: &Device) -> Self {
+        let [_, h, w] = set.shape;
+        let fr = features(
+            classifier,
+            |i, ch, y, x| set.image(i)[(ch * h + y) * w + x],
+            set.len(),
+            set.shape,
+            device,
+        );
+        let (mu, cov) = moments(&fr, d);
+        Self {
+            classifier,
+            mu,
+            cov,
+            n: set.len(),
+        }
+    }
+
+    /// Classifier-FID of `n` uint8 images laid out N×H×W×C (what `sample` writes to `.npy`).
+    pub fn fid(&self, data: &[u8], [n, h, w, c]: [usize; 4], device: &Device) -> f64 {
+        let fs = features(
+            self.classifier,
+            |i, ch, y, x| data[((i * h + y) * w + x) * c + ch],
+            n,
+            [c, h, w],
+            device,
+        );
+        let (mu, cov) = moments(&fs, self.mu.len());
+        frechet(&mu, &cov, &self.mu, &self.cov)
+    }
 }
 
 #[cfg(test)]

@@ -117,6 +117,91 @@ pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
     encode(buf, w, h)
 }
 
+/// Classifier-FID against network evaluations per image (log x axis), one line per sampler:
+/// `points` are (sampler, NFE, FID) in any order.
+pub fn fid_vs_nfe_png(points: &[(String, usize, f64)], title: &str) -> Result<Vec<u8>> {
+    register_font();
+    let (w, h) = (800u32, 520u32);
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        let lx = |n: usize| (n.max(1) as f64).log10();
+        let xmin = points.iter().map(|p| lx(p.1)).fold(f64::INFINITY, f64::min);
+        let xmax = points
+            .iter()
+            .map(|p| lx(p.1))
+            .fold(f64::NEG_INFINITY, f64::max);
+        let (xmin, xmax) = if xmin.is_finite() {
+            (xmin - 0.1, xmax.max(xmin + 0.5) + 0.1)
+        } else {
+            (0.0, 3.0)
+        };
+        let lo = points.iter().map(|p| p.2).fold(f64::INFINITY, f64::min);
+        let hi = points.iter().map(|p| p.2).fold(f64::NEG_INFINITY, f64::max);
+        let (lo, hi) = if lo.is_finite() {
+            let pad = ((hi - lo) * 0.1).max(1.0);
+            ((lo - pad).max(0.0), hi + pad)
+        } else {
+            (0.0, 1.0)
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(xmin..xmax, lo..hi)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("network evaluations per image (NFE)")
+            .y_desc("classifier-FID (lower is better)")
+            .x_label_formatter(&|x| {
+                // Two significant figures: 16, 25, 40, 63, 100, 160…
+                let v = 10f64.powf(*x);
+                let unit = 10f64.powf(v.log10().floor() - 1.0).max(1.0);
+                format!("{:.0}", (v / unit).round() * unit)
+            })
+            .y_label_formatter(&|y| format!("{y:.0}"))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        let mut samplers: Vec<&str> = Vec::new();
+        for p in points {
+            if !samplers.contains(&p.0.as_str()) {
+                samplers.push(&p.0);
+            }
+        }
+        for (i, name) in samplers.iter().enumerate() {
+            let c = COLORS[i % COLORS.len()];
+            let mut pts: Vec<(f64, f64)> = points
+                .iter()
+                .filter(|p| p.0 == *name)
+                .map(|p| (lx(p.1), p.2))
+                .collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
+                .map_err(|e| anyhow!("{e}"))?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(BLACK)
+            .background_style(WHITE.mix(0.8))
+            .label_font(("sans-serif", 13))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
+    encode(buf, w, h)
+}
+
 /// For d = 2: one panel per (method, samples `[n, 2]`) over the exact posterior density.
 pub fn scatter_png(post: &GmmPosterior, sets: &[(String, Vec<f64>)]) -> Result<Vec<u8>> {
     register_font();

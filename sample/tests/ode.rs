@@ -9,7 +9,9 @@ use tweedie_core::elbo::ModelVariance;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule, Spacing, inference_timesteps};
 
-use tweedie_sample::sampler::{Ddim, Ddpm, DpmSolverPp2m, Heun, NoiseSource, Sampler, run};
+use tweedie_sample::sampler::{
+    Ddim, Ddpm, DpmSolverPp2m, Heun, NoiseSource, Sampler, SamplerKind, draw_images, run,
+};
 
 const MU: f64 = 0.3;
 const STD: f64 = 0.2;
@@ -205,4 +207,74 @@ fn ode_and_ancestral_samplers_reproduce_a_gaussian_mixture() {
             );
         }
     }
+}
+
+#[test]
+fn nfe_budgets_are_kept_and_counted_as_the_samplers_count_them() {
+    let (s, den) = setup();
+    let dev = Device::flex();
+    for kind in [
+        SamplerKind::Ddpm,
+        SamplerKind::Ddim,
+        SamplerKind::Heun,
+        SamplerKind::Dpmpp2m,
+    ] {
+        for budget in [1, 2, 3, 4, 9, 10, 19, 20] {
+            let steps = kind.steps_for_nfe(budget);
+            let ts = s.timesteps(steps, kind.default_spacing()).unwrap();
+            let mut sampler = kind.build(0.0, ModelVariance::Small, true);
+            let mut rng = Rng::new(3);
+            // 5 images in batches of 2: three batches, each counted.
+            let (img, calls) = draw_images(
+                &den,
+                sampler.as_mut(),
+                &s,
+                &ts,
+                5,
+                2,
+                [1, 2, 2],
+                &mut rng,
+                &dev,
+                || {},
+            );
+            assert_eq!(img.len(), 5 * 4);
+            let per_image = calls / 3;
+            assert_eq!(calls % 3, 0);
+            assert_eq!(per_image, kind.nfe(ts.len()), "{kind:?} budget {budget}");
+            assert!(per_image <= budget, "{kind:?} budget {budget}: {per_image}");
+            // The most steps that fit: one more step would overrun the budget.
+            assert!(kind.nfe(steps + 1) > budget, "{kind:?} budget {budget}");
+        }
+    }
+    assert_eq!(SamplerKind::Heun.steps_for_nfe(10), 5);
+    assert_eq!(SamplerKind::Heun.nfe(5), 9);
+}
+
+#[test]
+fn draw_images_repeats_with_a_seed_and_quantises_the_gaussian_marginal() {
+    let (s, den) = setup();
+    let dev = Device::flex();
+    let ts = s.timesteps(20, Spacing::Trailing).unwrap();
+    let draw = |seed| {
+        let mut sampler = SamplerKind::Ddpm.build(0.0, ModelVariance::Small, true);
+        draw_images(
+            &den,
+            sampler.as_mut(),
+            &s,
+            &ts,
+            300,
+            128,
+            [1, 4, 4],
+            &mut Rng::new(seed),
+            &dev,
+            || {},
+        )
+        .0
+    };
+    let (a, b, c) = (draw(5), draw(5), draw(6));
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_ne!(a, c);
+    // Bytes map [−1, 1] to [0, 255]: the data N(0.3, 0.2²) has mean byte 127.5 (1 + 0.3) ≈ 166.
+    let mean = a.iter().map(|&v| v as f64).sum::<f64>() / a.len() as f64;
+    assert!((mean - 165.75).abs() < 3.0, "mean byte {mean}");
 }

@@ -55,6 +55,35 @@ impl SamplerKind {
         }
     }
 
+    /// The name `--sampler` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ddpm => "ddpm",
+            Self::Ddim => "ddim",
+            Self::Heun => "heun",
+            Self::Dpmpp2m => "dpmpp2m",
+        }
+    }
+
+    /// Network evaluations per image of a run of `steps` steps: one per step, and for Heun's
+    /// method two per step but the last (its final step is an Euler step to t = 0; Karras et al.
+    /// 2022, Algorithm 1).
+    pub fn nfe(self, steps: usize) -> usize {
+        match self {
+            Self::Heun => (2 * steps).saturating_sub(1),
+            _ => steps,
+        }
+    }
+
+    /// The most steps whose [`nfe`](Self::nfe) stays within a budget of `nfe` evaluations (at
+    /// least one step).
+    pub fn steps_for_nfe(self, nfe: usize) -> usize {
+        match self {
+            Self::Heun => nfe.div_ceil(2).max(1),
+            _ => nfe.max(1),
+        }
+    }
+
     /// The timestep spacing each does best with: uniform in log-SNR for the ODE solvers (few
     /// steps), trailing for DDPM and DDIM.
     pub fn default_spacing(self) -> Spacing {
@@ -203,4 +232,37 @@ pub fn run(
         x = out.x_prev;
     }
     (x, nfe)
+}
+
+/// `n` unconditional samples in batches of at most `batch_size`: each batch's x_T ~ N(0, I) is
+/// drawn from `rng` (which then feeds the sampler's noise), run through [`run`], clamped to
+/// [−1, 1] and quantised. Returns the images as uint8 N×H×W×C (the `.npy` layout) and the network
+/// calls made over all batches; `on_step` follows every step of every batch.
+#[allow(clippy::too_many_arguments)]
+pub fn draw_images(
+    model: &dyn Denoiser,
+    sampler: &mut dyn Sampler,
+    schedule: &NoiseSchedule,
+    timesteps: &[usize],
+    n: usize,
+    batch_size: usize,
+    [c, h, w]: [usize; 3],
+    rng: &mut Rng,
+    device: &Device,
+    mut on_step: impl FnMut(),
+) -> (Vec<u8>, usize) {
+    let mut all = Vec::with_capacity(n * c * h * w);
+    let mut nfe = 0;
+    let mut left = n;
+    while left > 0 {
+        let b = left.min(batch_size.max(1));
+        let x_t = rng.normal([b, c, h, w], device);
+        let (x0, k) = run(model, sampler, schedule, timesteps, x_t, rng, |_, _| {
+            on_step()
+        });
+        nfe += k;
+        all.extend(crate::output::to_u8_nhwc(x0.clamp(-1.0, 1.0)).0);
+        left -= b;
+    }
+    (all, nfe)
 }

@@ -500,8 +500,39 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
 }
 
 /// `sample fid`: classifier-FID of a sample set against a dataset split.
+/// The classifier and the reference images `r` names, with a label such as "mnist test".
+pub fn load_reference(
+    r: &crate::ReferenceArgs,
+    device: &burn::prelude::Device,
+) -> Result<(
+    tweedie_core::classifier::Classifier,
+    tweedie_core::classifier::ClassifierMeta,
+    tweedie_datasets::ImageSet,
+    String,
+)> {
+    let (classifier, meta) = tweedie_core::classifier::load(&r.classifier, device)?;
+    let kind: DatasetKind = r
+        .dataset
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--dataset: {e}"))?;
+    let split: Split = r
+        .split
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--split: {e}"))?;
+    let dir = tweedie_datasets::resolve_dir(kind, r.data_dir.as_deref())?;
+    let mut set = tweedie_datasets::load(kind, split, &dir)?;
+    if r.n_reference > 0 {
+        set.truncate(r.n_reference);
+    }
+    Ok((
+        classifier,
+        meta,
+        set,
+        format!("{} {}", kind.name(), r.split),
+    ))
+}
+
 pub fn run_fid(f: &crate::FidArgs, backend: tweedie_core::device::BackendKind) -> Result<()> {
-    use tweedie_sample::fid::{features, frechet, moments};
     let bytes = std::fs::read(&f.samples)
         .with_context(|| format!("{}: cannot read", f.samples.display()))?;
     let (data, shape) = tweedie_sample::output::parse_npy_u8(&bytes)
@@ -514,7 +545,7 @@ pub fn run_fid(f: &crate::FidArgs, backend: tweedie_core::device::BackendKind) -
         );
     }
     let device = backend.device()?;
-    let (classifier, meta) = tweedie_core::classifier::load(&f.classifier, &device)?;
+    let (classifier, meta, set, label) = load_reference(&f.reference, &device)?;
     let cfg = meta.config;
     if [shape[1], shape[2], shape[3]] != [cfg.resolution, cfg.resolution, cfg.in_channels] {
         bail!(
@@ -528,46 +559,15 @@ pub fn run_fid(f: &crate::FidArgs, backend: tweedie_core::device::BackendKind) -
             cfg.in_channels
         );
     }
-    let kind: DatasetKind = f
-        .dataset
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--dataset: {e}"))?;
-    let split: Split = f
-        .split
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("--split: {e}"))?;
-    let dir = tweedie_datasets::resolve_dir(kind, f.data_dir.as_deref())?;
-    let mut set = tweedie_datasets::load(kind, split, &dir)?;
-    if f.n_reference > 0 {
-        set.truncate(f.n_reference);
-    }
-    let d = cfg.features;
-    // Samples are NHWC (the .npy layout), the dataset CHW per image.
-    let [_, sh, sw, sc] = shape;
-    let fs = features(
-        &classifier,
-        |i, ch, y, x| data[((i * sh + y) * sw + x) * sc + ch],
-        shape[0],
-        [sc, sh, sw],
-        &device,
-    );
-    let [_, h, w] = set.shape;
-    let fr = features(
-        &classifier,
-        |i, ch, y, x| set.image(i)[(ch * h + y) * w + x],
-        set.len(),
-        set.shape,
-        &device,
-    );
-    let (m1, s1) = moments(&fs, d);
-    let (m2, s2) = moments(&fr, d);
-    let fid = frechet(&m1, &s1, &m2, &s2);
+    let reference =
+        tweedie_sample::fid::FidReference::new(&classifier, &set, cfg.features, &device);
+    let fid = reference.fid(&data, shape, &device);
     println!(
         "{}",
         serde_json::json!({
             "samples": f.samples.display().to_string(),
             "n_samples": shape[0],
-            "reference": format!("{} {}", kind.name(), f.split),
+            "reference": label,
             "n_reference": set.len(),
             "classifier_fid": fid,
         })

@@ -13,10 +13,11 @@ use tweedie_core::elbo::ModelVariance;
 use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
-use tweedie_sample::output::{grid_png, npy_bytes, to_u8_nhwc, write_file};
-use tweedie_sample::sampler::{NoiseSource, SamplerKind, run};
+use tweedie_sample::output::{grid_png, npy_bytes, write_file};
+use tweedie_sample::sampler::{SamplerKind, draw_images};
 
 mod experiment;
+mod nfe;
 
 /// Draw samples from a trained diffusion model, or run an experiment file.
 ///
@@ -98,6 +99,12 @@ enum Command {
     /// Classifier-FID of a sample set against a dataset split: the Fréchet distance between
     /// Gaussians fitted to the MNIST classifier's penultimate features (lower is better).
     Fid(FidArgs),
+    /// Quality against network evaluations: for each sampler and NFE budget, draws --n images
+    /// from the same seed and scores their classifier-FID against one set of reference moments.
+    /// Writes <out>/<sampler>-<steps>/ (grid.png, samples.npy, run.json), <out>/nfe.json, the
+    /// curve <out>/nfe.png and a Markdown table on stdout. A run directory whose run.json matches
+    /// the request is reused, so an interrupted sweep resumes where it stopped.
+    Nfe(NfeArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -105,6 +112,13 @@ struct FidArgs {
     /// Samples: a .npy of uint8 images N×H×W×C (what `sample` writes).
     #[arg(long)]
     samples: PathBuf,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
+/// The classifier and the reference images classifier-FID compares with.
+#[derive(clap::Args, Debug)]
+struct ReferenceArgs {
     /// The classifier's run directory.
     #[arg(long, default_value = "checkpoints/mnist-classifier")]
     classifier: PathBuf,
@@ -121,6 +135,53 @@ struct FidArgs {
     data_dir: Option<PathBuf>,
 }
 
+#[derive(clap::Args, Debug)]
+struct NfeArgs {
+    /// Checkpoint: a run directory (its newest step) or a step directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// Samplers to compare, comma-separated (each with its default spacing: trailing for ddpm
+    /// and ddim, logsnr for heun and dpmpp2m; DDPM's β̃ variance, DDIM's η = 0, x̂_0 clipped).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "ddpm,ddim,dpmpp2m,heun"
+    )]
+    samplers: Vec<SamplerKind>,
+    /// Budgets of network evaluations per image, comma-separated; each sampler takes the most
+    /// steps within each (Heun: ⌈NFE/2⌉ steps, 2·steps − 1 calls; log-SNR spacing may merge a
+    /// few steps, and the table reports the NFE actually made).
+    #[arg(long, value_delimiter = ',', default_value = "10,20,50,100,1000")]
+    nfe: Vec<usize>,
+    /// Images per sample set (the same initial noise for every sampler).
+    #[arg(long, default_value_t = 128)]
+    n: usize,
+    /// Images per network call.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Split each network call's batch into N concurrent shards (CPU backends; same images).
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    shards: usize,
+    /// Seed of the initial noise and of every sampler draw.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Use the raw trained weights instead of their EMA.
+    #[arg(long)]
+    raw_weights: bool,
+    /// Output directory.
+    #[arg(long, default_value = "nfe")]
+    out: PathBuf,
+    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+    #[command(flatten)]
+    reference: ReferenceArgs,
+}
+
 fn main() -> ExitCode {
     match run_cli(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -132,8 +193,10 @@ fn main() -> ExitCode {
 }
 
 fn run_cli(a: Args) -> Result<()> {
-    if let Some(Command::Fid(f)) = &a.command {
-        return experiment::run_fid(f, a.backend);
+    match &a.command {
+        Some(Command::Fid(f)) => return experiment::run_fid(f, a.backend),
+        Some(Command::Nfe(n)) => return nfe::run_nfe(n),
+        None => {}
     }
     if let Some(config) = a.config.clone() {
         return experiment::run_file(&config, &a);
@@ -175,31 +238,23 @@ fn run_cli(a: Args) -> Result<()> {
         .expect("template"),
     );
     let clock = Instant::now();
-    let mut all = Vec::new();
-    let mut nfe = 0;
-    let mut left = a.n;
-    while left > 0 {
-        let b = left.min(a.batch_size);
-        let x_t = rng.normal([b, c, r, r], &device);
-        let den = Sharded {
-            inner: &model,
-            backend: a.backend,
-            shards: a.shards,
-        };
-        let (x0, k) = run(
-            &den,
-            sampler.as_mut(),
-            &schedule,
-            &timesteps,
-            x_t,
-            &mut rng,
-            |_, _| bar.inc(1),
-        );
-        nfe += k;
-        let (bytes, _) = to_u8_nhwc(x0.clamp(-1.0, 1.0));
-        all.extend(bytes);
-        left -= b;
-    }
+    let den = Sharded {
+        inner: &model,
+        backend: a.backend,
+        shards: a.shards,
+    };
+    let (all, nfe) = draw_images(
+        &den,
+        sampler.as_mut(),
+        &schedule,
+        &timesteps,
+        a.n,
+        a.batch_size,
+        [c, r, r],
+        &mut rng,
+        &device,
+        || bar.inc(1),
+    );
     bar.finish_and_clear();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let shape = [a.n, r, r, c];

@@ -1,0 +1,225 @@
+//! `sample nfe`: quality against network evaluations, one sample set per (sampler, budget),
+//! each scored by classifier-FID against the same reference moments.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
+use tweedie_core::checkpoint;
+use tweedie_core::elbo::ModelVariance;
+use tweedie_core::parallel::Sharded;
+use tweedie_core::rng::Rng;
+use tweedie_sample::fid::FidReference;
+use tweedie_sample::output::{grid_png, npy_bytes, write_file};
+use tweedie_sample::plot::fid_vs_nfe_png;
+use tweedie_sample::sampler::{SamplerKind, draw_images};
+
+use crate::{NfeArgs, experiment::load_reference};
+
+/// What a run was asked for: a run directory whose `run.json` has the same key is reused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RunKey {
+    checkpoint: String,
+    step: usize,
+    weights: String,
+    sampler: SamplerKind,
+    steps: usize,
+    n: usize,
+    batch_size: usize,
+    seed: u64,
+    reference: String,
+    n_reference: usize,
+}
+
+/// One row of the sweep (`run.json`, and `nfe.json` lists them all).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunRecord {
+    #[serde(flatten)]
+    key: RunKey,
+    /// Network evaluations per image.
+    nfe: usize,
+    classifier_fid: f64,
+    /// Wall-clock seconds of the sampling alone (not the scoring).
+    seconds: f64,
+}
+
+/// A line on stderr, above the progress bar when one is drawn (a hidden bar drops its lines).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
+}
+
+fn read_record(path: &Path) -> Option<RunRecord> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+pub fn run_nfe(a: &NfeArgs) -> Result<()> {
+    if a.n < 2 || a.batch_size == 0 || a.shards == 0 {
+        bail!("--n must be at least 2, --batch-size and --shards positive");
+    }
+    if a.samplers.is_empty() || a.nfe.is_empty() || a.nfe.contains(&0) {
+        bail!(
+            "--samplers and --nfe need at least one entry each, and every budget must be positive"
+        );
+    }
+    let dir = checkpoint::resolve(&a.checkpoint)?;
+    let meta = checkpoint::read_meta(&dir)?;
+    let schedule = meta.schedule.build()?;
+    let device = a.backend.device()?;
+    let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
+    let (classifier, cmeta, set, label) = load_reference(&a.reference, &device)?;
+    let cfg = &cmeta.config;
+    let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
+    if [r, r, c] != [cfg.resolution, cfg.resolution, cfg.in_channels] {
+        bail!(
+            "{}: the model makes {r}×{r}×{c} images, the classifier takes {}×{}×{}",
+            dir.display(),
+            cfg.resolution,
+            cfg.resolution,
+            cfg.in_channels
+        );
+    }
+    let reference = FidReference::new(&classifier, &set, cfg.features, &device);
+    let den = Sharded {
+        inner: &model,
+        backend: a.backend,
+        shards: a.shards,
+    };
+
+    // Every (sampler, budget) pair, with the steps that fit the budget; duplicates (Heun's odd
+    // budgets) are run once.
+    let mut plan: Vec<(SamplerKind, usize, Vec<usize>)> = Vec::new();
+    for &kind in &a.samplers {
+        for &budget in &a.nfe {
+            let steps = kind.steps_for_nfe(budget).min(schedule.len());
+            if plan.iter().any(|(k, s, _)| *k == kind && *s == steps) {
+                continue;
+            }
+            let ts = schedule.timesteps(steps, kind.default_spacing())?;
+            plan.push((kind, steps, ts));
+        }
+    }
+    let key_of = |kind: SamplerKind, steps: usize| RunKey {
+        checkpoint: dir.display().to_string(),
+        step: meta.step,
+        weights: weights.name().to_string(),
+        sampler: kind,
+        steps,
+        n: a.n,
+        batch_size: a.batch_size,
+        seed: a.seed,
+        reference: label.clone(),
+        n_reference: reference.n,
+    };
+    let run_dir =
+        |kind: SamplerKind, steps: usize| a.out.join(format!("{}-{steps}", kind.as_str()));
+    let todo: usize = plan
+        .iter()
+        .filter(|(k, s, _)| {
+            read_record(&run_dir(*k, *s).join("run.json")).map(|r| r.key) != Some(key_of(*k, *s))
+        })
+        .map(|(_, _, ts)| ts.len() * a.n.div_ceil(a.batch_size))
+        .sum();
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(todo as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} steps ETA {eta}")
+            .expect("template"),
+    );
+
+    let mut rows = Vec::new();
+    for (kind, steps, ts) in &plan {
+        let (kind, steps) = (*kind, *steps);
+        let out = run_dir(kind, steps);
+        let key = key_of(kind, steps);
+        let record_path = out.join("run.json");
+        if let Some(rec) = read_record(&record_path).filter(|r| r.key == key) {
+            say(&bar, format!("reusing {}", record_path.display()));
+            rows.push(rec);
+            continue;
+        }
+        bar.set_message(format!("{} {steps} steps", kind.as_str()));
+        // The DDPM variance and DDIM's η: the `sample` defaults (β̃_t, η = 0); x̂_0 clipped.
+        let mut sampler = kind.build(0.0, ModelVariance::Small, true);
+        let mut rng = Rng::new(a.seed);
+        let clock = Instant::now();
+        let (images, calls) = draw_images(
+            &den,
+            sampler.as_mut(),
+            &schedule,
+            ts,
+            a.n,
+            a.batch_size,
+            [c, r, r],
+            &mut rng,
+            &device,
+            || bar.inc(1),
+        );
+        let seconds = clock.elapsed().as_secs_f64();
+        let shape = [a.n, r, r, c];
+        let fid = reference.fid(&images, shape, &device);
+        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+        write_file(&out.join("samples.npy"), &npy_bytes(&images, &shape))?;
+        let cols = (a.n as f64).sqrt().ceil() as usize;
+        write_file(&out.join("grid.png"), &grid_png(&images, shape, cols)?)?;
+        let rec = RunRecord {
+            key,
+            nfe: calls / a.n.div_ceil(a.batch_size),
+            classifier_fid: fid,
+            seconds,
+        };
+        write_file(&record_path, &serde_json::to_vec_pretty(&rec)?)?;
+        say(
+            &bar,
+            format!(
+                "{} {steps} steps ({} NFE): classifier-FID {fid:.1}, {seconds:.1} s",
+                kind.as_str(),
+                rec.nfe
+            ),
+        );
+        rows.push(rec);
+    }
+    bar.finish_and_clear();
+
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    write_file(&a.out.join("nfe.json"), &serde_json::to_vec_pretty(&rows)?)?;
+    let points: Vec<(String, usize, f64)> = rows
+        .iter()
+        .map(|r| (r.key.sampler.as_str().to_string(), r.nfe, r.classifier_fid))
+        .collect();
+    let title = format!(
+        "{}: classifier-FID of {} samples against {label}",
+        dir.display(),
+        a.n
+    );
+    write_file(&a.out.join("nfe.png"), &fid_vs_nfe_png(&points, &title)?)?;
+    println!(
+        "| sampler | steps | NFE | classifier-FID | seconds ({} images) |",
+        a.n
+    );
+    println!("|---|---|---|---|---|");
+    for r in &rows {
+        println!(
+            "| {} | {} | {} | {:.1} | {:.1} |",
+            r.key.sampler.as_str(),
+            r.key.steps,
+            r.nfe,
+            r.classifier_fid,
+            r.seconds
+        );
+    }
+    eprintln!(
+        "wrote {} and {}",
+        a.out.join("nfe.json").display(),
+        a.out.join("nfe.png").display()
+    );
+    Ok(())
+}
