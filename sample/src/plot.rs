@@ -1,10 +1,13 @@
-//! The GMM benchmark's figures (plotters into a buffer, encoded with `image`): error against the
-//! number of particles per method, and for d = 2 each method's samples over the exact posterior
-//! density.
+//! Figures as PNG (plotters into a buffer, encoded with `image`; `render_png`, which the loss
+//! curve of `tweedie-train` uses too): the GMM benchmark's error against the number of particles
+//! per method and, for d = 2, each method's samples over the exact posterior density; FID against
+//! NFE.
 
 use std::sync::Once;
 
 use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use tweedie_core::gmm::GmmPosterior;
 
@@ -14,11 +17,11 @@ static FONT: Once = Once::new();
 
 fn register_font() {
     FONT.call_once(|| {
-        // DejaVu Sans (Bitstream Vera licence, train/assets/DejaVuSans-LICENSE.txt).
+        // DejaVu Sans (Bitstream Vera licence, assets/DejaVuSans-LICENSE.txt): no system fonts needed.
         let _ = plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("../../train/assets/DejaVuSans.ttf"),
+            include_bytes!("../assets/DejaVuSans.ttf"),
         );
     });
 }
@@ -31,22 +34,58 @@ const COLORS: [RGBColor; 5] = [
     RGBColor(148, 103, 189),
 ];
 
-fn encode(buf: Vec<u8>, w: u32, h: u32) -> Result<Vec<u8>> {
+/// Draws a `w`×`h` figure with `draw` on a white background (the bundled font registered) and
+/// encodes it as PNG: every figure of the project goes through here.
+pub fn render_png(
+    w: u32,
+    h: u32,
+    draw: impl FnOnce(&DrawingArea<BitMapBackend<'_>, Shift>) -> Result<()>,
+) -> Result<Vec<u8>> {
+    register_font();
+    let mut buf = vec![0u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+        draw(&root)?;
+        root.present().map_err(|e| anyhow!("{e}"))?;
+    }
     let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;
     let mut png = Vec::new();
     img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
     Ok(png)
 }
 
+/// The distinct names, in the order they first appear (one line and colour per name).
+fn first_seen<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for n in names {
+        if !seen.contains(&n) {
+            seen.push(n);
+        }
+    }
+    seen
+}
+
+type Chart<'a, 'b> =
+    ChartContext<'a, BitMapBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// One series: a line through `pts` with a dot on each point, in the legend as `label`.
+fn line_with_dots(chart: &mut Chart, pts: &[(f64, f64)], c: RGBColor, label: &str) -> Result<()> {
+    chart
+        .draw_series(LineSeries::new(pts.iter().copied(), c.stroke_width(2)))
+        .map_err(|e| anyhow!("{e}"))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
+    chart
+        .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
 /// Sliced-Wasserstein error against K (log–log), one line per method (a flat line for methods
 /// without particles) and the Monte Carlo floor.
 pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
-    register_font();
-    let (w, h) = (800u32, 520u32);
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    render_png(800, 520, |root| {
         let kmax = rows.iter().map(|r| r.particles).max().unwrap_or(1).max(2) as f64;
         let vals: Vec<f64> = rows
             .iter()
@@ -55,7 +94,7 @@ pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
             .collect();
         let lo = vals.iter().cloned().fold(f64::INFINITY, f64::min) * 0.8;
         let hi = vals.iter().cloned().fold(0.0, f64::max) * 1.25;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 20))
             .margin(12)
             .x_label_area_size(40)
@@ -71,14 +110,8 @@ pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        let mut methods: Vec<&str> = Vec::new();
-        for r in rows {
-            if !methods.contains(&r.method.as_str()) {
-                methods.push(&r.method);
-            }
-        }
+        let methods = first_seen(rows.iter().map(|r| r.method.as_str()));
         for (i, m) in methods.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
             let mut pts: Vec<(f64, f64)> = rows
                 .iter()
                 .filter(|r| r.method == *m)
@@ -87,14 +120,7 @@ pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
             if pts.len() == 1 {
                 pts.push((kmax.log2(), pts[0].1));
             }
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(*m)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
-                .map_err(|e| anyhow!("{e}"))?;
+            line_with_dots(&mut chart, &pts, COLORS[i % COLORS.len()], m)?;
         }
         let floor = rows.iter().map(|r| r.sw_floor).sum::<f64>() / rows.len().max(1) as f64;
         chart
@@ -112,20 +138,14 @@ pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
             .label_font(("sans-serif", 13))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    encode(buf, w, h)
+        Ok(())
+    })
 }
 
 /// Classifier-FID against network evaluations per image (log x axis), one line per sampler:
 /// `points` are (sampler, NFE, FID) in any order.
 pub fn fid_vs_nfe_png(points: &[(String, usize, f64)], title: &str) -> Result<Vec<u8>> {
-    register_font();
-    let (w, h) = (800u32, 520u32);
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    render_png(800, 520, |root| {
         let lx = |n: usize| (n.max(1) as f64).log10();
         let xmin = points.iter().map(|p| lx(p.1)).fold(f64::INFINITY, f64::min);
         let xmax = points
@@ -145,7 +165,7 @@ pub fn fid_vs_nfe_png(points: &[(String, usize, f64)], title: &str) -> Result<Ve
         } else {
             (0.0, 1.0)
         };
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 16))
             .margin(12)
             .x_label_area_size(40)
@@ -166,28 +186,15 @@ pub fn fid_vs_nfe_png(points: &[(String, usize, f64)], title: &str) -> Result<Ve
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        let mut samplers: Vec<&str> = Vec::new();
-        for p in points {
-            if !samplers.contains(&p.0.as_str()) {
-                samplers.push(&p.0);
-            }
-        }
+        let samplers = first_seen(points.iter().map(|p| p.0.as_str()));
         for (i, name) in samplers.iter().enumerate() {
-            let c = COLORS[i % COLORS.len()];
             let mut pts: Vec<(f64, f64)> = points
                 .iter()
                 .filter(|p| p.0 == *name)
                 .map(|p| (lx(p.1), p.2))
                 .collect();
             pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-            chart
-                .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
-                .map_err(|e| anyhow!("{e}"))?
-                .label(*name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c));
-            chart
-                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
-                .map_err(|e| anyhow!("{e}"))?;
+            line_with_dots(&mut chart, &pts, COLORS[i % COLORS.len()], name)?;
         }
         chart
             .configure_series_labels()
@@ -197,22 +204,15 @@ pub fn fid_vs_nfe_png(points: &[(String, usize, f64)], title: &str) -> Result<Ve
             .label_font(("sans-serif", 13))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    encode(buf, w, h)
+        Ok(())
+    })
 }
 
 /// For d = 2: one panel per (method, samples `[n, 2]`) over the exact posterior density.
 pub fn scatter_png(post: &GmmPosterior, sets: &[(String, Vec<f64>)]) -> Result<Vec<u8>> {
-    register_font();
     let cols = sets.len().clamp(1, 3);
     let rows = sets.len().div_ceil(cols).max(1);
-    let (cw, ch) = (360u32, 360u32);
-    let (w, h) = (cw * cols as u32, ch * rows as u32);
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    render_png(360 * cols as u32, 360 * rows as u32, |root| {
         // The view: the exact posterior's means ± 3.5 standard deviations of the spread.
         let ex = post.sample(4000, &mut tweedie_core::rng::Rng::new(0));
         let range = |j: usize| {
@@ -268,7 +268,6 @@ pub fn scatter_png(post: &GmmPosterior, sets: &[(String, Vec<f64>)]) -> Result<V
                 )
                 .map_err(|e| anyhow!("{e}"))?;
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    encode(buf, w, h)
+        Ok(())
+    })
 }

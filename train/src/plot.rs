@@ -1,32 +1,13 @@
-//! The loss curve as a PNG (plotters, rendered into a buffer and encoded with `image`).
+//! The loss curve as a PNG (plotters, through `tweedie_sample::plot::render_png`).
 
-use std::sync::Once;
-
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use plotters::prelude::*;
-
-static FONT: Once = Once::new();
-
-fn register_font() {
-    FONT.call_once(|| {
-        // DejaVu Sans (Bitstream Vera licence, assets/DejaVuSans-LICENSE.txt): no system fonts needed.
-        let _ = plotters::style::register_font(
-            "sans-serif",
-            FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
-        );
-    });
-}
+use tweedie_sample::plot::render_png;
 
 /// Plots `points` (step, loss) and their trailing rolling mean (over ~2 % of the points) on a
 /// log-scale y axis.
 pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
-    register_font();
-    let (w, h) = (800u32, 480u32);
-    let mut buf = vec![0u8; (w * h * 3) as usize];
-    {
-        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
+    render_png(800, 480, |root| {
         let pts: Vec<(f64, f64)> = points
             .iter()
             .copied()
@@ -40,7 +21,7 @@ pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
             .min(1.0)
             * 0.9;
         let y_max = pts.iter().map(|p| p.1).fold(0.0, f64::max).max(y_min * 2.0) * 1.1;
-        let mut chart = ChartBuilder::on(&root)
+        let mut chart = ChartBuilder::on(root)
             .caption(title, ("sans-serif", 22))
             .margin(12)
             .x_label_area_size(40)
@@ -86,12 +67,8 @@ pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
             .label_font(("sans-serif", 14))
             .draw()
             .map_err(|e| anyhow!("{e}"))?;
-        root.present().map_err(|e| anyhow!("{e}"))?;
-    }
-    let img = image::RgbImage::from_raw(w, h, buf).context("plot buffer")?;
-    let mut png = Vec::new();
-    img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)?;
-    Ok(png)
+        Ok(())
+    })
 }
 
 #[cfg(test)]
