@@ -104,6 +104,15 @@ pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Writes a sample set into `dir` (created if missing): `samples.npy` (uint8 NHWC) and
+/// `grid.png` (a square-ish grid of all of them).
+pub fn write_samples(dir: &Path, images: &[u8], shape: [usize; 4]) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_file(&dir.join("samples.npy"), &npy_bytes(images, &shape))?;
+    let cols = (shape[0] as f64).sqrt().ceil() as usize;
+    write_file(&dir.join("grid.png"), &grid_png(images, shape, cols)?)
+}
+
 /// Lays out uint8 NHWC images in a grid of `cols` columns with a 2-pixel border, as a PNG.
 pub fn grid_png(data: &[u8], shape: [usize; 4], cols: usize) -> Result<Vec<u8>> {
     let [n, h, w, c] = shape;

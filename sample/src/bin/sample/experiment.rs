@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::module::Module;
-use indicatif::{ProgressBar, ProgressStyle};
 use tweedie_core::checkpoint;
 use tweedie_core::rng::Rng;
 use tweedie_datasets::{DatasetKind, Split};
@@ -16,7 +15,7 @@ use tweedie_sample::recon::{
     score,
 };
 
-use crate::Args;
+use crate::{Args, progress_bar};
 
 pub fn run_file(path: &Path, a: &Args) -> Result<()> {
     let text = std::fs::read_to_string(path)
@@ -125,16 +124,10 @@ pub fn run_file(path: &Path, a: &Args) -> Result<()> {
         .iter()
         .map(|m| method_steps(&file, m) * chunks)
         .sum();
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} {msg:12} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
-        )
-        .expect("template"),
+    let bar = progress_bar(
+        total,
+        a.quiet,
+        "{spinner} {msg:12} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
     );
     let mut runs: Vec<MethodRun> = Vec::new();
     for m in &file.run.methods {
@@ -270,26 +263,22 @@ pub fn run_gmm(path: &Path, text: &str, a: &Args) -> Result<()> {
     let d = problem.prior.dim();
     let mut rows = Vec::new();
     let mut scatter: Vec<(String, Vec<f64>)> = Vec::new();
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let n: usize = file
-            .run
-            .methods
-            .iter()
-            .map(|m| {
-                if matches!(m.as_str(), "tds" | "fk") {
-                    file.run.particles.len()
-                } else {
-                    1
-                }
-            })
-            .sum();
-        ProgressBar::new(n as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:16} [{bar:30}] {pos}/{len} runs ETA {eta}")
-            .expect("template"),
+    let n_runs: usize = file
+        .run
+        .methods
+        .iter()
+        .map(|m| {
+            if matches!(m.as_str(), "tds" | "fk") {
+                file.run.particles.len()
+            } else {
+                1
+            }
+        })
+        .sum();
+    let bar = progress_bar(
+        n_runs,
+        a.quiet,
+        "{spinner} {msg:16} [{bar:30}] {pos}/{len} runs ETA {eta}",
     );
     for m in &file.run.methods {
         let ks: Vec<usize> = if matches!(m.as_str(), "tds" | "fk") {
@@ -413,14 +402,10 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
             runs.extend(file.class.particles.iter().map(|k| (m.clone(), *k)));
         }
     }
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(runs.len() as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:12} [{bar:30}] {pos}/{len} runs ETA {eta}")
-            .expect("template"),
+    let bar = progress_bar(
+        runs.len(),
+        a.quiet,
+        "{spinner} {msg:12} [{bar:30}] {pos}/{len} runs ETA {eta}",
     );
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let mut rows = Vec::new();

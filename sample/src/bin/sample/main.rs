@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use tweedie_core::checkpoint;
@@ -13,7 +13,7 @@ use tweedie_core::elbo::ModelVariance;
 use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
-use tweedie_sample::output::{grid_png, npy_bytes, write_file};
+use tweedie_sample::output::write_samples;
 use tweedie_sample::sampler::{SamplerKind, draw_images};
 
 mod experiment;
@@ -182,6 +182,17 @@ struct NfeArgs {
     reference: ReferenceArgs,
 }
 
+/// A progress bar of `len` units in `template`'s style; hidden with `--quiet`.
+fn progress_bar(len: usize, quiet: bool, template: &str) -> ProgressBar {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(len as u64)
+    };
+    bar.set_style(ProgressStyle::with_template(template).expect("template"));
+    bar
+}
+
 fn main() -> ExitCode {
     match run_cli(Args::parse()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -226,16 +237,10 @@ fn run_cli(a: Args) -> Result<()> {
     let mut sampler = a.sampler.build(a.eta, a.variance, clip);
     let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
     let mut rng = Rng::new(a.seed.unwrap_or(0));
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new((a.n.div_ceil(a.batch_size) * timesteps.len()) as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
-        )
-        .expect("template"),
+    let bar = progress_bar(
+        a.n.div_ceil(a.batch_size) * timesteps.len(),
+        a.quiet,
+        "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
     );
     let clock = Instant::now();
     let den = Sharded {
@@ -256,11 +261,7 @@ fn run_cli(a: Args) -> Result<()> {
         || bar.inc(1),
     );
     bar.finish_and_clear();
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let shape = [a.n, r, r, c];
-    write_file(&out.join("samples.npy"), &npy_bytes(&all, &shape))?;
-    let cols = (a.n as f64).sqrt().ceil() as usize;
-    write_file(&out.join("grid.png"), &grid_png(&all, shape, cols)?)?;
+    write_samples(&out, &all, [a.n, r, r, c])?;
     println!(
         "wrote {} and {} ({} images, {} at step {}, {} sampler, {} steps, {nfe} network calls, {:.1} s)",
         out.join("grid.png").display(),

@@ -1,22 +1,22 @@
 //! `sample nfe`: quality against network evaluations, one sample set per (sampler, budget),
 //! each scored by classifier-FID against the same reference moments.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
 use tweedie_sample::fid::FidReference;
-use tweedie_sample::output::{grid_png, npy_bytes, write_file};
+use tweedie_sample::output::{write_file, write_samples};
 use tweedie_sample::plot::fid_vs_nfe_png;
 use tweedie_sample::sampler::{SamplerKind, draw_images};
 
-use crate::{NfeArgs, experiment::load_reference};
+use crate::{NfeArgs, experiment::load_reference, progress_bar};
 
 /// What a run was asked for: a run directory whose `run.json` has the same key is reused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +43,17 @@ struct RunRecord {
     classifier_fid: f64,
     /// Wall-clock seconds of the sampling alone (not the scoring).
     seconds: f64,
+}
+
+/// One (sampler, steps) run of the sweep: where it goes, what it is asked for, and its record
+/// when an earlier sweep already made it.
+struct Run {
+    kind: SamplerKind,
+    steps: usize,
+    timesteps: Vec<usize>,
+    out: PathBuf,
+    key: RunKey,
+    done: Option<RunRecord>,
 }
 
 /// A line on stderr, above the progress bar when one is drawn (a hidden bar drops its lines).
@@ -91,19 +102,6 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
         shards: a.shards,
     };
 
-    // Every (sampler, budget) pair, with the steps that fit the budget; duplicates (Heun's odd
-    // budgets) are run once.
-    let mut plan: Vec<(SamplerKind, usize, Vec<usize>)> = Vec::new();
-    for &kind in &a.samplers {
-        for &budget in &a.nfe {
-            let steps = kind.steps_for_nfe(budget).min(schedule.len());
-            if plan.iter().any(|(k, s, _)| *k == kind && *s == steps) {
-                continue;
-            }
-            let ts = schedule.timesteps(steps, kind.default_spacing())?;
-            plan.push((kind, steps, ts));
-        }
-    }
     let key_of = |kind: SamplerKind, steps: usize| RunKey {
         checkpoint: dir.display().to_string(),
         step: meta.step,
@@ -116,32 +114,50 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
         reference: label.clone(),
         n_reference: reference.n,
     };
-    let run_dir =
-        |kind: SamplerKind, steps: usize| a.out.join(format!("{}-{steps}", kind.as_str()));
+    // Every (sampler, budget) pair, with the steps that fit the budget; duplicates (Heun's odd
+    // budgets) are run once.
+    let mut plan: Vec<Run> = Vec::new();
+    for &kind in &a.samplers {
+        for &budget in &a.nfe {
+            let steps = kind.steps_for_nfe(budget).min(schedule.len());
+            if plan.iter().any(|r| r.kind == kind && r.steps == steps) {
+                continue;
+            }
+            let out = a.out.join(format!("{}-{steps}", kind.as_str()));
+            let key = key_of(kind, steps);
+            plan.push(Run {
+                kind,
+                steps,
+                timesteps: schedule.timesteps(steps, kind.default_spacing())?,
+                done: read_record(&out.join("run.json")).filter(|r| r.key == key),
+                out,
+                key,
+            });
+        }
+    }
     let todo: usize = plan
         .iter()
-        .filter(|(k, s, _)| {
-            read_record(&run_dir(*k, *s).join("run.json")).map(|r| r.key) != Some(key_of(*k, *s))
-        })
-        .map(|(_, _, ts)| ts.len() * a.n.div_ceil(a.batch_size))
+        .filter(|r| r.done.is_none())
+        .map(|r| r.timesteps.len() * a.n.div_ceil(a.batch_size))
         .sum();
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(todo as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} steps ETA {eta}")
-            .expect("template"),
+    let bar = progress_bar(
+        todo,
+        a.quiet,
+        "{spinner} {msg} [{bar:30}] {pos}/{len} steps ETA {eta}",
     );
 
     let mut rows = Vec::new();
-    for (kind, steps, ts) in &plan {
-        let (kind, steps) = (*kind, *steps);
-        let out = run_dir(kind, steps);
-        let key = key_of(kind, steps);
+    for Run {
+        kind,
+        steps,
+        timesteps,
+        out,
+        key,
+        done,
+    } in plan
+    {
         let record_path = out.join("run.json");
-        if let Some(rec) = read_record(&record_path).filter(|r| r.key == key) {
+        if let Some(rec) = done {
             say(&bar, format!("reusing {}", record_path.display()));
             rows.push(rec);
             continue;
@@ -155,7 +171,7 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
             &den,
             sampler.as_mut(),
             &schedule,
-            ts,
+            &timesteps,
             a.n,
             a.batch_size,
             [c, r, r],
@@ -166,10 +182,7 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
         let seconds = clock.elapsed().as_secs_f64();
         let shape = [a.n, r, r, c];
         let fid = reference.fid(&images, shape, &device);
-        std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-        write_file(&out.join("samples.npy"), &npy_bytes(&images, &shape))?;
-        let cols = (a.n as f64).sqrt().ceil() as usize;
-        write_file(&out.join("grid.png"), &grid_png(&images, shape, cols)?)?;
+        write_samples(&out, &images, shape)?;
         let rec = RunRecord {
             key,
             nfe: calls / a.n.div_ceil(a.batch_size),
