@@ -106,10 +106,15 @@ fn sync_write(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
 }
 
 /// Writes `bytes` to `path` atomically: a temporary sibling, synced, then renamed over `path`.
+/// On failure the temporary is removed and `path` is as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    sync_write(&tmp, bytes)?;
-    fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e))
+    let r = sync_write(&tmp, bytes)
+        .and_then(|_| fs::rename(&tmp, path).map_err(|e| CoreError::io(path, e)));
+    if r.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// Writes a complete checkpoint `run_dir/step-NNNNNNNN/` holding `files`, points `run_dir/latest`
@@ -126,9 +131,17 @@ pub fn write_checkpoint(
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
     }
-    fs::create_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
-    for (file, bytes) in files {
-        sync_write(&tmp.join(file), bytes)?;
+    let written = fs::create_dir_all(&tmp)
+        .map_err(|e| CoreError::io(&tmp, e))
+        .and_then(|_| {
+            files
+                .iter()
+                .try_for_each(|(file, bytes)| sync_write(&tmp.join(file), bytes))
+        });
+    if let Err(e) = written {
+        // A partial directory would only take space (a full disk stays full): remove it.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
     let dest = run_dir.join(&name);
     if dest.exists() {
@@ -138,24 +151,26 @@ pub fn write_checkpoint(
     fs::rename(&tmp, &dest).map_err(|e| CoreError::io(&dest, e))?;
     write_atomic(&run_dir.join("latest"), format!("{name}\n").as_bytes())?;
     if keep_last > 0 {
-        let mut steps = list_step_dirs(run_dir)?;
-        steps.sort();
+        let steps = list_steps(run_dir)?;
         let excess = steps.len().saturating_sub(keep_last);
         for old in steps.into_iter().take(excess) {
-            let p = run_dir.join(old);
+            let p = run_dir.join(step_dir_name(old));
             fs::remove_dir_all(&p).map_err(|e| CoreError::io(&p, e))?;
         }
     }
     Ok(dest)
 }
 
-fn list_step_dirs(run_dir: &Path) -> Result<Vec<String>, CoreError> {
+/// The step numbers of the `step-NNNNNNNN` directories in `run_dir`, ascending.
+pub fn list_steps(run_dir: &Path) -> Result<Vec<usize>, CoreError> {
     let entries = fs::read_dir(run_dir).map_err(|e| CoreError::io(run_dir, e))?;
-    Ok(entries
+    let mut steps: Vec<usize> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| n.starts_with("step-"))
-        .collect())
+        .filter_map(|n| n.strip_prefix("step-").and_then(|s| s.parse().ok()))
+        .collect();
+    steps.sort_unstable();
+    Ok(steps)
 }
 
 /// Resolves what the user named: a step directory (holding `checkpoint.json`) or a run directory
@@ -250,6 +265,34 @@ pub fn load_for_inference(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_checkpoint_write_leaves_the_previous_one_and_no_temporary() {
+        let run = std::env::temp_dir().join(format!("tweedie-ckpt-fail-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&run);
+        let ok = [(META_FILE, b"{}".to_vec())];
+        write_checkpoint(&run, 10, &ok, 2).unwrap();
+        // A file in a missing sub-directory fails mid-write, as a full disk would.
+        let bad = [
+            (META_FILE, b"{}".to_vec()),
+            ("missing/model.bpk", vec![0; 8]),
+        ];
+        assert!(write_checkpoint(&run, 20, &bad, 2).is_err());
+        let mut names: Vec<String> = fs::read_dir(&run)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["latest", "step-00000010"]);
+        assert_eq!(
+            fs::read_to_string(run.join("latest")).unwrap(),
+            "step-00000010\n"
+        );
+        assert!(write_atomic(&run.join("missing/x"), b"y").is_err());
+        fs::remove_dir_all(&run).unwrap();
+    }
+
     #[test]
     fn json_floats_round_trip_bit_for_bit() {
         // Metadata, metrics and run records are JSON: a value read back must be the value

@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod loss;
 pub mod parallel;
 pub mod rng;
+pub mod run_dir;
 pub mod schedule;
 pub mod unet;
 

@@ -123,7 +123,7 @@ pub fn verify(bytes: &[u8], sum: Checksum, path: &Path) -> Result<(), DataError>
 pub fn ensure(kind: DatasetKind, dir: &Path) -> Result<(), DataError> {
     std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
         path: dir.into(),
-        source: e,
+        error: e,
     })?;
     for r in remotes(kind) {
         if kind == DatasetKind::Cifar10 && crate::load_cifar_dir(dir, crate::Split::Train).is_ok() {
@@ -159,7 +159,7 @@ fn fetch(r: &Remote, dest: &Path) -> Result<Vec<u8>, DataError> {
             Ok(s) if s.success() => {
                 let bytes = std::fs::read(&tmp).map_err(|e| DataError::Io {
                     path: tmp.clone(),
-                    source: e,
+                    error: e,
                 })?;
                 let _ = std::fs::remove_file(&tmp);
                 return Ok(bytes);

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataError {
-    #[error("{}: {source}", path.display())]
+    /// The OS error is part of the message, not a `source`, so a `{:#}` chain names it once.
+    #[error("{}: {error}", path.display())]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The file exists but its contents are not what its format requires.
     #[error("{}: {why}", path.display())]

@@ -10,7 +10,7 @@ use crate::error::DataError;
 fn pngs(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io {
         path: dir.into(),
-        source: e,
+        error: e,
     })?;
     let mut v: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -35,7 +35,7 @@ pub fn load_folder(dir: &Path, channels: usize) -> Result<ImageSet, DataError> {
     }
     let rd = std::fs::read_dir(dir).map_err(|e| DataError::Io {
         path: dir.into(),
-        source: e,
+        error: e,
     })?;
     let mut classes: Vec<PathBuf> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -169,11 +169,11 @@ pub(crate) fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), DataError
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, bytes).map_err(|e| DataError::Io {
         path: tmp.clone(),
-        source: e,
+        error: e,
     })?;
     std::fs::rename(&tmp, path).map_err(|e| DataError::Io {
         path: path.into(),
-        source: e,
+        error: e,
     })
 }
 
@@ -278,7 +278,7 @@ pub fn load_cifar_dir(dir: &Path, split: Split) -> Result<ImageSet, DataError> {
     };
     let entries = std::fs::read_dir(dir).map_err(|e| DataError::Io {
         path: dir.into(),
-        source: e,
+        error: e,
     })?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

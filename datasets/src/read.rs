@@ -9,7 +9,7 @@ use crate::error::DataError;
 pub fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| DataError::Io {
         path: path.into(),
-        source: e,
+        error: e,
     })?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();

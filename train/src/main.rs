@@ -42,6 +42,14 @@ struct Args {
     /// `[train] shards`; CPU backends).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// Start over in a run directory that already holds a run: the old run is moved to
+    /// `<run_dir>.old-<n>` first (without this flag such a directory is refused).
+    #[arg(long, conflicts_with = "resume")]
+    restart: bool,
+    /// Skip the test-split evaluations of `[train] eval_every` (the bound costs T network calls
+    /// per batch of test images), the one at the end of the run included.
+    #[arg(long)]
+    no_eval: bool,
     /// Download the dataset's files if they are missing (same as `[data] download = true`).
     #[arg(long)]
     download: bool,
@@ -147,7 +155,7 @@ fn run(args: Args) -> Result<()> {
         plan.file.train.steps,
         plan.run_dir.display()
     );
-    let eval_data = if plan.file.train.eval_every > 0 {
+    let eval_data = if plan.file.train.eval_every > 0 && !args.no_eval {
         Some(load(plan.dataset, Split::Test, &dir)?)
     } else {
         None
@@ -155,6 +163,7 @@ fn run(args: Args) -> Result<()> {
     let opts = RunOptions {
         backend: args.backend,
         resume: args.resume.clone(),
+        restart: args.restart,
         progress: !args.quiet,
         eval_data,
     };

@@ -11,13 +11,15 @@ use anyhow::{Context, Result, bail};
 use burn::optim::AdamConfig;
 use burn::prelude::*;
 use burn::tensor::Bytes;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
+use tweedie_core::CoreError;
 use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
 use tweedie_core::device::BackendKind;
 use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::parallel;
 use tweedie_core::rng::Rng;
+use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
 
@@ -53,6 +55,9 @@ pub struct RunOptions {
     pub backend: BackendKind,
     /// Continue from this checkpoint (run or step directory).
     pub resume: Option<PathBuf>,
+    /// Start over in a run directory that holds another run: move that run aside to
+    /// `<run_dir>.old-<n>` first (without it, such a directory is refused).
+    pub restart: bool,
     /// Show the progress bar.
     pub progress: bool,
     /// Held-out images for `[train] eval_every`.
@@ -140,6 +145,17 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     let mut ema_model = (tc.ema_decay > 0.0).then(|| model.valid());
     let mut start = 0;
 
+    let run_dir = claim_run_dir(plan, opts)?;
+    if let Some(old) = run_dir.moved_to() {
+        eprintln!(
+            "moved the previous run in {} to {}",
+            plan.run_dir.display(),
+            old.display()
+        );
+    }
+    for p in run_dir.removed() {
+        eprintln!("removed {}, left by an earlier failed write", p.display());
+    }
     if let Some(resume) = &opts.resume {
         let dir = checkpoint::resolve(resume)?;
         let meta = checkpoint::read_meta(&dir)?;
@@ -180,18 +196,26 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
                 tc.steps
             );
         }
+        // Continuing from an older step in the same directory would write a second history over
+        // the later checkpoints (and keep_last would then delete the new ones).
+        if let Some(&later) = run_dir.steps()?.iter().find(|&&s| s > start) {
+            bail!(
+                "{} holds checkpoints after step {start} ({}): resume from the run directory \
+                 itself (its newest step), or continue this step elsewhere with --run-dir NEW",
+                plan.run_dir.display(),
+                checkpoint::step_dir_name(later)
+            );
+        }
     }
-
-    std::fs::create_dir_all(&plan.run_dir)
-        .with_context(|| format!("creating {}", plan.run_dir.display()))?;
     let metrics_path = plan.run_dir.join(METRICS_FILE);
     let (mut metrics, mut curve) = open_metrics(&metrics_path, start)?;
 
-    let bar = if opts.progress {
-        ProgressBar::new(tc.steps as u64)
+    let bars = if opts.progress {
+        MultiProgress::new()
     } else {
-        ProgressBar::hidden()
+        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
     };
+    let bar = bars.add(ProgressBar::new(tc.steps as u64));
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
@@ -200,6 +224,26 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         .progress_chars("=> "),
     );
     bar.set_position(start as u64);
+    if let Some(test) = &opts.eval_data {
+        let plain = device.clone().without_autodiff();
+        let eo = eval_options(plan, test);
+        let evals = (start + 1..=tc.steps)
+            .filter(|d| d % tc.eval_every.max(1) == 0 || *d == tc.steps)
+            .count();
+        let calls = big_t * eo.n.div_ceil(eo.batch_size);
+        let secs = calls as f64 * time_one_call(&model.valid(), &plain, eo.batch_size, data.shape);
+        bars.suspend(|| {
+            eprintln!(
+                "evaluation of the bound: {evals} time(s) (every {} steps and at the end), {} test \
+                 images, {calls} network calls of {} images each time: about {} each by one timed \
+                 call (--no-eval skips it)",
+                tc.eval_every,
+                eo.n,
+                eo.batch_size,
+                human_seconds(secs)
+            )
+        });
+    }
 
     let mut order = DataOrder {
         seed: f.seed,
@@ -312,21 +356,27 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
             .as_ref()
             .filter(|_| every(tc.eval_every) || (tc.eval_every > 0 && done == tc.steps))
         {
-            let eo = EvalOptions {
-                n: tc.eval_images,
-                batch_size: tc.eval_images.clamp(1, 100),
-                seed: f.seed,
-                variance: ModelVariance::Small,
-                clip: true,
-            };
+            let eo = eval_options(plan, test);
+            let eval_bar = bars.add(ProgressBar::new(
+                (big_t * eo.n.div_ceil(eo.batch_size)) as u64,
+            ));
+            eval_bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "  bound at step {done} [{{bar:30}}] {{pos}}/{{len}} network calls ETA {{eta}}"
+                ))
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
             let r = evaluate(
                 &eval_model(),
                 &schedule,
                 test,
                 &device.clone().without_autodiff(),
                 &eo,
-                || {},
+                || eval_bar.inc(1),
             );
+            eval_bar.finish_and_clear();
+            bars.remove(&eval_bar);
             let line = serde_json::json!({ "step": done, "eval": r });
             writeln!(metrics, "{line}").with_context(|| metrics_path.display().to_string())?;
             bar.println(format!(
@@ -350,6 +400,74 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         checkpoint: last_ckpt,
         model: model.valid(),
     })
+}
+
+/// Claims the run directory (see `tweedie_core::run_dir`): a resume continues its own directory;
+/// any other run needs an empty one, or `restart` to move the old run aside.
+fn claim_run_dir(plan: &Plan, opts: &RunOptions) -> Result<RunDir> {
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    let resumes_here = match &opts.resume {
+        Some(r) => checkpoint::resolve(r)?
+            .parent()
+            .is_some_and(|p| same(p, &plan.run_dir)),
+        None => false,
+    };
+    if resumes_here && opts.restart {
+        bail!(
+            "--restart would move away the run that --resume continues ({})",
+            plan.run_dir.display()
+        );
+    }
+    let claim = match (resumes_here, opts.restart) {
+        (true, _) => Claim::Resume,
+        (false, true) => Claim::Restart,
+        (false, false) => Claim::Fresh,
+    };
+    RunDir::claim(&plan.run_dir, claim).map_err(|e| match e {
+        CoreError::RunExists { path } => anyhow::anyhow!(
+            "{0} already holds a run: continue it with --resume {0}, or start over with \
+             --restart (moves it to {0}.old-N)",
+            path.display()
+        ),
+        e => e.into(),
+    })
+}
+
+/// The test-split evaluation of `[train] eval_every`.
+fn eval_options(plan: &Plan, test: &ImageSet) -> EvalOptions {
+    let n = plan.file.train.eval_images.min(test.len()).max(1);
+    EvalOptions {
+        n,
+        batch_size: n.clamp(1, 100),
+        seed: plan.file.seed,
+        variance: ModelVariance::Small,
+        clip: true,
+    }
+}
+
+/// Seconds of one network call on a batch of `b` images (after a warm-up call).
+fn time_one_call(model: &UNet, device: &Device, b: usize, [c, h, w]: [usize; 3]) -> f64 {
+    use tweedie_core::denoiser::Denoiser;
+    let x = Tensor::<4>::zeros([b, c, h, w], device);
+    let t = vec![0; b];
+    let _ = tweedie_core::host_values(model.eps(x.clone(), &t));
+    let clock = Instant::now();
+    let _ = tweedie_core::host_values(model.eps(x, &t));
+    clock.elapsed().as_secs_f64()
+}
+
+/// "12 s", "3.4 min", "2.1 h".
+pub fn human_seconds(s: f64) -> String {
+    if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
 }
 
 fn save(

@@ -44,6 +44,7 @@ fn opts(resume: Option<PathBuf>) -> RunOptions {
     RunOptions {
         backend: BackendKind::Flex,
         resume,
+        restart: false,
         progress: false,
         eval_data: None,
     }
@@ -285,5 +286,88 @@ fn sharded_training_follows_the_whole_batch_and_reproduces_with_dropout() {
     assert_ne!(straight.losses, one.losses);
     for dir in [c, d, e] {
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Every file under `dir` (but the lock) with its bytes, in path order.
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.file_name().unwrap() != ".lock" {
+                let rel = p.strip_prefix(dir).unwrap().display().to_string();
+                out.push((rel, std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A directory that holds a run is never overwritten: a fresh run is refused naming `--resume`
+/// and `--restart` and touches nothing; a resume from an older step of the same directory is
+/// refused (it would write a second history over the later checkpoints); a second trainer on a
+/// claimed directory is refused naming the holder's pid; `restart` moves the old run aside whole.
+#[test]
+fn a_used_run_directory_is_never_overwritten() {
+    use tweedie_core::run_dir::{Claim, RunDir};
+    let dir = tmp("owned");
+    let old = dir.with_file_name(format!(
+        "{}.old-1",
+        dir.file_name().unwrap().to_string_lossy()
+    ));
+    let _ = std::fs::remove_dir_all(&old);
+    trainer::train(&plan(&dir, 8, ""), &data(), &opts(None)).unwrap();
+    let before = snapshot(&dir);
+    assert!(before.iter().any(|(p, _)| p == "metrics.jsonl"));
+
+    let e = format!(
+        "{:#}",
+        trainer::train(&plan(&dir, 5, ""), &data(), &opts(None)).unwrap_err()
+    );
+    assert!(
+        e.contains("already holds a run") && e.contains("--resume") && e.contains("--restart"),
+        "{e}"
+    );
+    assert!(!e.contains('\n'), "{e}");
+    assert_eq!(snapshot(&dir), before, "a refused run changes nothing");
+
+    let step6 = dir.join("step-00000006");
+    let e = format!(
+        "{:#}",
+        trainer::train(&plan(&dir, 10, ""), &data(), &opts(Some(step6))).unwrap_err()
+    );
+    assert!(
+        e.contains("after step 6") && e.contains("step-00000008"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&dir), before);
+
+    let held = RunDir::claim(&dir, Claim::Resume).unwrap();
+    let e = format!(
+        "{:#}",
+        trainer::train(&plan(&dir, 10, ""), &data(), &opts(Some(dir.clone()))).unwrap_err()
+    );
+    assert!(
+        e.contains("in use") && e.contains(&format!("pid {}", std::process::id())),
+        "{e}"
+    );
+    drop(held);
+    assert_eq!(snapshot(&dir), before);
+
+    let mut restart = opts(None);
+    restart.restart = true;
+    trainer::train(&plan(&dir, 3, ""), &data(), &restart).unwrap();
+    assert_eq!(snapshot(&old), before, "the old run moved aside whole");
+    let latest = checkpoint::resolve(&dir).unwrap();
+    assert_eq!(checkpoint::read_meta(&latest).unwrap().step, 3);
+    let metrics = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().count(), 3);
+    for d in [dir, old] {
+        std::fs::remove_dir_all(d).unwrap();
     }
 }
