@@ -138,12 +138,19 @@ pub fn write_checkpoint(
                 .iter()
                 .try_for_each(|(file, bytes)| sync_write(&tmp.join(file), bytes))
         });
+    let dest = run_dir.join(&name);
     if let Err(e) = written {
         // A partial directory would only take space (a full disk stays full): remove it.
         let _ = fs::remove_dir_all(&tmp);
-        return Err(e);
+        let why = match e {
+            CoreError::Io { error, .. } => error.to_string(),
+            e => e.to_string(),
+        };
+        return Err(CoreError::checkpoint(
+            &dest,
+            format!("not written ({why}); the previous checkpoint is intact"),
+        ));
     }
-    let dest = run_dir.join(&name);
     if dest.exists() {
         // Re-saving the same step (e.g. the final step after a periodic save): replace it.
         fs::remove_dir_all(&dest).map_err(|e| CoreError::io(&dest, e))?;
@@ -173,11 +180,21 @@ pub fn list_steps(run_dir: &Path) -> Result<Vec<usize>, CoreError> {
     Ok(steps)
 }
 
-/// Resolves what the user named: a step directory (holding `checkpoint.json`) or a run directory
-/// (holding `latest`).
+/// Resolves what the user named: a step directory (holding `checkpoint.json`) or a run directory,
+/// whose newest complete step directory is taken. That is the one `latest` names, unless the
+/// process was stopped between renaming a finished step directory into place and updating
+/// `latest`: a step directory exists only once complete, so the newest one wins.
 pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
     if path.join(META_FILE).is_file() {
         return Ok(path.to_path_buf());
+    }
+    if path.is_dir()
+        && let Some(step) = list_steps(path)?
+            .into_iter()
+            .rev()
+            .find(|s| path.join(step_dir_name(*s)).join(META_FILE).is_file())
+    {
+        return Ok(path.join(step_dir_name(step)));
     }
     let latest = path.join("latest");
     if latest.is_file() {
@@ -203,12 +220,17 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
 /// Reads the metadata of a resolved checkpoint directory.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
     let p = dir.join(META_FILE);
-    let text = fs::read_to_string(&p).map_err(|e| CoreError::io(&p, e))?;
-    let meta: CheckpointMeta = serde_json::from_str(&text)
-        .map_err(|e| CoreError::checkpoint(&p, format!("unreadable metadata: {e}")))?;
+    let bytes = fs::read(&p).map_err(|e| CoreError::io(&p, e))?;
+    parse_meta(&bytes, &p)
+}
+
+/// Parses and validates checkpoint metadata; `p` names the file in errors.
+pub fn parse_meta(bytes: &[u8], p: &Path) -> Result<CheckpointMeta, CoreError> {
+    let meta: CheckpointMeta = serde_json::from_slice(bytes)
+        .map_err(|e| CoreError::checkpoint(p, format!("unreadable metadata: {e}")))?;
     if meta.format != FORMAT_VERSION {
         return Err(CoreError::checkpoint(
-            &p,
+            p,
             format!(
                 "format version {} (this build reads {FORMAT_VERSION})",
                 meta.format
@@ -217,7 +239,10 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
     }
     meta.unet
         .validate()
-        .map_err(|e| CoreError::checkpoint(&p, e.to_string()))?;
+        .map_err(|e| CoreError::checkpoint(p, e.to_string()))?;
+    meta.schedule
+        .build()
+        .map_err(|e| CoreError::checkpoint(p, e.to_string()))?;
     Ok(meta)
 }
 
@@ -234,6 +259,15 @@ pub fn module_bytes<M: Module>(module: M) -> Result<Vec<u8>, CoreError> {
 /// shape, and no extra tensor may remain.
 pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, CoreError> {
     let bytes = fs::read(path).map_err(|e| CoreError::io(path, e))?;
+    load_module_bytes(module, bytes, path)
+}
+
+/// [`load_module`] from the file's bytes; `path` names it in errors.
+pub fn load_module_bytes<M: Module>(
+    module: M,
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<M, CoreError> {
     let record = ModuleRecord::from_bytes(Bytes::from_bytes_vec(bytes))
         .map_err(|e| CoreError::checkpoint(path, format!("damaged weights file: {e}")))?;
     module
@@ -241,9 +275,27 @@ pub fn load_module<M: Module>(module: M, path: &Path) -> Result<M, CoreError> {
         .map_err(|e| CoreError::checkpoint(path, format!("weights do not fit the model: {e}")))
 }
 
+/// Refuses a weights file too small to hold `params` parameters (at 2 bytes each, the smallest
+/// float type), before a model of that size is allocated: a damaged or hostile header must not
+/// drive the allocation.
+pub fn check_weights_fit(path: &Path, params: u64) -> Result<(), CoreError> {
+    let len = fs::metadata(path)
+        .map_err(|e| CoreError::io(path, e))?
+        .len();
+    if len / 2 < params {
+        return Err(CoreError::checkpoint(
+            path,
+            format!("{len} bytes cannot hold the {params} parameters the metadata describes"),
+        ));
+    }
+    Ok(())
+}
+
 /// Loads the U-Net of a resolved checkpoint directory on `device` (raw weights).
 pub fn load_unet(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<UNet, CoreError> {
-    load_module(meta.unet.init(device), &dir.join(MODEL_FILE))
+    let path = dir.join(MODEL_FILE);
+    check_weights_fit(&path, meta.unet.num_params())?;
+    load_module(meta.unet.init(device), &path)
 }
 
 /// Loads the U-Net for sampling or evaluation: the EMA weights unless `raw` is asked for or the
@@ -260,6 +312,7 @@ pub fn load_for_inference(
     } else {
         (dir.join(MODEL_FILE), Weights::Raw)
     };
+    check_weights_fit(&path, meta.unet.num_params())?;
     Ok((load_module(meta.unet.init(device), &path)?, which))
 }
 

@@ -46,12 +46,34 @@ impl ClassifierConfig {
                 self.resolution
             )));
         }
+        if self.in_channels > 64
+            || self.resolution > 4096
+            || self.width > 4096
+            || self.features > 65536
+            || self.classes > 65536
+        {
+            return Err(CoreError::InvalidConfig(format!(
+                "implausible classifier: in_channels {} (≤ 64), resolution {} (≤ 4096), width {} \
+                 (≤ 4096), features {} (≤ 65536), classes {} (≤ 65536)",
+                self.in_channels, self.resolution, self.width, self.features, self.classes
+            )));
+        }
         if self.in_channels == 0 || self.width == 0 || self.features == 0 || self.classes < 2 {
             return Err(CoreError::InvalidConfig(
                 "classifier channels, width and features must be positive, classes ≥ 2".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The number of parameters [`init`](Self::init) allocates, computed without allocating.
+    pub fn num_params(&self) -> u64 {
+        let [c, w, f, k] =
+            [self.in_channels, self.width, self.features, self.classes].map(|v| v as u64);
+        let r4 = (self.resolution / 4) as u64;
+        let conv = c * w * 9 + w + w * 2 * w * 9 + 2 * w;
+        let hidden = (2 * w * r4 * r4).saturating_mul(f).saturating_add(f);
+        conv.saturating_add(hidden).saturating_add(f * k + k)
     }
 
     pub fn init(&self, device: &Device) -> Classifier {
@@ -119,17 +141,23 @@ pub fn save(dir: &Path, model: &Classifier, meta: &ClassifierMeta) -> Result<(),
     crate::checkpoint::write_atomic(&dir.join(CLASSIFIER_META), &json)
 }
 
+/// Parses and validates a classifier's `classifier.json`; `p` names the file in errors.
+pub fn parse_meta(bytes: &[u8], p: &Path) -> Result<ClassifierMeta, CoreError> {
+    let meta: ClassifierMeta = serde_json::from_slice(bytes)
+        .map_err(|e| CoreError::checkpoint(p, format!("not a classifier description: {e}")))?;
+    meta.config
+        .validate()
+        .map_err(|e| CoreError::checkpoint(p, e.to_string()))?;
+    Ok(meta)
+}
+
 /// Loads a classifier saved by [`save`] on `device` (its inference copy: no dropout, no grad).
 pub fn load(dir: &Path, device: &Device) -> Result<(Classifier, ClassifierMeta), CoreError> {
     let p = dir.join(CLASSIFIER_META);
-    let text = fs::read(&p).map_err(|e| CoreError::io(&p, e))?;
-    let meta: ClassifierMeta = serde_json::from_slice(&text)
-        .map_err(|e| CoreError::checkpoint(&p, format!("not a classifier description: {e}")))?;
-    meta.config
-        .validate()
-        .map_err(|e| CoreError::checkpoint(&p, e.to_string()))?;
-    let model =
-        crate::checkpoint::load_module(meta.config.init(device), &dir.join(CLASSIFIER_WEIGHTS))?;
+    let meta = parse_meta(&fs::read(&p).map_err(|e| CoreError::io(&p, e))?, &p)?;
+    let weights = dir.join(CLASSIFIER_WEIGHTS);
+    crate::checkpoint::check_weights_fit(&weights, meta.config.num_params())?;
+    let model = crate::checkpoint::load_module(meta.config.init(device), &weights)?;
     Ok((model.no_grad(), meta))
 }
 
@@ -146,6 +174,7 @@ mod tests {
         let x = Tensor::<4>::zeros([3, 1, 28, 28], &dev);
         assert_eq!(m.features(x.clone()).dims(), [3, 128]);
         assert_eq!(m.forward(x).dims(), [3, 10]);
+        assert_eq!(c.num_params(), m.num_params() as u64);
         let bad = ClassifierConfig {
             resolution: 30,
             ..c

@@ -51,12 +51,15 @@ pub struct NoiseSchedule {
     pub posterior_mean_coef2: Vec<f64>,
 }
 
+/// The most diffusion steps a schedule may have (the tables are built eagerly).
+pub const MAX_TIMESTEPS: usize = 1_000_000;
+
 impl NoiseSchedule {
     /// Builds a schedule of `steps` steps. Errors on T < 2 or β outside (0, 1).
     pub fn new(kind: BetaSchedule, steps: usize) -> Result<Self, CoreError> {
-        if steps < 2 {
+        if !(2..=MAX_TIMESTEPS).contains(&steps) {
             return Err(CoreError::InvalidConfig(format!(
-                "timesteps must be at least 2, got {steps}"
+                "timesteps must be in 2..={MAX_TIMESTEPS}, got {steps}"
             )));
         }
         let betas: Vec<f64> = match kind {

@@ -60,9 +60,11 @@ pub fn load_folder(dir: &Path, channels: usize) -> Result<ImageSet, DataError> {
         labels: Vec::new(),
     };
     for (path, label) in files {
-        let img = image::open(&path)
-            .map_err(|e| DataError::format(&path, format!("cannot decode PNG: {e}")))?;
-        let (w, h) = (img.width() as usize, img.height() as usize);
+        let bytes = std::fs::read(&path).map_err(|e| DataError::Io {
+            path: path.clone(),
+            error: e,
+        })?;
+        let ([h, w], pixels) = decode_image(&bytes, channels, &path)?;
         if set.labels.is_empty() {
             set.shape = [channels, h, w];
         } else if [h, w] != [set.shape[1], set.shape[2]] {
@@ -74,17 +76,45 @@ pub fn load_folder(dir: &Path, channels: usize) -> Result<ImageSet, DataError> {
                 ),
             ));
         }
-        if channels == 1 {
-            set.pixels.extend(img.to_luma8().into_raw());
-        } else {
-            let rgb = img.to_rgb8().into_raw();
-            for c in 0..3 {
-                set.pixels.extend(rgb.iter().skip(c).step_by(3));
-            }
-        }
+        set.pixels.extend(pixels);
         set.labels.push(label);
     }
     Ok(set)
+}
+
+/// The largest side and the most bytes an image may decode to: a header claiming a huge image
+/// is refused before anything is allocated.
+pub const MAX_SIDE: u32 = 16384;
+pub const MAX_DECODED: u64 = 256 << 20;
+
+/// Decodes one image file's bytes (PNG, or another format the `image` crate reads) into `[H, W]`
+/// and `channels` planes of bytes (CHW; 1: luma, 3: RGB); `path` names the file in errors.
+pub fn decode_image(
+    bytes: &[u8],
+    channels: usize,
+    path: &Path,
+) -> Result<([usize; 2], Vec<u8>), DataError> {
+    let mut limits = image::Limits::default();
+    limits.max_image_width = Some(MAX_SIDE);
+    limits.max_image_height = Some(MAX_SIDE);
+    limits.max_alloc = Some(MAX_DECODED);
+    let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::format(path, format!("cannot read the image: {e}")))?;
+    reader.limits(limits);
+    let img = reader
+        .decode()
+        .map_err(|e| DataError::format(path, format!("cannot decode PNG: {e}")))?;
+    let hw = [img.height() as usize, img.width() as usize];
+    let pixels = if channels == 1 {
+        img.to_luma8().into_raw()
+    } else {
+        let rgb = img.to_rgb8().into_raw();
+        (0..3)
+            .flat_map(|c| rgb.iter().skip(c).step_by(3).copied().collect::<Vec<u8>>())
+            .collect()
+    };
+    Ok((hw, pixels))
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tweedie_core::denoiser::Denoiser;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{NoiseSchedule, Spacing};
 
+use crate::check::{self, Range};
 use crate::class_likelihood::ClassLabel;
 use crate::sampler::{Ddpm, Dps, DpsStep, Sampler, run};
 use crate::smc::{Potential, ResampleWhen, Smc, SmcConfig};
@@ -96,6 +97,8 @@ impl ClassFile {
         f.fk.potential
             .parse::<Potential>()
             .map_err(|e| anyhow::anyhow!("fk.potential: {e}"))?;
+        check::float("class.dps_scale", f.class.dps_scale, Range::NonNegative)?;
+        check::float("fk.lambda", f.fk.lambda, Range::Positive)?;
         Ok(f)
     }
 

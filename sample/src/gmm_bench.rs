@@ -17,6 +17,7 @@ use tweedie_core::gmm::{GaussianMixture, GmmPosterior, LinearGaussian};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule, Spacing};
 
+use crate::check::{self, Range};
 use crate::likelihood::Observation;
 use crate::noise::Gaussian;
 use crate::operator::Matrix;
@@ -152,6 +153,9 @@ impl Default for GuidanceSection {
 
 pub const METHODS: [&str; 5] = ["dps", "diffpir", "pigdm", "tds", "fk"];
 
+/// The most observed coordinates a random A may have (its entries are drawn when the file is read).
+pub const MAX_DY: usize = 4096;
+
 /// A built problem.
 pub struct GmmProblem {
     pub prior: GaussianMixture,
@@ -196,6 +200,36 @@ impl GmmFile {
             .potential
             .parse::<Potential>()
             .map_err(|e| anyhow::anyhow!("fk.potential: {e}"))?;
+        check::floats("gmm.weights", &self.gmm.weights, Range::Positive)?;
+        check::floats("gmm.stds", &self.gmm.stds, Range::Positive)?;
+        for (i, m) in self.gmm.means.iter().enumerate() {
+            check::floats(&format!("gmm.means[{i}]"), m, Range::Finite)?;
+        }
+        for (i, r) in self.observation.a.iter().flatten().enumerate() {
+            check::floats(&format!("observation.a[{i}]"), r, Range::Finite)?;
+        }
+        check::floats(
+            "observation.y",
+            self.observation.y.as_deref().unwrap_or(&[]),
+            Range::Finite,
+        )?;
+        check::float("observation.sigma", self.observation.sigma, Range::Positive)?;
+        check::float(
+            "run.ess_threshold",
+            self.run.ess_threshold,
+            Range::UnitExclusiveZero,
+        )?;
+        check::float("fk.lambda", self.fk.lambda, Range::Positive)?;
+        let g = &self.guidance;
+        check::float("guidance.dps_zeta", g.dps_zeta, Range::Positive)?;
+        check::float("guidance.diffpir_lambda", g.diffpir_lambda, Range::Positive)?;
+        check::float("guidance.diffpir_zeta", g.diffpir_zeta, Range::Unit)?;
+        check::float("guidance.pigdm_weight", g.pigdm_weight, Range::NonNegative)?;
+        if let Some(dy) = self.observation.random_dy
+            && dy > MAX_DY
+        {
+            bail!("observation.random_dy must be at most {MAX_DY}, got {dy}");
+        }
         let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000)?;
         let prior = GaussianMixture::new(
             self.gmm.weights.clone(),

@@ -4,8 +4,10 @@
 //! ([`sampler`]), the seams of likelihood guidance ([`operator`], [`noise`], [`likelihood`]) and
 //! the files people look at ([`output`]).
 
+pub mod check;
 pub mod class_cond;
 pub mod class_likelihood;
+pub mod cli;
 pub mod fid;
 pub mod gmm_bench;
 pub mod likelihood;

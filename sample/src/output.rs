@@ -64,7 +64,7 @@ pub fn parse_npy_u8(b: &[u8]) -> std::result::Result<(Vec<u8>, [usize; 4]), Stri
     if !header.contains("'|u1'") && !header.contains("'u1'") {
         return Err(format!(
             "expected uint8 data ('|u1'), header is {}",
-            header.trim()
+            header.trim().escape_debug()
         ));
     }
     if header.contains("'fortran_order': True") {
@@ -87,7 +87,10 @@ pub fn parse_npy_u8(b: &[u8]) -> std::result::Result<(Vec<u8>, [usize; 4]), Stri
         [n, h, w] => [*n, *h, *w, 1],
         _ => return Err(format!("expected N×H×W×C images, shape is {dims:?}")),
     };
-    let need: usize = shape.iter().product();
+    let need = shape
+        .iter()
+        .try_fold(1usize, |a, d| a.checked_mul(*d))
+        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
     let data = &b[start + hl..];
     if data.len() != need {
         return Err(format!(

@@ -5,6 +5,12 @@ use serde::de::DeserializeOwned;
 /// Parses TOML `text` into `T`; the error is one line: `line N: <what is wrong>` (unknown keys are
 /// named when `T` denies them).
 pub fn parse<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
+    // NaN and ±∞ are valid TOML but no setting accepts them: refuse them under any key.
+    if let Ok(value) = toml::from_str::<toml::Value>(text)
+        && let Some((key, x)) = crate::check::non_finite_key(&value)
+    {
+        anyhow::bail!("{key} = {x}: every number in an experiment file must be finite");
+    }
     toml::from_str(text).map_err(|e| {
         let line = e
             .span()

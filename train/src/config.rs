@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::ScheduleSpec;
 use tweedie_core::unet::{Precondition, UNetConfig};
 use tweedie_datasets::{DatasetKind, ImageSet};
+use tweedie_sample::check::{self, Range};
 use tweedie_sample::sampler::SamplerKind;
 
 /// A training experiment, e.g. `experiments/mnist-tiny.toml`.
@@ -267,10 +268,14 @@ impl TrainFile {
             unet.attn_resolutions = v.clone();
         }
         if let Some(v) = m.dropout {
-            unet.dropout = v;
+            unet.dropout = check::float("model.dropout", v, Range::UnitExclusiveOne)?;
         }
         unet.validate().context("[model]")?;
         let d = &self.diffusion;
+        check::float("diffusion.beta_start", d.beta_start, Range::OpenUnit)?;
+        check::float("diffusion.beta_end", d.beta_end, Range::OpenUnit)?;
+        check::float("diffusion.cosine_s", d.cosine_s, Range::NonNegative)?;
+        check::float("diffusion.max_beta", d.max_beta, Range::OpenUnit)?;
         let schedule = match d.schedule.as_str() {
             "linear" => ScheduleSpec::Linear {
                 timesteps: d.timesteps,
@@ -289,12 +294,11 @@ impl TrainFile {
         if t.batch_size == 0 || t.steps == 0 {
             bail!("[train] steps and batch_size must be positive");
         }
-        if !(t.lr > 0.0 && t.lr.is_finite()) {
-            bail!("[train] lr must be positive, got {}", t.lr);
-        }
-        if !(0.0..1.0).contains(&t.ema_decay) {
-            bail!("[train] ema_decay must be in [0, 1), got {}", t.ema_decay);
-        }
+        check::float("train.lr", t.lr, Range::Positive)?;
+        check::float("train.ema_decay", t.ema_decay, Range::UnitExclusiveOne)?;
+        check::float("train.grad_clip", t.grad_clip, Range::NonNegative)?;
+        check::float("train.adam_eps", t.adam_eps, Range::Positive)?;
+        check::float("train.snr_gamma", t.snr_gamma, Range::Positive)?;
         if t.sample_every > 0
             && (t.sample_n == 0 || t.sample_steps == 0 || t.sample_steps > d.timesteps)
         {
@@ -302,9 +306,6 @@ impl TrainFile {
                 "[train] sample_n must be positive and sample_steps in 1..={}",
                 d.timesteps
             );
-        }
-        if t.grad_clip < 0.0 || t.adam_eps <= 0.0 || t.snr_gamma.is_nan() || t.snr_gamma <= 0.0 {
-            bail!("[train] grad_clip must be ≥ 0, and snr_gamma and adam_eps > 0");
         }
         if t.shards == 0 || t.shards > t.batch_size {
             bail!(

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use burn::module::Module;
 use clap::Parser;
 use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
@@ -65,7 +64,7 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    match run(tweedie_sample::cli::parse_args::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -121,8 +120,7 @@ fn run(args: Args) -> Result<()> {
         None => "the checkpoint's config.toml".into(),
     })?;
     if args.dry_run {
-        let device = BackendKind::Flex.device()?;
-        println!("parameters: {}", plan.unet.init(&device).num_params());
+        println!("parameters: {}", plan.unet.num_params());
         return Ok(());
     }
     let explicit = plan.file.data.dir.as_deref();
@@ -147,7 +145,7 @@ fn run(args: Args) -> Result<()> {
     eprintln!(
         "training {} ({} parameters) on {} {} images from {} with {} for {} steps → {}",
         plan.file.model.preset,
-        plan.unet.init(&BackendKind::Flex.device()?).num_params(),
+        plan.unet.num_params(),
         data.len(),
         plan.dataset.name(),
         dir.display(),

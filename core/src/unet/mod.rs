@@ -74,6 +74,20 @@ impl UNetConfig {
     /// resolution that survives the downsamplings, dropout is a probability.
     pub fn validate(&self) -> Result<(), CoreError> {
         let bad = |m: String| Err(CoreError::InvalidConfig(m));
+        // Generous bounds that keep a damaged header from driving a huge allocation.
+        if self.in_channels > 64
+            || self.resolution > 4096
+            || self.ch > 8192
+            || self.ch_mult.len() > 12
+            || self.ch_mult.iter().any(|m| *m > 64)
+            || self.num_res_blocks > 64
+        {
+            return bad(format!(
+                "implausible model: in_channels {} (≤ 64), resolution {} (≤ 4096), ch {} (≤ 8192), \
+                 ch_mult {:?} (≤ 12 levels of ≤ 64), num_res_blocks {} (≤ 64)",
+                self.in_channels, self.resolution, self.ch, self.ch_mult, self.num_res_blocks
+            ));
+        }
         if self.in_channels == 0
             || self.ch == 0
             || self.ch_mult.is_empty()
@@ -112,6 +126,77 @@ impl UNetConfig {
             p.validate()?;
         }
         Ok(())
+    }
+
+    /// The number of parameters [`init`](Self::init) would allocate, computed without
+    /// allocating (a damaged or hostile checkpoint header is checked against its weights file
+    /// before any tensor is made). Saturates at `u64::MAX`.
+    pub fn num_params(&self) -> u64 {
+        let (ch, temb) = (self.ch as u64, 4 * self.ch as u64);
+        let conv =
+            |i: u64, o: u64, k: u64| i.saturating_mul(o).saturating_mul(k * k).saturating_add(o);
+        let lin = |i: u64, o: u64| i.saturating_mul(o).saturating_add(o);
+        let res = |i: u64, o: u64| {
+            let short = if i != o { conv(i, o, 1) } else { 0 };
+            [
+                2 * i,
+                conv(i, o, 3),
+                lin(temb, o),
+                2 * o,
+                conv(o, o, 3),
+                short,
+            ]
+            .into_iter()
+            .fold(0u64, u64::saturating_add)
+        };
+        let attn = |c: u64| 2 * c + 4 * conv(c, c, 1);
+        let mut n = [
+            lin(ch, temb),
+            lin(temb, temb),
+            conv(self.in_channels as u64, ch, 3),
+        ]
+        .into_iter()
+        .fold(0u64, u64::saturating_add);
+        let mut add = |x: u64| n = n.saturating_add(x);
+        let (mut cur, mut res_now) = (ch, self.resolution);
+        let mut skips = vec![ch];
+        for (i, m) in self.ch_mult.iter().enumerate() {
+            let cout = ch.saturating_mul(*m as u64);
+            for _ in 0..self.num_res_blocks {
+                add(res(cur, cout));
+                cur = cout;
+                if self.attn_resolutions.contains(&res_now) {
+                    add(attn(cur));
+                }
+                skips.push(cur);
+            }
+            if i + 1 != self.ch_mult.len() {
+                add(conv(cur, cur, 3));
+                skips.push(cur);
+                res_now = res_now.div_ceil(2);
+            }
+        }
+        add(res(cur, cur));
+        add(attn(cur));
+        add(res(cur, cur));
+        for i in (0..self.ch_mult.len()).rev() {
+            let cout = ch.saturating_mul(self.ch_mult[i] as u64);
+            for _ in 0..=self.num_res_blocks {
+                let skip = skips.pop().unwrap_or(0);
+                add(res(cur.saturating_add(skip), cout));
+                cur = cout;
+                if self.attn_resolutions.contains(&res_now) {
+                    add(attn(cur));
+                }
+            }
+            if i != 0 {
+                res_now = res_now.saturating_mul(2);
+                add(conv(cur, cur, 3));
+            }
+        }
+        add(2 * cur);
+        add(conv(cur, self.in_channels as u64, 3));
+        n
     }
 
     /// Builds the network with seed 0 (see [`UNetConfig::init_seeded`]).
@@ -327,6 +412,26 @@ mod tests {
         assert_eq!(UNetConfig::tiny().init(&dev).num_params(), 651_041);
         assert_eq!(UNetConfig::mnist().init(&dev).num_params(), 6_469_889);
         assert_eq!(UNetConfig::cifar10().init(&dev).num_params(), 35_746_307);
+        // Counted without allocating, for these and other shapes (attention, odd resolutions).
+        let mut configs = vec![
+            UNetConfig::tiny(),
+            UNetConfig::mnist(),
+            UNetConfig::cifar10(),
+        ];
+        configs.push(UNetConfig::new(
+            3,
+            20,
+            32,
+            vec![1, 2, 3],
+            2,
+            vec![10, 5],
+            0.0,
+        ));
+        configs.push(UNetConfig::new(2, 9, 64, vec![2, 1], 1, vec![9, 5], 0.1));
+        for cfg in configs {
+            let counted = cfg.num_params();
+            assert_eq!(counted, cfg.init(&dev).num_params() as u64, "{cfg:?}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 use serde::Deserialize;
 use tweedie_core::elbo::ModelVariance;
 
+use crate::check::{self, Range};
 use crate::noise::{Gaussian, NoiseModel, Poisson, StudentT};
 use crate::operator::{AvgPool, ForwardOperator, GaussianBlur, Identity, Mask, Saturate};
 
@@ -244,9 +245,7 @@ impl ReconFile {
                 Box::new(Mask::hide_box(h, w, top, left, height, width))
             }
             OperatorSpec::InpaintRandom { keep, mask_seed } => {
-                if !(keep > 0.0 && keep < 1.0) {
-                    bail!("operator: keep must be in (0, 1), got {keep}");
-                }
+                check::float("operator.keep", keep, Range::OpenUnit)?;
                 Box::new(Mask::random(h, w, keep, mask_seed))
             }
             OperatorSpec::InpaintHalf => Box::new(Mask::half(h, w)),
@@ -258,21 +257,17 @@ impl ReconFile {
                 Box::new(AvgPool { factor })
             }
             OperatorSpec::Blur { size, sigma } => {
-                if size % 2 == 0
-                    || size > h.min(w)
-                    || sigma.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater)
-                {
+                if size % 2 == 0 || size > h.min(w) {
                     bail!(
-                        "operator: blur needs an odd kernel size ≤ the image and sigma > 0, got size {size}, sigma {sigma}"
+                        "operator: blur needs an odd kernel size ≤ the image ({h}×{w}), got size {size}"
                     );
                 }
+                check::float("operator.sigma", sigma, Range::Positive)?;
                 Box::new(GaussianBlur { size, sigma })
             }
             OperatorSpec::Denoise => Box::new(Identity),
             OperatorSpec::Saturate { gain } => {
-                if gain.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
-                    bail!("operator: saturate gain must be > 0, got {gain}");
-                }
+                check::float("operator.gain", gain, Range::Positive)?;
                 Box::new(Saturate { gain })
             }
         })
@@ -297,13 +292,7 @@ impl ReconFile {
     }
 
     pub fn noise_model(&self) -> Result<Box<dyn NoiseModel>> {
-        let pos = |name: &str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(())
-            } else {
-                Err(anyhow::anyhow!("noise: {name} must be > 0, got {v}"))
-            }
-        };
+        let pos = |name: &str, v: f64| check::float(&format!("noise.{name}"), v, Range::Positive);
         Ok(match self.noise {
             NoiseSpec::Gaussian { sigma_y } => {
                 pos("sigma_y", sigma_y)?;
@@ -386,6 +375,11 @@ impl ReconFile {
         if let Some((m, _)) = steps.iter().find(|(_, s)| *s == 0) {
             bail!("{m}.steps must be positive");
         }
+        check::float("dps.zeta", self.dps.zeta, Range::Positive)?;
+        check::float("diffpir.lambda", self.diffpir.lambda, Range::Positive)?;
+        check::float("diffpir.zeta", self.diffpir.zeta, Range::Unit)?;
+        check::float("pigdm.weight", self.pigdm.weight, Range::NonNegative)?;
+        self.noise_model()?;
         Ok(())
     }
 }
@@ -447,6 +441,23 @@ zeta = 0.5
             (
                 SR4.replace("methods = [\"pinv\", ", "methods = [\"replacement\", "),
                 "replacement needs an inpainting",
+            ),
+            (SR4.replace("zeta = 0.5", "zeta = nan"), "dps.zeta = NaN"),
+            (
+                SR4.replace("sigma_y = 0.05", "sigma_y = inf"),
+                "noise.sigma_y = inf",
+            ),
+            (
+                SR4.replace("sigma_y = 0.05", "sigma_y = -0.05"),
+                "noise.sigma_y must be > 0, got -0.05",
+            ),
+            (
+                SR4.replace("zeta = 0.5", "zeta = 0.0"),
+                "dps.zeta must be > 0",
+            ),
+            (
+                format!("{SR4}[diffpir]\nzeta = 1.5\n"),
+                "diffpir.zeta must be in [0, 1], got 1.5",
             ),
         ];
         for (text, want) in cases {

@@ -90,7 +90,7 @@ impl Phases {
 type Step = dyn FnMut(&mut Rng, &mut Phases) -> f32;
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    match run(tweedie_sample::cli::parse_args::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -361,7 +361,8 @@ pub fn run_class(path: &Path, text: &str, a: &Args) -> Result<()> {
     let grad_device = device.clone().autodiff();
     let (unet, _) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
     let unet_grad = unet.valid().to_device(&grad_device).no_grad();
-    let (classifier, cmeta) = tweedie_core::classifier::load(&file.classifier, &device)?;
+    let (classifier, cmeta) =
+        tweedie_sample::class_likelihood::load_classifier(&file.classifier, &device)?;
     let classifier_grad = classifier.valid().to_device(&grad_device).no_grad();
     let shape = [
         meta.unet.in_channels,
@@ -495,7 +496,8 @@ pub fn load_reference(
     tweedie_datasets::ImageSet,
     String,
 )> {
-    let (classifier, meta) = tweedie_core::classifier::load(&r.classifier, device)?;
+    let (classifier, meta) =
+        tweedie_sample::class_likelihood::load_classifier(&r.classifier, device)?;
     let kind: DatasetKind = r
         .dataset
         .parse()

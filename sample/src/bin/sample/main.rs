@@ -13,6 +13,7 @@ use tweedie_core::elbo::ModelVariance;
 use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
+use tweedie_sample::check::{self, Range};
 use tweedie_sample::output::write_samples;
 use tweedie_sample::sampler::{SamplerKind, draw_images};
 
@@ -54,7 +55,7 @@ struct Args {
     #[arg(long)]
     steps: Option<usize>,
     /// DDIM's η (0: deterministic, 1: DDPM-like noise).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = tweedie_sample::check::finite_flag)]
     eta: f64,
     /// Timestep spacing: leading, trailing, linspace or logsnr (uniform in log-SNR) [default:
     /// logsnr for heun and dpmpp2m, trailing for ddpm and ddim].
@@ -194,7 +195,7 @@ fn progress_bar(len: usize, quiet: bool, template: &str) -> ProgressBar {
 }
 
 fn main() -> ExitCode {
-    match run_cli(Args::parse()) {
+    match run_cli(tweedie_sample::cli::parse_args::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -215,6 +216,7 @@ fn run_cli(a: Args) -> Result<()> {
     if a.n == 0 || a.batch_size == 0 || a.shards == 0 {
         bail!("--n, --batch-size and --shards must be positive");
     }
+    check::float("--eta", a.eta, Range::Unit)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("samples"));
     let dir = checkpoint::resolve(a.checkpoint.as_ref().expect("clap requires it"))?;
     let meta = checkpoint::read_meta(&dir)?;
