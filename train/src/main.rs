@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
+use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_datasets::{Split, download, load, resolve_dir};
 use tweedie_train::config::TrainFile;
 use tweedie_train::trainer::{self, RunOptions};
@@ -202,6 +203,21 @@ fn train_classifier(file: &TrainFile, stem: &str, args: &Args) -> Result<()> {
             run_dir.display()
         );
         return Ok(());
+    }
+    let claim = if args.restart {
+        Claim::Restart
+    } else {
+        Claim::Fresh
+    };
+    let owned = RunDir::claim(&run_dir, claim).map_err(|e| match e {
+        tweedie_core::CoreError::RunExists { path } => anyhow::anyhow!(
+            "{0} already holds a classifier: start over with --restart (moves it to {0}.old-N)",
+            path.display()
+        ),
+        e => e.into(),
+    })?;
+    if let Some(old) = owned.moved_to() {
+        eprintln!("moved the previous classifier to {}", old.display());
     }
     tweedie_train::classify::train_classifier(
         file,
