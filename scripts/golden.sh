@@ -22,9 +22,15 @@ q=(--quiet)
 sed -e 's/^steps = 2500.*/steps = 30/' -e 's/^checkpoint_every = 250/checkpoint_every = 15/' \
   experiments/mnist-tiny.toml > "$F/train.toml"
 "$TWEEDIE_BIN/train" --config "$F/train.toml" --run-dir "$OUT/ck" "${q[@]}" > "$OUT/train.stdout"
-# The MNIST classifier, 40 steps.
-sed -e 's/^steps = 600/steps = 40/' experiments/mnist-classifier.toml > "$F/classifier.toml"
-"$TWEEDIE_BIN/train" --config "$F/classifier.toml" --run-dir "$OUT/cls" "${q[@]}" 2> "$OUT/classifier.stderr"
+# The MNIST classifier, 40 steps (or GOLDEN_CLASSIFIER=DIR: a copy of that one, to compare the
+# classifier-dependent outputs of two builds whose classifier training differs).
+if [ -n "${GOLDEN_CLASSIFIER:-}" ]; then
+  mkdir -p "$OUT/cls"
+  cp "$GOLDEN_CLASSIFIER"/classifier.* "$OUT/cls/"
+else
+  sed -e 's/^steps = 600/steps = 40/' experiments/mnist-classifier.toml > "$F/classifier.toml"
+  "$TWEEDIE_BIN/train" --config "$F/classifier.toml" --run-dir "$OUT/cls" "${q[@]}" 2> "$OUT/classifier.stderr"
+fi
 # Evaluation of the bound on 4 test images.
 "$TWEEDIE_BIN/eval" --checkpoint "$OUT/ck" --n 4 --batch-size 4 "${q[@]}" > "$OUT/eval.json"
 # Unconditional samples, every sampler.

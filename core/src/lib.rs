@@ -7,6 +7,7 @@
 //! ([`checkpoint`]). No TOML, no CLI, no images here.
 
 pub mod checkpoint;
+pub mod choice;
 pub mod classifier;
 pub mod denoiser;
 pub mod device;

@@ -15,6 +15,8 @@ pub mod read;
 
 use std::path::{Path, PathBuf};
 
+use serde::{Deserialize, Serialize};
+
 pub use batcher::{ImageBatch, ImageBatcher, ImageItem};
 pub use error::DataError;
 
@@ -51,36 +53,67 @@ impl DatasetKind {
     }
 }
 
-impl std::str::FromStr for DatasetKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "mnist" => Ok(DatasetKind::Mnist),
-            "fashion-mnist" | "fashion_mnist" => Ok(DatasetKind::FashionMnist),
-            "cifar10" | "cifar-10" => Ok(DatasetKind::Cifar10),
-            "folder" => Ok(DatasetKind::Folder { channels: 3 }),
-            _ => Err(format!(
-                "unknown dataset `{s}` (expected mnist, fashion-mnist, cifar10 or folder)"
-            )),
+/// A dataset as experiment files and flags name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetName {
+    /// MNIST handwritten digits: 28×28, grey (bundled in `data/mnist`).
+    Mnist,
+    /// Fashion-MNIST: 28×28, grey.
+    #[serde(alias = "fashion_mnist")]
+    FashionMnist,
+    /// CIFAR-10: 32×32, colour (the binary batches).
+    #[serde(alias = "cifar-10")]
+    Cifar10,
+    /// A folder of PNG images (sub-folders are classes); needs `channels` and `resolution`.
+    Folder,
+}
+
+impl DatasetName {
+    /// The dataset; a folder is read with `channels` channels (default 3).
+    pub fn kind(self, channels: Option<usize>) -> DatasetKind {
+        match self {
+            DatasetName::Mnist => DatasetKind::Mnist,
+            DatasetName::FashionMnist => DatasetKind::FashionMnist,
+            DatasetName::Cifar10 => DatasetKind::Cifar10,
+            DatasetName::Folder => DatasetKind::Folder {
+                channels: channels.unwrap_or(3),
+            },
         }
     }
 }
 
+impl std::str::FromStr for DatasetKind {
+    type Err = String;
+    /// A dataset by its [`DatasetName`] (a folder with 3 channels).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        tweedie_core::choice::parse::<DatasetName>(s).map(|n| n.kind(None))
+    }
+}
+
 /// Which part of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Split {
+    /// The training images.
     Train,
+    /// The held-out test images.
     Test,
+}
+
+impl Split {
+    pub fn name(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
 }
 
 impl std::str::FromStr for Split {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "train" => Ok(Split::Train),
-            "test" => Ok(Split::Test),
-            _ => Err(format!("`{s}` (expected test or train)")),
-        }
+        tweedie_core::choice::parse(s)
     }
 }
 

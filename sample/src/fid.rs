@@ -2,9 +2,13 @@
 //! image sets (Heusel et al. 2017, eq. 6, with a small MNIST CNN's penultimate layer standing in
 //! for Inception): d² = ‖μ₁ − μ₂‖² + tr(Σ₁ + Σ₂ − 2 (Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}).
 
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use tweedie_core::classifier::Classifier;
-use tweedie_datasets::ImageSet;
+use tweedie_core::classifier::{Classifier, ClassifierMeta};
+use tweedie_core::device::BackendKind;
+use tweedie_datasets::{DatasetName, ImageSet, Split};
 
 /// Eigen-decomposition of a symmetric n × n matrix (cyclic Jacobi): (eigenvalues, eigenvectors
 /// as columns of a row-major matrix).
@@ -193,6 +197,91 @@ impl<'a> FidReference<'a> {
         let (mu, cov) = moments(&fs, self.mu.len());
         frechet(&mu, &cov, &self.mu, &self.cov)
     }
+}
+
+/// The classifier and the reference images classifier-FID compares with.
+#[derive(Debug, Clone)]
+pub struct ReferenceSpec {
+    /// The classifier's run directory.
+    pub classifier: PathBuf,
+    pub dataset: DatasetName,
+    pub split: Split,
+    /// Reference images: the first N of the split (0: all).
+    pub n_reference: usize,
+    /// Directory of the dataset's files (else the default places).
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A loaded [`ReferenceSpec`].
+pub struct LoadedReference {
+    pub classifier: Classifier,
+    pub meta: ClassifierMeta,
+    pub set: ImageSet,
+    /// "mnist test".
+    pub label: String,
+}
+
+impl ReferenceSpec {
+    pub fn load(&self, device: &Device) -> Result<LoadedReference> {
+        let (classifier, meta) =
+            crate::class_likelihood::load_classifier(&self.classifier, device)?;
+        let kind = self.dataset.kind(None);
+        let dir = tweedie_datasets::resolve_dir(kind, self.data_dir.as_deref())?;
+        let mut set = tweedie_datasets::load(kind, self.split, &dir)?;
+        if self.n_reference > 0 {
+            set.truncate(self.n_reference);
+        }
+        Ok(LoadedReference {
+            classifier,
+            meta,
+            set,
+            label: format!("{} {}", kind.name(), self.split.name()),
+        })
+    }
+}
+
+/// Classifier-FID of the samples in a `.npy` file (uint8 N×H×W×C, what `sample` writes) against
+/// `reference`, as the JSON record `sample fid` prints.
+pub fn score_npy(
+    samples: &Path,
+    reference: &ReferenceSpec,
+    backend: BackendKind,
+) -> Result<serde_json::Value> {
+    let bytes =
+        std::fs::read(samples).with_context(|| format!("{}: cannot read", samples.display()))?;
+    let (data, shape) = crate::output::parse_npy_u8(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", samples.display()))?;
+    if shape[0] < 2 {
+        bail!(
+            "{}: need at least 2 samples, found {}",
+            samples.display(),
+            shape[0]
+        );
+    }
+    let device = backend.device()?;
+    let r = reference.load(&device)?;
+    let cfg = r.meta.config;
+    if [shape[1], shape[2], shape[3]] != [cfg.resolution, cfg.resolution, cfg.in_channels] {
+        bail!(
+            "{}: images are {}×{}×{}, the classifier takes {}×{}×{}",
+            samples.display(),
+            shape[1],
+            shape[2],
+            shape[3],
+            cfg.resolution,
+            cfg.resolution,
+            cfg.in_channels
+        );
+    }
+    let fid =
+        FidReference::new(&r.classifier, &r.set, cfg.features, &device).fid(&data, shape, &device);
+    Ok(serde_json::json!({
+        "samples": samples.display().to_string(),
+        "n_samples": shape[0],
+        "reference": r.label,
+        "n_reference": r.set.len(),
+        "classifier_fid": fid,
+    }))
 }
 
 #[cfg(test)]

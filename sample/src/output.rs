@@ -7,8 +7,12 @@ use burn::prelude::*;
 
 /// Images in [−1, 1] `[N, C, H, W]` → uint8 NHWC bytes (round((x + 1)·127.5), clamped).
 pub fn to_u8_nhwc(x: Tensor<4>) -> (Vec<u8>, [usize; 4]) {
-    let [n, c, h, w] = x.dims();
-    let v = tweedie_core::host_values(x);
+    let dims = x.dims();
+    u8_nhwc(&tweedie_core::host_values(x), dims)
+}
+
+/// [`to_u8_nhwc`] of host values `[N, C, H, W]`.
+pub fn u8_nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> (Vec<u8>, [usize; 4]) {
     let mut out = vec![0u8; n * h * w * c];
     for i in 0..n {
         for ch in 0..c {
@@ -103,8 +107,7 @@ pub fn parse_npy_u8(b: &[u8]) -> std::result::Result<(Vec<u8>, [usize; 4]), Stri
 
 /// Writes `data` to `path` through a temporary sibling and a rename.
 pub fn write_file(path: &Path, data: &[u8]) -> Result<()> {
-    tweedie_core::checkpoint::write_atomic(path, data)
-        .with_context(|| format!("writing {}", path.display()))
+    Ok(tweedie_core::checkpoint::write_atomic(path, data)?)
 }
 
 /// Writes a sample set into `dir` (created if missing): `samples.npy` (uint8 NHWC) and

@@ -2,9 +2,10 @@
 //! priors, whose posterior under a linear-Gaussian observation and evidence p(y) are known in
 //! closed form (`tweedie_core::gmm`). Small d, 100 steps, CPU: a few seconds.
 
-use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmProblem, score};
+use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmMethod, GmmProblem, score};
 
 const TWO_MODES: &str = r#"
+kind = "gmm-benchmark"
 [gmm]
 weights = [0.5, 0.5]
 means = [[-1.5, -1.0], [1.5, 1.0]]
@@ -34,6 +35,7 @@ fn grid_25_in_8d() -> String {
     }
     format!(
         r#"
+kind = "gmm-benchmark"
 [gmm]
 weights = [{w}]
 means = [{m}]
@@ -62,11 +64,11 @@ fn bench(text: &str) -> (GmmFile, GmmProblem) {
     (file, problem)
 }
 
-fn row(file: &GmmFile, p: &GmmProblem, method: &str, k: usize, seed: u64) -> BenchRow {
+fn row(file: &GmmFile, p: &GmmProblem, method: GmmMethod, k: usize, seed: u64) -> BenchRow {
     let draws = p.draw(file, method, k, file.run.n_samples, seed).unwrap();
     let r = score(p, file, method, k, &draws);
     eprintln!(
-        "{method} K={k}: sw {:.4} (floor {:.4}), mode error {:.4}, log Z {:?}, ESS {:?}",
+        "{method:?} K={k}: sw {:.4} (floor {:.4}), mode error {:.4}, log Z {:?}, ESS {:?}",
         r.sw, r.sw_floor, r.mode_weight_error, r.log_z, r.ess_mean
     );
     r
@@ -75,10 +77,10 @@ fn row(file: &GmmFile, p: &GmmProblem, method: &str, k: usize, seed: u64) -> Ben
 #[test]
 fn particle_errors_fall_with_k_and_tds_reaches_the_floor_on_two_modes() {
     let (file, p) = bench(TWO_MODES);
-    let tds1 = row(&file, &p, "tds", 1, 1);
-    let tds64 = row(&file, &p, "tds", 64, 2);
-    let fk4 = row(&file, &p, "fk", 4, 3);
-    let fk64 = row(&file, &p, "fk", 64, 4);
+    let tds1 = row(&file, &p, GmmMethod::Tds, 1, 1);
+    let tds64 = row(&file, &p, GmmMethod::Tds, 64, 2);
+    let fk4 = row(&file, &p, GmmMethod::Fk, 4, 3);
+    let fk64 = row(&file, &p, GmmMethod::Fk, 64, 4);
     assert!(
         tds64.sw < tds1.sw,
         "TDS: K = 64 {} vs K = 1 {}",
@@ -103,7 +105,7 @@ fn particle_errors_fall_with_k_and_tds_reaches_the_floor_on_two_modes() {
         tds64.mode_weight_error
     );
     // DPS's bias on this bimodal posterior is measured (printed), not asserted away.
-    let dps = row(&file, &p, "dps", 1, 5);
+    let dps = row(&file, &p, GmmMethod::Dps, 1, 5);
     eprintln!(
         "DPS bias on the bimodal posterior: sw/floor {:.2}, mode weight error {:.4}",
         dps.sw / dps.sw_floor,
@@ -114,7 +116,7 @@ fn particle_errors_fall_with_k_and_tds_reaches_the_floor_on_two_modes() {
 #[test]
 fn tds_reaches_the_floor_on_25_modes_in_8_dimensions() {
     let (file, p) = bench(&grid_25_in_8d());
-    let r = row(&file, &p, "tds", 64, 6);
+    let r = row(&file, &p, GmmMethod::Tds, 64, 6);
     assert!(
         r.sw <= 1.5 * r.sw_floor,
         "TDS at K = 64: {} vs floor {}",
@@ -132,7 +134,7 @@ fn the_evidence_estimate_is_unbiased() {
     // different tails (measured: −14 % at 100 steps, −4.5 % at 1000 on this problem, where y sits
     // in the tails of both modes); that gap is checked loosely (< 20 %).
     let (file, p) = bench(TWO_MODES);
-    let z_of = |method: &str, k: usize, n: usize, seed: u64| -> Vec<f64> {
+    let z_of = |method: GmmMethod, k: usize, n: usize, seed: u64| -> Vec<f64> {
         let d = p.draw(&file, method, k, n, seed).unwrap();
         d.log_z.unwrap().into_iter().map(f64::exp).collect()
     };
@@ -142,8 +144,8 @@ fn the_evidence_estimate_is_unbiased() {
         let v = z.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
         (m, (v / n).sqrt())
     };
-    let (m_mc, se_mc) = stats(&z_of("fk", 1, 20_000, 7));
-    let (m_tds, se_tds) = stats(&z_of("tds", 16, 1000, 8));
+    let (m_mc, se_mc) = stats(&z_of(GmmMethod::Fk, 1, 20_000, 7));
+    let (m_tds, se_tds) = stats(&z_of(GmmMethod::Tds, 16, 1000, 8));
     let exact = p.posterior.log_evidence.exp();
     eprintln!(
         "p(y): exact {exact:.5}, model MC {m_mc:.5} ± {se_mc:.5}, TDS {m_tds:.5} ± {se_tds:.5}"

@@ -1,20 +1,22 @@
 //! The experiment file of a training run (TOML). Plain serde structs that reject unknown keys;
 //! [`TrainFile::resolve`] validates them and builds the burn-side configs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::ScheduleSpec;
-use tweedie_core::unet::{Precondition, UNetConfig};
-use tweedie_datasets::{DatasetKind, ImageSet};
+use tweedie_core::unet::{Precondition, UNetConfig, UNetPreset};
+use tweedie_datasets::{DatasetKind, DatasetName, ImageSet};
 use tweedie_sample::check::{self, Range};
+use tweedie_sample::experiment::{ExperimentFile, ExperimentKind};
 use tweedie_sample::sampler::SamplerKind;
 
-/// A training experiment, e.g. `experiments/mnist-tiny.toml`.
+/// A training experiment, e.g. `experiments/mnist-tiny.toml` (`kind = "diffusion-training"`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainFile {
+    pub kind: ExperimentKind,
     /// Seed of every random choice of the run (initialisation, data order, t, ε, dropout).
     #[serde(default)]
     pub seed: u64,
@@ -32,8 +34,7 @@ pub struct TrainFile {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// `mnist`, `fashion-mnist` or `cifar10`.
-    pub dataset: String,
+    pub dataset: DatasetName,
     /// Directory with the dataset's original files. Default: `$TWEEDIE_DATA/<dataset>`, then the
     /// bundled `data/<dataset>`.
     #[serde(default)]
@@ -57,8 +58,8 @@ pub struct DataSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// `tiny`, `mnist` or `cifar10` (params.json); the fields below override the preset.
-    pub preset: String,
+    /// The architecture; the fields below override it (`params.json` has the presets' counts).
+    pub preset: UNetPreset,
     pub ch: Option<usize>,
     pub ch_mult: Option<Vec<usize>>,
     pub num_res_blocks: Option<usize>,
@@ -72,8 +73,7 @@ pub struct ModelSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DiffusionSection {
-    /// `linear` (DDPM) or `cosine` (iDDPM).
-    pub schedule: String,
+    pub schedule: ScheduleName,
     pub timesteps: usize,
     pub beta_start: f64,
     pub beta_end: f64,
@@ -84,7 +84,7 @@ pub struct DiffusionSection {
 impl Default for DiffusionSection {
     fn default() -> Self {
         Self {
-            schedule: "linear".into(),
+            schedule: ScheduleName::Linear,
             timesteps: 1000,
             beta_start: 1e-4,
             beta_end: 0.02,
@@ -175,12 +175,25 @@ impl Default for TrainSection {
     }
 }
 
+/// The noise schedule of `[diffusion] schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleName {
+    /// β linear from `beta_start` to `beta_end` (Ho et al. 2020).
+    Linear,
+    /// ᾱ_t = cos²(((t/T + s)/(1 + s)) π/2), β capped at `max_beta` (Nichol & Dhariwal 2021).
+    Cosine,
+}
+
 /// How the per-sample ε-errors of a batch are weighted (see `TrainSection::loss_weighting`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LossWeighting {
+    /// L_simple: every sample's ‖ε − ε̂‖² alike (Ho et al. 2020).
     Simple,
+    /// min(SNR_t, γ)/SNR_t (Hang et al. 2023).
     MinSnr,
+    /// 1/c_out²: every t counts alike for a preconditioned network (Karras et al. 2022).
     Precond,
 }
 
@@ -219,30 +232,31 @@ impl Plan {
     }
 }
 
-impl TrainFile {
-    /// Reads and parses a TOML file; errors name the file, and the key for unknown keys.
-    pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{}: invalid experiment file", path.display()))
+impl ExperimentFile for TrainFile {
+    const KIND: ExperimentKind = ExperimentKind::DiffusionTraining;
+    fn kind(&self) -> ExperimentKind {
+        self.kind
     }
+}
 
-    /// Parses TOML text; the error is one line: `line N: <what is wrong>`.
-    pub fn parse(text: &str) -> Result<Self> {
-        tweedie_sample::toml_file::parse(text)
+impl TrainFile {
+    /// Parses the `config.toml` a checkpoint keeps of its run. Checkpoints written before
+    /// experiment files named their kind lack the `kind` line; it can only be this one.
+    pub fn parse_checkpoint_copy(text: &str) -> Result<Self> {
+        match tweedie_sample::experiment::kind_of(text) {
+            Ok(_) => Self::parse(text),
+            Err(_) => Self::parse(&format!("kind = \"diffusion-training\"\n{text}")),
+        }
     }
 
     /// Validates and builds the run's objects. `stem` names the default run directory.
     pub fn resolve(self, stem: &str) -> Result<Plan> {
-        let mut dataset: DatasetKind = self.data.dataset.parse().map_err(anyhow::Error::msg)?;
-        if let DatasetKind::Folder { channels } = &mut dataset {
-            *channels = self
-                .data
-                .channels
-                .context("[data] dataset = \"folder\" needs `channels` (1 or 3)")?;
+        if self.data.dataset == DatasetName::Folder && self.data.channels.is_none() {
+            bail!("[data] dataset = \"folder\" needs `channels` (1 or 3)");
         }
+        let dataset = self.data.dataset.kind(self.data.channels);
         let m = &self.model;
-        let mut unet = UNetConfig::preset(&m.preset)?;
+        let mut unet = UNetConfig::preset(m.preset);
         let [c, h, w] = match (dataset.shape(), self.data.resolution) {
             (Some(s), _) => s,
             (None, Some(r)) => [self.data.channels.unwrap_or(3), r, r],
@@ -276,18 +290,17 @@ impl TrainFile {
         check::float("diffusion.beta_end", d.beta_end, Range::OpenUnit)?;
         check::float("diffusion.cosine_s", d.cosine_s, Range::NonNegative)?;
         check::float("diffusion.max_beta", d.max_beta, Range::OpenUnit)?;
-        let schedule = match d.schedule.as_str() {
-            "linear" => ScheduleSpec::Linear {
+        let schedule = match d.schedule {
+            ScheduleName::Linear => ScheduleSpec::Linear {
                 timesteps: d.timesteps,
                 beta_start: d.beta_start,
                 beta_end: d.beta_end,
             },
-            "cosine" => ScheduleSpec::Cosine {
+            ScheduleName::Cosine => ScheduleSpec::Cosine {
                 timesteps: d.timesteps,
                 s: d.cosine_s,
                 max_beta: d.max_beta,
             },
-            other => bail!("[diffusion] schedule = `{other}`: expected linear or cosine"),
         };
         schedule.build().context("[diffusion]")?;
         let t = &self.train;
@@ -335,7 +348,8 @@ impl TrainFile {
 mod tests {
     use super::*;
 
-    const MIN: &str = "[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\n";
+    const MIN: &str =
+        "kind = \"diffusion-training\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\n";
 
     #[test]
     fn defaults_fill_in_and_presets_resolve() {
@@ -351,19 +365,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("batchsize") && e.starts_with("line 6:") && !e.contains('\n'),
+            e.contains("batchsize") && e.starts_with("line 7:") && !e.contains('\n'),
             "{e}"
         );
+        // An invalid choice is named with the valid ones, from the enum itself.
         let e = TrainFile::parse(&format!("{MIN}[diffusion]\nschedule = \"quadratic\"\n"))
-            .unwrap()
-            .resolve("x")
-            .unwrap_err();
-        assert!(format!("{e:#}").contains("quadratic"));
-        let e = TrainFile::parse("[data]\ndataset = \"svhn\"\n[model]\npreset = \"tiny\"\n")
-            .unwrap()
-            .resolve("x")
-            .unwrap_err();
-        assert!(e.to_string().contains("svhn"));
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("quadratic") && e.contains("`linear` or `cosine`") && !e.contains('\n'),
+            "{e}"
+        );
+        let e = TrainFile::parse(&MIN.replace("mnist", "svhn"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("svhn") && e.contains("`fashion-mnist`"), "{e}");
+        let e = TrainFile::parse(&MIN.replace("diffusion-training", "reconstruction"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a diffusion-training file"), "{e}");
         let e = TrainFile::parse(&format!("{MIN}ch = 40\n"))
             .unwrap()
             .resolve("x")

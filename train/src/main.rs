@@ -1,23 +1,26 @@
-//! `train`: fits a DDPM ε-model to a dataset from a TOML experiment file.
+//! `train`: runs a training experiment file (`kind = "diffusion-training"` or
+//! `"classifier-training"`). The workflows are library functions of `tweedie_train::launch`; this
+//! binary parses flags, calls them and prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::Parser;
-use tweedie_core::checkpoint;
+use anyhow::{Context, Result, bail};
 use tweedie_core::device::BackendKind;
-use tweedie_core::run_dir::{Claim, RunDir};
-use tweedie_datasets::{Split, download, load, resolve_dir};
+use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind};
+use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
-use tweedie_train::trainer::{self, RunOptions};
+use tweedie_train::launch::{self, ClassifierRun, DiffusionRun, Overrides};
+use tweedie_train::trainer;
 
-/// Train a denoising diffusion model (DDPM, L_simple) from a TOML experiment file.
-#[derive(Parser, Debug)]
+/// Train a denoising diffusion model (DDPM, L_simple), or the classifier of class guidance, from
+/// a TOML experiment file whose `kind` says which.
+#[derive(clap::Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Experiment file, e.g. experiments/mnist-tiny.toml. With --resume it may be left out:
-    /// the checkpoint's own copy is used.
+    /// Experiment file of kind diffusion-training (e.g. experiments/mnist-tiny.toml) or
+    /// classifier-training (experiments/mnist-classifier.toml). With --resume it may be left
+    /// out: the checkpoint's own copy is used.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Continue a run from its newest checkpoint (a run directory) or from a step directory.
@@ -80,24 +83,62 @@ fn run(args: Args) -> Result<()> {
         println!("wrote {}", png.display());
         return Ok(());
     }
-    let (mut file, stem) = match (&args.config, &args.resume) {
-        (Some(p), _) => (
-            TrainFile::load(p)?,
-            p.file_stem()
+    let overrides = Overrides {
+        seed: args.seed,
+        steps: args.steps,
+        run_dir: args.run_dir.clone(),
+        checkpoint_every: args.checkpoint_every,
+        shards: args.shards,
+    };
+    let (mut file, stem, source) = match (&args.config, &args.resume) {
+        (Some(p), _) => {
+            let (kind, text) = experiment::read_for(p, Binary::Train)?;
+            let invalid = || format!("{}: invalid experiment file", p.display());
+            let stem = p
+                .file_stem()
                 .and_then(|s| s.to_str())
                 .unwrap_or("run")
-                .to_string(),
-        ),
-        (None, Some(r)) => {
-            let dir = checkpoint::resolve(r)?;
-            let p = dir.join(trainer::CONFIG_FILE);
-            let mut f = TrainFile::load(&p)?;
-            // A resumed run stays in its own directory unless told otherwise.
-            f.run_dir = Some(dir.parent().map(PathBuf::from).unwrap_or_else(|| r.clone()));
-            (f, "run".to_string())
+                .to_string();
+            if kind == ExperimentKind::ClassifierTraining {
+                let mut file = ClassifierFile::parse(&text).with_context(invalid)?;
+                return classifier(&mut file, &stem, &args);
+            }
+            let file = TrainFile::parse(&text).with_context(invalid)?;
+            (file, stem, p.display().to_string())
         }
-        (None, None) => anyhow::bail!("give --config FILE (or --resume DIR)"),
+        (None, Some(r)) => (
+            launch::resumed_file(r)?,
+            "run".to_string(),
+            "the checkpoint's config.toml".into(),
+        ),
+        (None, None) => bail!("give --config FILE (or --resume DIR)"),
     };
+    overrides.apply(&mut file);
+    let plan = file.resolve(&stem).context(source)?;
+    if args.dry_run {
+        println!("parameters: {}", plan.unet.num_params());
+        return Ok(());
+    }
+    let report = launch::diffusion(
+        &plan,
+        &DiffusionRun {
+            backend: args.backend,
+            resume: args.resume.clone(),
+            restart: args.restart,
+            no_eval: args.no_eval,
+            download: args.download,
+            quiet: args.quiet,
+        },
+    )?;
+    println!("{}", launch::summary(&report));
+    Ok(())
+}
+
+/// A classifier-training file.
+fn classifier(file: &mut ClassifierFile, stem: &str, args: &Args) -> Result<()> {
+    if args.resume.is_some() || args.steps.is_some() && args.dry_run {
+        bail!("--resume is for diffusion runs (a classifier trains in one go)");
+    }
     if let Some(s) = args.seed {
         file.seed = s;
     }
@@ -107,125 +148,32 @@ fn run(args: Args) -> Result<()> {
     if let Some(d) = &args.run_dir {
         file.run_dir = Some(d.clone());
     }
-    if let Some(n) = args.checkpoint_every {
-        file.train.checkpoint_every = n;
-    }
-    if let Some(n) = args.shards {
-        file.train.shards = n;
-    }
-    if file.model.preset == "classifier" {
-        return train_classifier(&file, &stem, &args);
-    }
-    let plan = file.resolve(&stem).with_context(|| match &args.config {
-        Some(p) => format!("{}", p.display()),
-        None => "the checkpoint's config.toml".into(),
-    })?;
-    if args.dry_run {
-        println!("parameters: {}", plan.unet.num_params());
-        return Ok(());
-    }
-    let explicit = plan.file.data.dir.as_deref();
-    let dir = match resolve_dir(plan.dataset, explicit) {
-        Ok(d) => d,
-        Err(_) if args.download || plan.file.data.download => {
-            let d = explicit
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("data").join(plan.dataset.name()));
-            download::ensure(plan.dataset, &d)?;
-            d
-        }
-        Err(e) => return Err(e.into()),
-    };
-    if args.download || plan.file.data.download {
-        download::ensure(plan.dataset, &dir)?;
-    }
-    let mut data = load(plan.dataset, Split::Train, &dir)?;
-    if plan.file.data.limit > 0 {
-        data.truncate(plan.file.data.limit);
-    }
-    eprintln!(
-        "training {} ({} parameters) on {} {} images from {} with {} for {} steps → {}",
-        plan.file.model.preset,
-        plan.unet.num_params(),
-        data.len(),
-        plan.dataset.name(),
-        dir.display(),
-        args.backend,
-        plan.file.train.steps,
-        plan.run_dir.display()
-    );
-    let eval_data = if plan.file.train.eval_every > 0 && !args.no_eval {
-        Some(load(plan.dataset, Split::Test, &dir)?)
-    } else {
-        None
-    };
-    let opts = RunOptions {
-        backend: args.backend,
-        resume: args.resume.clone(),
-        restart: args.restart,
-        progress: !args.quiet,
-        eval_data,
-    };
-    let report = trainer::train(&plan, &data, &opts)?;
-    let n = report.losses.len();
-    let head = report.losses.iter().take(20.min(n)).sum::<f64>() / 20.min(n).max(1) as f64;
-    let tail =
-        report.losses.iter().skip(n.saturating_sub(20)).sum::<f64>() / 20.min(n).max(1) as f64;
-    println!(
-        "done: steps {}..{} in {:.1} s ({:.3} s/step), loss {head:.4} → {tail:.4} (mean of first/last 20), checkpoint {}",
-        report.first_step,
-        report.last_step,
-        report.seconds,
-        report.seconds / n.max(1) as f64,
-        report.checkpoint.display()
-    );
-    Ok(())
-}
-
-/// `[model] preset = "classifier"`: the classifier of guidance and classifier-FID.
-fn train_classifier(file: &TrainFile, stem: &str, args: &Args) -> Result<()> {
-    let kind: tweedie_datasets::DatasetKind = file
-        .data
-        .dataset
-        .parse()
-        .map_err(|e: String| anyhow::anyhow!("data.dataset: {e}"))?;
-    let dir = resolve_dir(kind, file.data.dir.as_deref())?;
-    let data = load(kind, Split::Train, &dir)?;
-    let test = load(kind, Split::Test, &dir)?;
-    let run_dir = file
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("checkpoints").join(stem));
+    let run_dir = file.run_dir(stem);
     if args.dry_run {
         println!(
             "classifier for {} images → {}",
-            kind.name(),
+            tweedie_core::choice::name(&file.data.dataset),
             run_dir.display()
         );
         return Ok(());
     }
-    let claim = if args.restart {
-        Claim::Restart
-    } else {
-        Claim::Fresh
-    };
-    let owned = RunDir::claim(&run_dir, claim).map_err(|e| match e {
-        tweedie_core::CoreError::RunExists { path } => anyhow::anyhow!(
-            "{0} already holds a classifier: start over with --restart (moves it to {0}.old-N)",
-            path.display()
-        ),
-        e => e.into(),
-    })?;
-    if let Some(old) = owned.moved_to() {
-        eprintln!("moved the previous classifier to {}", old.display());
-    }
-    tweedie_train::classify::train_classifier(
+    let r = launch::classifier(
         file,
         &run_dir,
-        &data,
-        &test,
-        args.backend,
-        !args.quiet,
+        &ClassifierRun {
+            backend: args.backend,
+            restart: args.restart,
+            download: args.download,
+            quiet: args.quiet,
+        },
     )?;
+    eprintln!(
+        "classifier: {} steps in {:.1} s, test accuracy {:.4} (validation loss {}) → {}",
+        file.train.steps,
+        r.seconds,
+        r.test_accuracy,
+        r.valid_loss.map_or("-".into(), |l| format!("{l:.4}")),
+        run_dir.display()
+    );
     Ok(())
 }

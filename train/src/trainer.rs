@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::AdamConfig;
+use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::prelude::*;
 use burn::tensor::Bytes;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -20,6 +20,7 @@ use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::parallel;
 use tweedie_core::rng::Rng;
 use tweedie_core::run_dir::{Claim, RunDir};
+use tweedie_core::schedule::NoiseSchedule;
 use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
 
@@ -113,184 +114,215 @@ impl DataOrder {
     }
 }
 
-/// Trains `plan` on `data` (already loaded). The experiment file's text is copied into every
-/// checkpoint so that `--resume` needs nothing else.
+/// Trains `plan` on `data` (already loaded): [`Trainer::start`], then [`Trainer::step`] and
+/// [`Trainer::periodic`] until the run's last step, then [`Trainer::finish`]. The experiment
+/// file's text is copied into every checkpoint so that `--resume` needs nothing else.
 pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> {
-    let plan = &plan.with_data_moments(data);
-    let f = &plan.file;
-    let tc = &f.train;
-    let schedule = plan.schedule.build()?;
-    let big_t = schedule.len();
-    if data.shape
-        != [
+    let mut t = Trainer::start(plan, data, opts)?;
+    while !t.is_done() {
+        let log = t.step()?;
+        t.periodic(&log)?;
+    }
+    Ok(t.finish())
+}
+
+/// A training run in progress: what one step needs (model, optimiser, EMA, data order, device)
+/// and what the periodic actions write (metrics, curve, checkpoints), with the run directory's
+/// lock held until it is dropped.
+pub struct Trainer<'a> {
+    plan: Plan,
+    data: &'a ImageSet,
+    opts: &'a RunOptions,
+    schedule: NoiseSchedule,
+    device: Device,
+    model: UNet,
+    optim: ModuleOptimizer,
+    ema: Option<UNet>,
+    order: DataOrder,
+    /// Steps taken (the next step's index).
+    step: usize,
+    first_step: usize,
+    metrics: std::fs::File,
+    metrics_path: PathBuf,
+    /// (step, loss) of the logged steps, for `loss.png`.
+    curve: Vec<(f64, f64)>,
+    bars: MultiProgress,
+    bar: ProgressBar,
+    clock: Instant,
+    losses: Vec<f64>,
+    smooth: Option<f64>,
+    last_checkpoint: PathBuf,
+    _run_dir: RunDir,
+}
+
+impl<'a> Trainer<'a> {
+    /// Starts a run, or resumes one (`opts.resume`): claims the run directory, builds or loads
+    /// the model, optimiser and EMA, opens the metrics log and the progress bar, and announces
+    /// the cost of any bound evaluations.
+    pub fn start(plan: &Plan, data: &'a ImageSet, opts: &'a RunOptions) -> Result<Self> {
+        let plan = plan.with_data_moments(data);
+        let tc = &plan.file.train;
+        let schedule = plan.schedule.build()?;
+        let want = [
             plan.unet.in_channels,
             plan.unet.resolution,
             plan.unet.resolution,
-        ]
-    {
-        bail!(
-            "dataset images are {:?} but the model expects {}×{}×{}",
-            data.shape,
-            plan.unet.in_channels,
-            plan.unet.resolution,
-            plan.unet.resolution
-        );
-    }
-    if data.is_empty() {
-        bail!("the dataset is empty");
-    }
-    let device = opts.backend.device()?.autodiff();
-    let mut model = plan.unet.init_seeded(&device, f.seed);
-    let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
-    let mut ema_model = (tc.ema_decay > 0.0).then(|| model.valid());
-    let mut start = 0;
+        ];
+        if data.shape != want {
+            bail!(
+                "dataset images are {:?} but the model expects {}×{}×{}",
+                data.shape,
+                want[0],
+                want[1],
+                want[2]
+            );
+        }
+        if data.is_empty() {
+            bail!("the dataset is empty");
+        }
+        let device = opts.backend.device()?.autodiff();
+        let mut model = plan.unet.init_seeded(&device, plan.file.seed);
+        let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
+        let mut ema = (tc.ema_decay > 0.0).then(|| model.valid());
+        let mut start = 0;
 
-    let run_dir = claim_run_dir(plan, opts)?;
-    if let Some(old) = run_dir.moved_to() {
-        eprintln!(
-            "moved the previous run in {} to {}",
-            plan.run_dir.display(),
-            old.display()
-        );
-    }
-    for p in run_dir.removed() {
-        eprintln!("removed {}, left by an earlier failed write", p.display());
-    }
-    if let Some(resume) = &opts.resume {
-        let dir = checkpoint::resolve(resume)?;
-        let meta = checkpoint::read_meta(&dir)?;
-        if meta.unet != plan.unet {
-            bail!(
-                "{}: the checkpoint's model {:?} differs from the config's {:?}",
-                dir.display(),
-                meta.unet,
-                plan.unet
-            );
-        }
-        if meta.schedule != plan.schedule {
-            bail!(
-                "{}: the checkpoint's schedule {:?} differs from the config's {:?}",
-                dir.display(),
-                meta.schedule,
-                plan.schedule
-            );
-        }
-        let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
-        model = checkpoint::load_module(model, &dir.join(MODEL_FILE))?;
-        if let Some(e) = ema_model.take() {
-            ema_model = Some(checkpoint::load_module(e, &dir.join(EMA_FILE))?);
-        }
-        let ob = std::fs::read(dir.join(OPTIM_FILE))
-            .with_context(|| format!("{}", dir.join(OPTIM_FILE).display()))?;
-        optim = optim.from_bytes(Bytes::from_bytes_vec(ob)).map_err(|e| {
-            anyhow::anyhow!(
-                "{}: damaged optimizer state: {e}",
-                dir.join(OPTIM_FILE).display()
-            )
-        })?;
-        start = state.step;
-        if start >= tc.steps {
-            bail!(
-                "{}: already at step {start}, and the run has {} steps (raise --steps)",
-                dir.display(),
-                tc.steps
-            );
-        }
-        // Continuing from an older step in the same directory would write a second history over
-        // the later checkpoints (and keep_last would then delete the new ones).
-        if let Some(&later) = run_dir.steps()?.iter().find(|&&s| s > start) {
-            bail!(
-                "{} holds checkpoints after step {start} ({}): resume from the run directory \
-                 itself (its newest step), or continue this step elsewhere with --run-dir NEW",
-                plan.run_dir.display(),
-                checkpoint::step_dir_name(later)
-            );
-        }
-    }
-    let metrics_path = plan.run_dir.join(METRICS_FILE);
-    let (mut metrics, mut curve) = open_metrics(&metrics_path, start)?;
-
-    let bars = if opts.progress {
-        MultiProgress::new()
-    } else {
-        MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
-    };
-    let bar = bars.add(ProgressBar::new(tc.steps as u64));
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar.set_position(start as u64);
-    if let Some(test) = &opts.eval_data {
-        let plain = device.clone().without_autodiff();
-        let eo = eval_options(plan, test);
-        let evals = (start + 1..=tc.steps)
-            .filter(|d| d % tc.eval_every.max(1) == 0 || *d == tc.steps)
-            .count();
-        let calls = big_t * eo.n.div_ceil(eo.batch_size);
-        let secs = calls as f64 * time_one_call(&model.valid(), &plain, eo.batch_size, data.shape);
-        bars.suspend(|| {
+        let run_dir = claim_run_dir(&plan, opts)?;
+        if let Some(old) = run_dir.moved_to() {
             eprintln!(
-                "evaluation of the bound: {evals} time(s) (every {} steps and at the end), {} test \
-                 images, {calls} network calls of {} images each time: about {} each by one timed \
-                 call (--no-eval skips it)",
-                tc.eval_every,
-                eo.n,
-                eo.batch_size,
-                human_seconds(secs)
+                "moved the previous run in {} to {}",
+                plan.run_dir.display(),
+                old.display()
+            );
+        }
+        for p in run_dir.removed() {
+            eprintln!("removed {}, left by an earlier failed write", p.display());
+        }
+        if let Some(resume) = &opts.resume {
+            let r = load_resumed(&plan, resume, model, ema, optim)?;
+            (model, ema, optim, start) = (r.model, r.ema, r.optim, r.step);
+            if start >= tc.steps {
+                bail!(
+                    "{}: already at step {start}, and the run has {} steps (raise --steps)",
+                    r.dir.display(),
+                    tc.steps
+                );
+            }
+            // Continuing from an older step in the same directory would write a second history
+            // over the later checkpoints (and keep_last would then delete the new ones).
+            if let Some(&later) = run_dir.steps()?.iter().find(|&&s| s > start) {
+                bail!(
+                    "{} holds checkpoints after step {start} ({}): resume from the run directory \
+                     itself (its newest step), or continue this step elsewhere with --run-dir NEW",
+                    plan.run_dir.display(),
+                    checkpoint::step_dir_name(later)
+                );
+            }
+        }
+        let metrics_path = plan.run_dir.join(METRICS_FILE);
+        let (metrics, curve) = open_metrics(&metrics_path, start)?;
+
+        let bars = if opts.progress {
+            MultiProgress::new()
+        } else {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+        };
+        let bar = bars.add(ProgressBar::new(tc.steps as u64));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
             )
-        });
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(start as u64);
+        let order = DataOrder {
+            seed: plan.file.seed,
+            n: data.len(),
+            epoch: None,
+        };
+        let t = Self {
+            plan,
+            data,
+            opts,
+            schedule,
+            device,
+            model,
+            optim,
+            ema,
+            order,
+            step: start,
+            first_step: start,
+            metrics,
+            metrics_path,
+            curve,
+            bars,
+            bar,
+            clock: Instant::now(),
+            losses: Vec::new(),
+            smooth: None,
+            last_checkpoint: PathBuf::new(),
+            _run_dir: run_dir,
+        };
+        t.announce_evaluations();
+        // The clock starts when the steps do (as the log's `seconds` always has).
+        Ok(Self {
+            clock: Instant::now(),
+            ..t
+        })
     }
 
-    let mut order = DataOrder {
-        seed: f.seed,
-        n: data.len(),
-        epoch: None,
-    };
-    let b = tc.batch_size;
-    let [c, h, w] = data.shape;
-    let clock = Instant::now();
-    let mut losses = Vec::new();
-    let mut smooth: Option<f64> = None;
-    let mut last_ckpt = PathBuf::new();
-    for step in start..tc.steps {
+    /// Whether the run has taken all its steps.
+    pub fn is_done(&self) -> bool {
+        self.step >= self.plan.file.train.steps
+    }
+
+    /// One optimiser step: the step's batch, t and ε from `Rng::derive(seed, step)`, the loss and
+    /// its gradients (over shards when asked), global-norm clipping, Adam, the EMA update.
+    /// Stops naming the step when the loss is not finite.
+    pub fn step(&mut self) -> Result<StepLog> {
+        let step = self.step;
+        let (f, tc) = (&self.plan.file, &self.plan.file.train);
+        let big_t = self.schedule.len();
+        let b = tc.batch_size;
+        let [c, h, w] = self.data.shape;
         let mut rng = Rng::derive(f.seed, step as u64);
         let items: Vec<_> = (0..b)
             .map(|i| {
-                let idx = order.index(step * b + i);
+                let idx = self.order.index(step * b + i);
                 tweedie_datasets::ImageItem {
-                    shape: data.shape,
-                    pixels: data.image(idx).to_vec(),
-                    label: data.labels[idx],
+                    shape: self.data.shape,
+                    pixels: self.data.image(idx).to_vec(),
+                    label: self.data.labels[idx],
                 }
             })
             .collect();
         let flips: Vec<bool> = (0..b)
             .map(|_| f.data.hflip && rng.uniform() < 0.5)
             .collect();
-        let x0 = ImageBatcher.batch_with_flips(items, &flips, &device).images;
+        let x0 = ImageBatcher
+            .batch_with_flips(items, &flips, &self.device)
+            .images;
         let t: Vec<usize> = (0..b).map(|_| rng.below(big_t)).collect();
-        let eps = rng.normal_tensor([b, c, h, w], &device);
+        let eps = rng.normal_tensor([b, c, h, w], &self.device);
         // Per-sample loss weights (None: L_simple).
         let weights: Option<Vec<f64>> = match tc.loss_weighting {
             LossWeighting::Simple => None,
-            LossWeighting::MinSnr => Some(min_snr_weights(&schedule, &t, tc.snr_gamma)),
+            LossWeighting::MinSnr => Some(min_snr_weights(&self.schedule, &t, tc.snr_gamma)),
             LossWeighting::Precond => {
-                let p = model
+                let p = self
+                    .model
                     .precond()
                     .context("loss_weighting = \"precond\" on a network without preconditioning")?;
                 Some(t.iter().map(|&i| p.c_out[i].powi(-2)).collect())
             }
         };
+        let schedule = &self.schedule;
         // Shard j's part of the batch; the whole batch when there is one shard.
         let shard_loss = |m: &UNet, r: Range<usize>| {
             let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
             match &weights {
-                None => l_simple(m, &schedule, x0, &t[r], eps),
-                Some(w) => l_weighted(m, &schedule, x0, &t[r.clone()], eps, &w[r]),
+                None => l_simple(m, schedule, x0, &t[r], eps),
+                Some(w) => l_weighted(m, schedule, x0, &t[r.clone()], eps, &w[r]),
             }
         };
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
@@ -298,9 +330,10 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
         // streams of their own, functions of (seed, step, shard), instead.
         let (loss_value, mut grads) = {
             let _guard = tweedie_core::rng::device_rng_lock();
-            device.seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let sharded = tc.shards > 1 && opts.backend.is_cpu();
-            parallel::loss_and_grads(opts.backend, tc.shards, &model, b, |m, j, r| {
+            self.device
+                .seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let sharded = tc.shards > 1 && self.opts.backend.is_cpu();
+            parallel::loss_and_grads(self.opts.backend, tc.shards, &self.model, b, |m, j, r| {
                 if sharded {
                     let stream =
                         Rng::derive(f.seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
@@ -311,94 +344,212 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
             })
         };
         if !loss_value.is_finite() {
-            bar.abandon();
+            self.bar.abandon();
             bail!(
                 "loss became {loss_value} at step {}; stopping (the last good checkpoint in {} is intact)",
                 step + 1,
-                plan.run_dir.display()
+                self.plan.run_dir.display()
             );
         }
-        let grad_norm = clip::clip_global_norm(&model, &mut grads, tc.grad_clip);
+        let grad_norm = clip::clip_global_norm(&self.model, &mut grads, tc.grad_clip);
         let lr = lr_at(tc.lr, tc.warmup_steps, step);
-        model = optim.step(lr, model, grads);
-        if let Some(e) = ema_model.take() {
-            ema_model = Some(ema::update(
+        self.model = self.optim.step(lr, self.model.clone(), grads);
+        if let Some(e) = self.ema.take() {
+            self.ema = Some(ema::update(
                 e,
-                &model.valid(),
+                &self.model.valid(),
                 ema::decay_at(tc.ema_decay, tc.ema_warmup, step),
             ));
         }
-        losses.push(loss_value);
-        let done = step + 1;
-        smooth = Some(smooth.map_or(loss_value, |s| 0.95 * s + 0.05 * loss_value));
-        bar.set_message(format!("loss {:.4}", smooth.unwrap_or(loss_value)));
-        bar.set_position(done as u64);
-        if done % tc.log_every.max(1) == 0 || done == tc.steps {
-            let line = StepLog {
-                step: done,
-                loss: loss_value,
-                lr,
-                grad_norm,
-                seconds: clock.elapsed().as_secs_f64(),
-            };
-            writeln!(metrics, "{}", serde_json::to_string(&line)?)
-                .with_context(|| metrics_path.display().to_string())?;
-            metrics.flush().ok();
-            curve.push((done as f64, loss_value));
-        }
+        self.losses.push(loss_value);
+        self.step += 1;
+        let smooth = self
+            .smooth
+            .map_or(loss_value, |s| 0.95 * s + 0.05 * loss_value);
+        self.smooth = Some(smooth);
+        self.bar.set_message(format!("loss {smooth:.4}"));
+        self.bar.set_position(self.step as u64);
+        Ok(StepLog {
+            step: self.step,
+            loss: loss_value,
+            lr,
+            grad_norm,
+            seconds: self.clock.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// What follows a step when it is due: a metrics line (`log_every`), a sample grid
+    /// (`sample_every`), the bound on test images (`eval_every`), a checkpoint and the loss curve
+    /// (`checkpoint_every`); each also at the run's last step.
+    pub fn periodic(&mut self, log: &StepLog) -> Result<()> {
+        let tc = self.plan.file.train.clone();
+        let done = log.step;
+        let last = done == tc.steps;
         let every = |n: usize| n > 0 && done % n == 0;
-        let eval_model = || ema_model.clone().unwrap_or_else(|| model.valid());
-        if every(tc.sample_every) || (tc.sample_every > 0 && done == tc.steps) {
-            write_sample_grid(plan, &schedule, &eval_model(), done)?;
+        if done % tc.log_every.max(1) == 0 || last {
+            writeln!(self.metrics, "{}", serde_json::to_string(log)?)
+                .with_context(|| self.metrics_path.display().to_string())?;
+            self.metrics.flush().ok();
+            self.curve.push((done as f64, log.loss));
         }
-        if let Some(test) = opts
-            .eval_data
-            .as_ref()
-            .filter(|_| every(tc.eval_every) || (tc.eval_every > 0 && done == tc.steps))
-        {
-            let eo = eval_options(plan, test);
-            let eval_bar = bars.add(ProgressBar::new(
-                (big_t * eo.n.div_ceil(eo.batch_size)) as u64,
-            ));
-            eval_bar.set_style(
-                ProgressStyle::with_template(&format!(
-                    "  bound at step {done} [{{bar:30}}] {{pos}}/{{len}} network calls ETA {{eta}}"
-                ))
-                .expect("valid template")
-                .progress_chars("=> "),
-            );
-            let r = evaluate(
-                &eval_model(),
-                &schedule,
-                test,
-                &device.clone().without_autodiff(),
-                &eo,
-                || eval_bar.inc(1),
-            );
-            eval_bar.finish_and_clear();
-            bars.remove(&eval_bar);
-            let line = serde_json::json!({ "step": done, "eval": r });
-            writeln!(metrics, "{line}").with_context(|| metrics_path.display().to_string())?;
-            bar.println(format!(
-                "step {done}: test L_simple {:.4}, {:.3} bits/dim ({} images)",
-                r.l_simple, r.bpd, r.images
-            ));
+        if every(tc.sample_every) || (tc.sample_every > 0 && last) {
+            write_sample_grid(&self.plan, &self.schedule, &self.eval_model(), done)?;
         }
-        if every(tc.checkpoint_every) || done == tc.steps {
-            last_ckpt = save(plan, opts, done, &model, ema_model.as_ref(), &optim)?;
-            let png =
-                plot::loss_curve_png(&curve, &format!("{} — L_simple", plan.run_dir.display()))?;
-            checkpoint::write_atomic(&plan.run_dir.join("loss.png"), &png)?;
+        if self.opts.eval_data.is_some() && (every(tc.eval_every) || (tc.eval_every > 0 && last)) {
+            self.evaluate(done)?;
+        }
+        if every(tc.checkpoint_every) || last {
+            self.last_checkpoint = save(
+                &self.plan,
+                self.opts,
+                done,
+                &self.model,
+                self.ema.as_ref(),
+                &self.optim,
+            )?;
+            let title = format!("{} — L_simple", self.plan.run_dir.display());
+            let png = plot::loss_curve_png(&self.curve, &title)?;
+            checkpoint::write_atomic(&self.plan.run_dir.join("loss.png"), &png)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the run: what it did and the trained model.
+    pub fn finish(self) -> Report {
+        self.bar.finish_and_clear();
+        Report {
+            losses: self.losses,
+            first_step: self.first_step,
+            last_step: self.plan.file.train.steps,
+            seconds: self.clock.elapsed().as_secs_f64(),
+            checkpoint: self.last_checkpoint,
+            model: self.model.valid(),
         }
     }
-    bar.finish_and_clear();
-    Ok(Report {
-        losses,
-        first_step: start,
-        last_step: tc.steps,
-        seconds: clock.elapsed().as_secs_f64(),
-        checkpoint: last_ckpt,
-        model: model.valid(),
+
+    /// The weights that samples and evaluations use: the EMA, else the raw weights.
+    fn eval_model(&self) -> UNet {
+        self.ema.clone().unwrap_or_else(|| self.model.valid())
+    }
+
+    /// L_simple and the bound on test images, with a progress bar under the training bar,
+    /// logged in `metrics.jsonl`.
+    fn evaluate(&mut self, done: usize) -> Result<()> {
+        let Some(test) = self.opts.eval_data.as_ref() else {
+            return Ok(());
+        };
+        let eo = eval_options(&self.plan, test);
+        let big_t = self.schedule.len();
+        let eval_bar = self.bars.add(ProgressBar::new(
+            (big_t * eo.n.div_ceil(eo.batch_size)) as u64,
+        ));
+        eval_bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "  bound at step {done} [{{bar:30}}] {{pos}}/{{len}} network calls ETA {{eta}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let r = evaluate(
+            &self.eval_model(),
+            &self.schedule,
+            test,
+            &self.device.clone().without_autodiff(),
+            &eo,
+            || eval_bar.inc(1),
+        );
+        eval_bar.finish_and_clear();
+        self.bars.remove(&eval_bar);
+        let line = serde_json::json!({ "step": done, "eval": r });
+        writeln!(self.metrics, "{line}")
+            .with_context(|| self.metrics_path.display().to_string())?;
+        self.bar.println(format!(
+            "step {done}: test L_simple {:.4}, {:.3} bits/dim ({} images)",
+            r.l_simple, r.bpd, r.images
+        ));
+        Ok(())
+    }
+
+    /// Says up front what the bound evaluations will cost (one timed network call).
+    fn announce_evaluations(&self) {
+        let Some(test) = &self.opts.eval_data else {
+            return;
+        };
+        let tc = &self.plan.file.train;
+        let plain = self.device.clone().without_autodiff();
+        let eo = eval_options(&self.plan, test);
+        let evals = (self.step + 1..=tc.steps)
+            .filter(|d| d % tc.eval_every.max(1) == 0 || *d == tc.steps)
+            .count();
+        let calls = self.schedule.len() * eo.n.div_ceil(eo.batch_size);
+        let one = time_one_call(&self.model.valid(), &plain, eo.batch_size, self.data.shape);
+        self.bars.suspend(|| {
+            eprintln!(
+                "evaluation of the bound: {evals} time(s) (every {} steps and at the end), {} test \
+                 images, {calls} network calls of {} images each time: about {} each by one timed \
+                 call (--no-eval skips it)",
+                tc.eval_every,
+                eo.n,
+                eo.batch_size,
+                human_seconds(calls as f64 * one)
+            )
+        });
+    }
+}
+
+/// A checkpoint loaded to resume from.
+struct Resumed {
+    dir: PathBuf,
+    model: UNet,
+    ema: Option<UNet>,
+    optim: ModuleOptimizer,
+    step: usize,
+}
+
+/// Loads the checkpoint `resume` names into the freshly built `model`, `ema` and `optim`,
+/// after checking it is of the same model and schedule as `plan`.
+fn load_resumed(
+    plan: &Plan,
+    resume: &Path,
+    model: UNet,
+    ema: Option<UNet>,
+    optim: ModuleOptimizer,
+) -> Result<Resumed> {
+    let dir = checkpoint::resolve(resume)?;
+    let meta = checkpoint::read_meta(&dir)?;
+    if meta.unet != plan.unet {
+        bail!(
+            "{}: the checkpoint's model {:?} differs from the config's {:?}",
+            dir.display(),
+            meta.unet,
+            plan.unet
+        );
+    }
+    if meta.schedule != plan.schedule {
+        bail!(
+            "{}: the checkpoint's schedule {:?} differs from the config's {:?}",
+            dir.display(),
+            meta.schedule,
+            plan.schedule
+        );
+    }
+    let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
+    let model = checkpoint::load_module(model, &dir.join(MODEL_FILE))?;
+    let ema = match ema {
+        Some(e) => Some(checkpoint::load_module(e, &dir.join(EMA_FILE))?),
+        None => None,
+    };
+    let path = dir.join(OPTIM_FILE);
+    let bytes = std::fs::read(&path).with_context(|| path.display().to_string())?;
+    let optim = optim
+        .from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: damaged optimizer state: {e}", path.display()))?;
+    Ok(Resumed {
+        dir,
+        model,
+        ema,
+        optim,
+        step: state.step,
     })
 }
 
@@ -476,7 +627,7 @@ fn save(
     step: usize,
     model: &UNet,
     ema_model: Option<&UNet>,
-    optim: &burn::optim::ModuleOptimizer,
+    optim: &ModuleOptimizer,
 ) -> Result<PathBuf> {
     let meta = CheckpointMeta {
         format: FORMAT_VERSION,

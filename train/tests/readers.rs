@@ -14,9 +14,11 @@ use tweedie_core::rng::Rng;
 use tweedie_core::unet::{UNet, UNetConfig};
 use tweedie_datasets::{cifar, folder, idx, read};
 use tweedie_sample::class_cond::ClassFile;
+use tweedie_sample::experiment::ExperimentFile;
 use tweedie_sample::gmm_bench::GmmFile;
 use tweedie_sample::output::{npy_bytes, parse_npy_u8};
 use tweedie_sample::recon::ReconFile;
+use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
 
 /// Mutated inputs per reader (the weights reader, which builds a model per input, runs a tenth).
@@ -371,7 +373,7 @@ fn experiment_files_never_panic_and_errors_are_one_line() {
     let train = [
         preset("mnist-tiny.toml"),
         preset("cifar10.toml"),
-        preset("mnist-classifier.toml"),
+        preset("mnist.toml"),
     ];
     let n_train = fuzz("train-toml", &train, true, ROUNDS, None, &|b| {
         anyhow_line(TrainFile::parse(&text(b)).and_then(|f| f.resolve("fuzz")))
@@ -405,8 +407,21 @@ fn experiment_files_never_panic_and_errors_are_one_line() {
         None,
         &|b| anyhow_line(ClassFile::parse(&text(b))),
     );
+    let classifier = [preset("mnist-classifier.toml")];
+    let n_classifier = fuzz("classifier-toml", &classifier, true, ROUNDS, None, &|b| {
+        anyhow_line(ClassifierFile::parse(&text(b)).and_then(|f| f.validate()))
+    });
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../experiments");
+    let all: Vec<Vec<u8>> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    let n_kind = fuzz("experiment-kind", &all, true, ROUNDS, None, &|b| {
+        anyhow_line(tweedie_sample::experiment::kind_of(&text(b)))
+    });
     eprintln!(
-        "inputs run: train {n_train}, reconstruction {n_recon}, gmm {n_gmm}, class {n_class}"
+        "inputs run: train {n_train}, reconstruction {n_recon}, gmm {n_gmm}, class {n_class}, \
+         classifier {n_classifier}, kind {n_kind}"
     );
 }
 

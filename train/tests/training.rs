@@ -8,6 +8,7 @@ use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
 use tweedie_core::rng::Rng;
 use tweedie_datasets::ImageSet;
+use tweedie_sample::experiment::ExperimentFile;
 use tweedie_train::config::TrainFile;
 use tweedie_train::trainer::{self, RunOptions, lr_at};
 
@@ -30,7 +31,7 @@ fn data() -> ImageSet {
 
 fn plan(run_dir: &std::path::Path, steps: usize, extra: &str) -> tweedie_train::config::Plan {
     let text = format!(
-        "seed = 5\nrun_dir = \"{}\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\nch_mult = [1, 2]\ndropout = 0.1\n\
+        "kind = \"diffusion-training\"\nseed = 5\nrun_dir = \"{}\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\nch_mult = [1, 2]\ndropout = 0.1\n\
          [diffusion]\ntimesteps = 50\n[train]\nsteps = {steps}\nbatch_size = 4\nlr = 1e-3\nwarmup_steps = 3\n\
          ema_decay = 0.9\ncheckpoint_every = 2\nkeep_last = 2\nlog_every = 1\n{extra}",
         run_dir.display()
@@ -199,7 +200,7 @@ fn warmup_is_linear_then_flat() {
 fn preconditioned_runs_resume_exactly_and_reload_their_preconditioning() {
     let p = |dir: &std::path::Path, steps| {
         let text = format!(
-            "seed = 5\nrun_dir = \"{}\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\n\
+            "kind = \"diffusion-training\"\nseed = 5\nrun_dir = \"{}\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\n\
              precondition = true\n[diffusion]\ntimesteps = 50\n[train]\nsteps = {steps}\n\
              batch_size = 4\nlr = 1e-3\nloss_weighting = \"precond\"\ncheckpoint_every = 2\n\
              log_every = 1\nema_decay = 0\n",

@@ -22,6 +22,21 @@ use crate::denoiser::Denoiser;
 use crate::error::CoreError;
 use crate::rng::Rng;
 
+/// The U-Net presets, by the name experiment files and flags use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UNetPreset {
+    /// ch 32, ch_mult [1, 2], 1 residual block per level, no attention, no dropout, 28×28×1
+    /// (651,041 parameters): trains on two CPU cores.
+    Tiny,
+    /// The MNIST model of `params.json`: ch 64, ch_mult [1, 2, 2], attention at 14×14
+    /// (6,469,889 parameters).
+    Mnist,
+    /// The DDPM paper's CIFAR-10 model: ch 128, ch_mult [1, 2, 2, 2], attention at 16×16
+    /// (35,746,307 parameters).
+    Cifar10,
+}
+
 /// Hyperparameters of the DDPM U-Net.
 #[derive(Config, Debug, PartialEq)]
 pub struct UNetConfig {
@@ -58,15 +73,12 @@ impl UNetConfig {
     pub fn tiny() -> Self {
         Self::new(1, 28, 32, vec![1, 2], 1, vec![], 0.0)
     }
-    /// A preset by name: `cifar10`, `mnist` or `tiny`.
-    pub fn preset(name: &str) -> Result<Self, CoreError> {
-        match name {
-            "cifar10" => Ok(Self::cifar10()),
-            "mnist" => Ok(Self::mnist()),
-            "tiny" => Ok(Self::tiny()),
-            _ => Err(CoreError::InvalidConfig(format!(
-                "unknown model preset `{name}` (expected cifar10, mnist or tiny)"
-            ))),
+    /// A preset's configuration.
+    pub fn preset(preset: UNetPreset) -> Self {
+        match preset {
+            UNetPreset::Tiny => Self::tiny(),
+            UNetPreset::Mnist => Self::mnist(),
+            UNetPreset::Cifar10 => Self::cifar10(),
         }
     }
 
@@ -453,7 +465,8 @@ mod tests {
                 .validate()
                 .is_err()
         );
-        assert!(UNetConfig::preset("huge").is_err());
+        assert!(crate::choice::parse::<UNetPreset>("huge").is_err());
+        assert_eq!(UNetConfig::preset(UNetPreset::Tiny), UNetConfig::tiny());
     }
 
     #[test]

@@ -5,17 +5,20 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tweedie_core::elbo::ModelVariance;
+use tweedie_datasets::{DatasetName, Split};
 
 use crate::check::{self, Range};
+use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::noise::{Gaussian, NoiseModel, Poisson, StudentT};
 use crate::operator::{AvgPool, ForwardOperator, GaussianBlur, Identity, Mask, Saturate};
 
-/// A reconstruction experiment.
+/// A reconstruction experiment (`kind = "reconstruction"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReconFile {
+    pub kind: ExperimentKind,
     /// A run directory (its newest step) or a step directory; relative to the working directory.
     pub checkpoint: PathBuf,
     /// Seed of the observation noise and of every sampler draw.
@@ -41,13 +44,11 @@ pub struct ReconFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataSection {
-    /// mnist, fashion-mnist or cifar10.
-    pub dataset: String,
+    pub dataset: DatasetName,
     /// Directory of the dataset's files (else `$TWEEDIE_DATA/<name>`, else `data/<name>`).
     pub dir: Option<PathBuf>,
-    /// "test" (default) or "train".
     #[serde(default = "default_split")]
-    pub split: String,
+    pub split: Split,
     /// Explicit image indices; else `count` images from `start`.
     pub indices: Option<Vec<usize>>,
     #[serde(default)]
@@ -56,8 +57,8 @@ pub struct DataSection {
     pub count: usize,
 }
 
-fn default_split() -> String {
-    "test".into()
+fn default_split() -> Split {
+    Split::Test
 }
 fn default_count() -> usize {
     20
@@ -107,8 +108,8 @@ pub enum NoiseSpec {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
-    /// Any of pinv, replacement, dps, diffpir, pigdm, in the order of the panel rows.
-    pub methods: Vec<String>,
+    /// The methods, in the order of the panel rows.
+    pub methods: Vec<ReconMethod>,
     /// Posterior samples per image.
     #[serde(default = "default_samples")]
     pub samples: usize,
@@ -138,8 +139,7 @@ fn default_show() -> usize {
 #[serde(deny_unknown_fields, default)]
 pub struct DpsSection {
     pub steps: usize,
-    /// "residual-norm" (the paper's ζ_t = ζ′/‖y − A(x̂_0)‖) or "log-likelihood".
-    pub rule: String,
+    pub rule: DpsRule,
     pub zeta: f64,
     /// DDPM variance: small (β̃) or large (β).
     pub variance: ModelVariance,
@@ -151,7 +151,7 @@ impl Default for DpsSection {
     fn default() -> Self {
         Self {
             steps: 1000,
-            rule: "residual-norm".into(),
+            rule: DpsRule::ResidualNorm,
             zeta: 1.0,
             variance: ModelVariance::Small,
             clip: true,
@@ -219,13 +219,67 @@ impl Default for ReplacementSection {
     }
 }
 
-/// The methods a file can name.
-pub const METHODS: [&str; 5] = ["pinv", "replacement", "dps", "diffpir", "pigdm"];
+/// DPS's step size on ∇_{x_t} of the likelihood.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DpsRule {
+    /// The paper's ζ_t = ζ′/‖y − A(x̂_0)‖ on ∇‖y − A(x̂_0)‖ (Chung et al. 2023, Algorithm 1).
+    ResidualNorm,
+    /// The plain likelihood score ζ ∇ log p(y | x̂_0), folded into ε as in classifier guidance.
+    LogLikelihood,
+}
+
+/// A reconstruction method: one row of the panels, one entry of `metrics.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReconMethod {
+    /// A⁺y: the pseudo-inverse, in closed form or by conjugate gradients with a 1e-3 ridge (blur).
+    Pinv,
+    /// RePaint without resampling: the prior's chain with the observed pixels put back (masks only).
+    Replacement,
+    /// DPS (Chung et al. 2023): a step along ∇_{x_t} of the likelihood at x̂_0, through the network.
+    Dps,
+    /// DiffPIR (Zhu et al. 2023): a data-consistency step on x̂_0, then re-noising.
+    Diffpir,
+    /// ΠGDM (Song et al. 2023): the likelihood widened by x̂_0's uncertainty (Gaussian noise, linear A).
+    Pigdm,
+}
+
+impl ReconMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pinv => "pinv",
+            Self::Replacement => "replacement",
+            Self::Dps => "dps",
+            Self::Diffpir => "diffpir",
+            Self::Pigdm => "pigdm",
+        }
+    }
+
+    /// The method's own random stream (`Rng::derive(seed, stream)`): adding a method to a file
+    /// does not change another's draws. New methods are appended, keeping the old streams.
+    pub fn stream(self) -> u64 {
+        100 + self as u64
+    }
+
+    /// Whether it differentiates through the network (runs on the autodiff device).
+    pub fn is_guided(self) -> bool {
+        matches!(self, Self::Dps | Self::Pigdm)
+    }
+}
+
+impl ExperimentFile for ReconFile {
+    const KIND: ExperimentKind = ExperimentKind::Reconstruction;
+    fn kind(&self) -> ExperimentKind {
+        self.kind
+    }
+}
 
 impl ReconFile {
-    /// Parses TOML text; the error is one line: `line N: <what is wrong>`.
+    /// Parses TOML text as a reconstruction file; the error is one line: `line N: <what is
+    /// wrong>`.
     pub fn parse(text: &str) -> Result<Self> {
-        crate::toml_file::parse(text)
+        <Self as ExperimentFile>::parse(text)
     }
 
     /// The operator for `h × w` images.
@@ -271,6 +325,44 @@ impl ReconFile {
                 Box::new(Saturate { gain })
             }
         })
+    }
+
+    /// The dataset indices of the images: the file's list, else `count` from `start`.
+    pub fn image_indices(&self) -> Vec<usize> {
+        match &self.data.indices {
+            Some(ix) => ix.clone(),
+            None => (self.data.start..self.data.start + self.data.count).collect(),
+        }
+    }
+
+    /// Keeps only the first `n` images (`sample --n-images`).
+    pub fn limit_images(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            bail!("--n-images must be positive");
+        }
+        self.data.count = n;
+        if let Some(ix) = &mut self.data.indices {
+            ix.truncate(n);
+        }
+        Ok(())
+    }
+
+    /// How many network batches `images` images take (each batch holds whole images with all
+    /// their samples).
+    pub fn chunks(&self, images: usize) -> usize {
+        let per_batch = (self.run.batch_size / self.run.samples).max(1);
+        images.div_ceil(per_batch)
+    }
+
+    /// The number of reverse steps `method` takes (0 for `pinv`).
+    pub fn steps(&self, method: ReconMethod) -> usize {
+        match method {
+            ReconMethod::Dps => self.dps.steps,
+            ReconMethod::Diffpir => self.diffpir.steps,
+            ReconMethod::Pigdm => self.pigdm.steps,
+            ReconMethod::Replacement => self.replacement.steps,
+            ReconMethod::Pinv => 0,
+        }
     }
 
     /// The inpainting mask, for the replacement baseline.
@@ -322,49 +414,37 @@ impl ReconFile {
     /// counts.
     pub fn validate(&self) -> Result<()> {
         if self.run.methods.is_empty() {
-            bail!("run.methods is empty (choose from {})", METHODS.join(", "));
+            bail!("run.methods is empty");
         }
         for m in &self.run.methods {
-            if !METHODS.contains(&m.as_str()) {
-                bail!(
-                    "run.methods: unknown method `{m}` (choose from {})",
-                    METHODS.join(", ")
-                );
-            }
             if self.run.methods.iter().filter(|x| *x == m).count() > 1 {
-                bail!("run.methods: `{m}` is listed twice");
+                bail!("run.methods: `{}` is listed twice", m.name());
             }
         }
         if self.run.samples == 0 || self.run.batch_size == 0 {
             bail!("run.samples and run.batch_size must be positive");
         }
-        let uses = |m: &str| self.run.methods.iter().any(|x| x == m);
+        let uses = |m: ReconMethod| self.run.methods.contains(&m);
         let probe = self.operator(64, 64).ok();
         let linear = probe.as_ref().is_none_or(|op| op.is_linear());
-        if uses("pinv") && !linear {
+        if uses(ReconMethod::Pinv) && !linear {
             bail!("run.methods: pinv needs a linear operator");
         }
-        if uses("replacement") && self.mask(1, 1).is_none() {
+        if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");
         }
-        if uses("diffpir") && self.gaussian_sigma().is_none() {
+        if uses(ReconMethod::Diffpir) && self.gaussian_sigma().is_none() {
             bail!(
                 "run.methods: diffpir needs gaussian noise (its data step is a least-squares fit)"
             );
         }
-        if uses("pigdm") {
+        if uses(ReconMethod::Pigdm) {
             if self.gaussian_sigma().is_none() {
                 bail!("run.methods: pigdm needs gaussian noise");
             }
             if !linear {
                 bail!("run.methods: pigdm needs a linear operator");
             }
-        }
-        if !matches!(self.dps.rule.as_str(), "residual-norm" | "log-likelihood") {
-            bail!(
-                "dps.rule: `{}` (expected residual-norm or log-likelihood)",
-                self.dps.rule
-            );
         }
         let steps = [
             ("dps", self.dps.steps),
@@ -389,6 +469,7 @@ mod tests {
     use super::*;
 
     const SR4: &str = r#"
+kind = "reconstruction"
 checkpoint = "checkpoints/mnist-tiny"
 [data]
 dataset = "mnist"
@@ -428,7 +509,7 @@ zeta = 0.5
             ),
             (
                 SR4.replace("\"pigdm\"]", "\"pigdm\", \"magic\"]"),
-                "unknown method `magic`",
+                "unknown variant `magic`, expected one of `pinv`, `replacement`, `dps`, `diffpir`, `pigdm`",
             ),
             (
                 SR4.replace("\"gaussian\"\nsigma_y = 0.05", "\"poisson\"\nrate = 10.0"),
@@ -436,7 +517,7 @@ zeta = 0.5
             ),
             (
                 SR4.replace("zeta = 0.5", "zeta = 0.5\nrule = \"big\""),
-                "dps.rule",
+                "unknown variant `big`, expected `residual-norm` or `log-likelihood`",
             ),
             (
                 SR4.replace("methods = [\"pinv\", ", "methods = [\"replacement\", "),

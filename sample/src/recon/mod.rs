@@ -5,9 +5,11 @@
 
 pub mod config;
 mod panel;
+mod run;
 
-pub use config::ReconFile;
+pub use config::{ReconFile, ReconMethod};
 pub use panel::panel_png;
+pub use run::{ReconOptions, ReconReport, run};
 
 use std::time::Instant;
 
@@ -21,7 +23,8 @@ use tweedie_core::schedule::{NoiseSchedule, Spacing};
 use crate::likelihood::Observation;
 use crate::metrics::{psnr, ssim_chw};
 use crate::operator::pseudo_inverse;
-use crate::sampler::{Ddpm, DiffPir, Dps, DpsStep, PiGdm, Replacement, Sampler, run};
+use crate::sampler::{self, Ddpm, DiffPir, Dps, DpsStep, PiGdm, Replacement, Sampler};
+use config::DpsRule;
 
 /// The images to reconstruct and their observation, on the host ([−1, 1] scale).
 pub struct Problem {
@@ -90,7 +93,7 @@ pub struct Models<'a> {
 
 /// One method's posterior samples and costs.
 pub struct MethodRun {
-    pub name: String,
+    pub method: ReconMethod,
     /// Samples per image (1 for `pinv`).
     pub samples: usize,
     /// `images × samples × C·H·W`, clamped to [−1, 1].
@@ -106,7 +109,7 @@ pub struct MethodRun {
 /// batch.
 pub fn reconstruct(
     file: &ReconFile,
-    method: &str,
+    method: ReconMethod,
     problem: &Problem,
     models: &Models,
     schedule: &NoiseSchedule,
@@ -116,14 +119,14 @@ pub fn reconstruct(
     let [c, h, w] = problem.shape;
     let per = c * h * w;
     let clock = Instant::now();
-    if method == "pinv" {
+    if method == ReconMethod::Pinv {
         let op = file.operator(h, w)?;
         let y = problem.y_rows(0..problem.len(), 1, &models.device);
         let Some(x) = pseudo_inverse(op.as_ref(), y) else {
             bail!("pinv needs a linear operator");
         };
         return Ok(MethodRun {
-            name: method.into(),
+            method,
             samples: 1,
             values: tweedie_core::host_values(x.clamp(-1.0, 1.0)),
             nfe: 0,
@@ -132,7 +135,7 @@ pub fn reconstruct(
         });
     }
     let k = file.run.samples;
-    let steps = method_steps(file, method);
+    let steps = file.steps(method);
     let timesteps = schedule.timesteps(steps, Spacing::Trailing)?;
     let per_batch = (file.run.batch_size / k).max(1);
     let sigma = file.gaussian_sigma();
@@ -144,7 +147,7 @@ pub fn reconstruct(
         let range = start..(start + per_batch).min(problem.len());
         start = range.end;
         let rows = range.len() * k;
-        let guided = matches!(method, "dps" | "pigdm");
+        let guided = method.is_guided();
         let device = if guided {
             &models.grad_device
         } else {
@@ -153,17 +156,17 @@ pub fn reconstruct(
         let y = problem.y_rows(range, k, device);
         let op = file.operator(h, w)?;
         let mut sampler: Box<dyn Sampler> = match method {
-            "dps" => Box::new(Dps {
+            ReconMethod::Dps => Box::new(Dps {
                 likelihood: Box::new(Observation {
                     op,
                     noise: file.noise_model()?,
                     y,
                 }),
-                rule: match file.dps.rule.as_str() {
-                    "log-likelihood" => DpsStep::LogLikelihood {
+                rule: match file.dps.rule {
+                    DpsRule::LogLikelihood => DpsStep::LogLikelihood {
                         zeta: file.dps.zeta,
                     },
-                    _ => DpsStep::ResidualNorm {
+                    DpsRule::ResidualNorm => DpsStep::ResidualNorm {
                         zeta: file.dps.zeta,
                     },
                 },
@@ -172,7 +175,7 @@ pub fn reconstruct(
                     clip: file.dps.clip,
                 },
             }),
-            "diffpir" => Box::new(DiffPir {
+            ReconMethod::Diffpir => Box::new(DiffPir {
                 op,
                 y,
                 sigma_n: sigma.unwrap_or(0.1),
@@ -181,7 +184,7 @@ pub fn reconstruct(
                 grad_steps: file.diffpir.iters,
                 clip: file.diffpir.clip,
             }),
-            "pigdm" => Box::new(PiGdm {
+            ReconMethod::Pigdm => Box::new(PiGdm {
                 op,
                 y,
                 sigma: sigma.unwrap_or(0.1),
@@ -191,7 +194,7 @@ pub fn reconstruct(
                     clip: file.pigdm.clip,
                 },
             }),
-            "replacement" => {
+            ReconMethod::Replacement => {
                 let Some(mask) = file.mask(h, w) else {
                     bail!("replacement needs an inpainting operator");
                 };
@@ -204,11 +207,11 @@ pub fn reconstruct(
                     y,
                 })
             }
-            other => bail!("unknown method `{other}`"),
+            ReconMethod::Pinv => unreachable!("handled above"),
         };
         let model = if guided { models.grad } else { models.plain };
         let x_t = rng.normal_tensor([rows, c, h, w], device);
-        let (x0, n) = run(
+        let (x0, n) = sampler::run(
             model,
             sampler.as_mut(),
             schedule,
@@ -222,24 +225,13 @@ pub fn reconstruct(
         values.extend(tweedie_core::host_values(x0.clamp(-1.0, 1.0)));
     }
     Ok(MethodRun {
-        name: method.into(),
+        method,
         samples: k,
         values,
         nfe,
         vjps,
         seconds: clock.elapsed().as_secs_f64(),
     })
-}
-
-/// The number of reverse steps `method` takes (0 for `pinv`).
-pub fn method_steps(file: &ReconFile, method: &str) -> usize {
-    match method {
-        "dps" => file.dps.steps,
-        "diffpir" => file.diffpir.steps,
-        "pigdm" => file.pigdm.steps,
-        "replacement" => file.replacement.steps,
-        _ => 0,
-    }
 }
 
 /// Quality of one method on one image.
@@ -345,6 +337,7 @@ mod tests {
     fn every_method_fits_the_observation_and_reports_its_costs() {
         // 8×8 images from an iid N(0, 0.5²) prior (its exact denoiser), SR ×2 with σ_y = 0.025.
         let text = r#"
+kind = "reconstruction"
 checkpoint = "unused"
 [data]
 dataset = "mnist"
@@ -387,16 +380,21 @@ steps = 30
             grad_device: device.clone().autodiff(),
         };
         let op = file.operator(8, 8).unwrap();
-        for m in ["pinv", "dps", "diffpir", "pigdm"] {
+        for m in [
+            ReconMethod::Pinv,
+            ReconMethod::Dps,
+            ReconMethod::Diffpir,
+            ReconMethod::Pigdm,
+        ] {
             let mut steps = 0;
             let run = reconstruct(&file, m, &problem, &models, &schedule, &mut rng, || {
                 steps += 1
             })
             .unwrap();
             let k = run.samples;
-            assert_eq!(run.values.len(), 3 * k * 64, "{m}");
-            assert_eq!(steps, 3usize.div_ceil(2) * method_steps(&file, m), "{m}");
-            assert_eq!(run.nfe, method_steps(&file, m), "{m}");
+            assert_eq!(run.values.len(), 3 * k * 64, "{m:?}");
+            assert_eq!(steps, 3usize.div_ceil(2) * file.steps(m), "{m:?}");
+            assert_eq!(run.nfe, file.steps(m), "{m:?}");
             // Every sample explains y: RMS of A x − y within 3σ (σ = 0.05 on the model scale).
             let x = Tensor::<4>::from_data(
                 TensorData::new(run.values.clone(), [3 * k, 1, 8, 8]),
@@ -413,9 +411,9 @@ steps = 30
                     .sum::<f32>()
                     / 16.0)
                     .sqrt();
-                assert!(rms < 0.15, "{m}: sample {j} misses y by {rms}");
+                assert!(rms < 0.15, "{m:?}: sample {j} misses y by {rms}");
             }
-            let report = score(&run, &problem, method_steps(&file, m));
+            let report = score(&run, &problem, file.steps(m));
             assert!(report.psnr_mean.is_finite() && report.images.len() == 3);
         }
     }

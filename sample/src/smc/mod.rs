@@ -4,5 +4,5 @@
 mod particles;
 mod resample;
 
-pub use particles::{Potential, ResampleWhen, Smc, SmcConfig};
+pub use particles::{Potential, ResampleWhen, Smc, SmcConfig, Twist};
 pub use resample::{Resampling, ess, log_sum_exp, normalise};

@@ -30,26 +30,27 @@ use super::{Resampling, ess, log_sum_exp};
 use crate::likelihood::Likelihood;
 use crate::sampler::{NoiseSource, Sampler, StepOutput};
 
-/// Φ_t as a function of the rewards along a lineage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Φ_t as a function of the rewards along a lineage (FK steering, Singhal et al. 2025, §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Potential {
+    /// Φ_t = exp(λ r_t): the weight update is the change of reward (TDS's twist ratio).
     Difference,
+    /// Φ_t = exp(λ max_{s≥t} r_s): the best reward along the lineage.
     Max,
+    /// Φ_t = exp(λ Σ_{s≥t} r_s): the accumulated reward.
     Sum,
 }
 
-impl std::str::FromStr for Potential {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "difference" => Ok(Self::Difference),
-            "max" => Ok(Self::Max),
-            "sum" => Ok(Self::Sum),
-            _ => Err(format!(
-                "unknown potential `{s}` (expected difference, max or sum)"
-            )),
-        }
-    }
+/// The twist of the particle methods: the approximation of p(y | x_t) their weights use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Twist {
+    /// p(y | x̂_0(x_t)), the plain Tweedie look-ahead of the TDS and FK papers.
+    Tweedie,
+    /// The same widened by x̂_0's uncertainty as ΠGDM does (Gaussian noise; see
+    /// `Likelihood::log_prob_at`): exact for a unit-variance Gaussian prior.
+    Pigdm,
 }
 
 /// When particles are resampled.

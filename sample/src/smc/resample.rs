@@ -25,7 +25,8 @@ pub fn ess(log_w: &[f64]) -> f64 {
 }
 
 /// How ancestors are drawn. All are unbiased: E[#copies of i] = K w_i.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Resampling {
     /// K independent draws from the weights.
     Multinomial,
@@ -35,21 +36,6 @@ pub enum Resampling {
     Systematic,
     /// ⌊K w_i⌋ copies of each, the rest multinomial on the residual weights.
     Residual,
-}
-
-impl std::str::FromStr for Resampling {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "multinomial" => Ok(Self::Multinomial),
-            "stratified" => Ok(Self::Stratified),
-            "systematic" => Ok(Self::Systematic),
-            "residual" => Ok(Self::Residual),
-            _ => Err(format!(
-                "unknown resampling `{s}` (expected multinomial, stratified, systematic or residual)"
-            )),
-        }
-    }
 }
 
 /// Inverts the CDF of `w` at sorted points `u` in [0, 1).

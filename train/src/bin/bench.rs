@@ -16,7 +16,7 @@ use tweedie_core::loss::l_simple;
 use tweedie_core::parallel::{self, Sharded};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
-use tweedie_core::unet::UNetConfig;
+use tweedie_core::unet::{UNetConfig, UNetPreset};
 use tweedie_sample::sampler::{Ddpm, NoiseSource, Sampler};
 use tweedie_train::clip::clip_global_norm;
 
@@ -33,9 +33,9 @@ enum Mode {
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Model: cifar10, mnist or tiny (params.json).
-    #[arg(long, default_value = "tiny")]
-    config: String,
+    /// Model preset: tiny, mnist or cifar10 (params.json).
+    #[arg(long, default_value = "tiny", value_parser = tweedie_core::choice::parse::<UNetPreset>)]
+    config: UNetPreset,
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
     /// Backend: flex, ndarray, wgpu (needs the `wgpu` feature) or tch (needs the `tch` feature).
@@ -108,7 +108,7 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn run(a: Args) -> Result<()> {
-    let cfg = UNetConfig::preset(&a.config)?;
+    let cfg = UNetConfig::preset(a.config);
     let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000)?;
     let plain = a.backend.device()?;
     let mut rng = Rng::new(a.seed);
@@ -188,7 +188,7 @@ fn run(a: Args) -> Result<()> {
     }
     let mut json = serde_json::json!({
         "impl": "tweedie",
-        "config": a.config,
+        "config": tweedie_core::choice::name(&a.config),
         "device": a.backend.name(),
         "mode": format!("{:?}", a.mode).to_lowercase(),
         "batch": a.batch,

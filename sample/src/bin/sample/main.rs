@@ -1,34 +1,33 @@
-//! `sample`: draws images from a trained checkpoint.
+//! `sample`: draws images from a trained checkpoint, or runs a sampling experiment file. The
+//! workflows are library functions of `tweedie_sample`; this binary parses flags, calls them,
+//! and writes and prints their reports.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Instant;
 
-use anyhow::{Result, bail};
-use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
-use tweedie_core::checkpoint;
+use anyhow::{Context, Result};
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
-use tweedie_core::parallel::Sharded;
-use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
-use tweedie_sample::check::{self, Range};
-use tweedie_sample::output::write_samples;
-use tweedie_sample::sampler::{SamplerKind, draw_images};
+use tweedie_datasets::{DatasetName, Split};
+use tweedie_sample::class_cond::{self, ClassFile, ClassOptions};
+use tweedie_sample::experiment::{self, Binary, ExperimentKind};
+use tweedie_sample::fid::{self, ReferenceSpec};
+use tweedie_sample::generate::{self, GenerateOptions};
+use tweedie_sample::gmm_bench::{self, GmmFile, GmmOptions};
+use tweedie_sample::nfe::{self, NfeOptions};
+use tweedie_sample::recon::{self, ReconFile, ReconOptions};
+use tweedie_sample::sampler::SamplerKind;
 
-mod experiment;
-mod nfe;
-
-/// Draw samples from a trained diffusion model, or run an experiment file.
+/// Draw samples from a trained diffusion model, or run a sampling experiment file.
 ///
 /// Without --config: unconditional samples (grid.png, samples.npy). With --config FILE, the
-/// experiment the TOML file describes: an inverse problem (experiments/mnist-sr4.toml and the other
-/// mnist-<task> presets: posterior samples by the methods it lists; panels/, metrics.json), the
-/// Gaussian-mixture exactness benchmark (a file with [gmm]: JSON on stdout, plots) or
-/// class-conditional generation (a file with [class]); --checkpoint, --n-images, --out and
-/// --seed then override the file.
-#[derive(Parser, Debug)]
+/// experiment the file's `kind` names: `reconstruction` (an inverse problem, e.g.
+/// experiments/mnist-sr4.toml: posterior samples by the methods it lists; panels/,
+/// metrics.json), `gmm-benchmark` (the Gaussian-mixture exactness benchmark: JSON on stdout,
+/// plots) or `class-conditional`; --checkpoint, --n-images, --out and --seed then override the
+/// file. Training files (`diffusion-training`, `classifier-training`) are for `train`.
+#[derive(clap::Parser, Debug)]
 #[command(
     version,
     about,
@@ -38,7 +37,7 @@ mod nfe;
 struct Args {
     #[command(subcommand)]
     command: Option<Command>,
-    /// An experiment file (TOML).
+    /// An experiment file (TOML) of kind reconstruction, gmm-benchmark or class-conditional.
     #[arg(long)]
     config: Option<PathBuf>,
     /// Checkpoint: a run directory (its newest step) or a step directory.
@@ -54,7 +53,7 @@ struct Args {
     /// or T for DDPM.
     #[arg(long)]
     steps: Option<usize>,
-    /// DDIM's η (0: deterministic, 1: DDPM-like noise).
+    /// DDIM's η in [0, 1] (0: deterministic, 1: DDPM-like noise).
     #[arg(long, default_value_t = 0.0, value_parser = tweedie_sample::check::finite_flag)]
     eta: f64,
     /// Timestep spacing: leading, trailing, linspace or logsnr (uniform in log-SNR) [default:
@@ -81,7 +80,7 @@ struct Args {
     /// floating-point rounding).
     #[arg(long, default_value_t = 1, value_name = "N")]
     shards: usize,
-    /// Output directory [default: samples, or the experiment file's `out`].
+    /// Output directory [default: samples, or the experiment file's `out`, else out/<file stem>].
     #[arg(long)]
     out: Option<PathBuf>,
     /// Seed of the initial noise and of every sampler draw [default: 0, or the file's `seed`].
@@ -115,6 +114,9 @@ struct FidArgs {
     samples: PathBuf,
     #[command(flatten)]
     reference: ReferenceArgs,
+    /// Backend: flex (CPU, default), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
 }
 
 /// The classifier and the reference images classifier-FID compares with.
@@ -123,17 +125,30 @@ struct ReferenceArgs {
     /// The classifier's run directory.
     #[arg(long, default_value = "checkpoints/mnist-classifier")]
     classifier: PathBuf,
-    /// Reference dataset (mnist, fashion-mnist, cifar10) and split (test or train).
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
-    #[arg(long, default_value = "test")]
-    split: String,
+    /// Reference dataset: mnist, fashion-mnist, cifar10 or folder.
+    #[arg(long, default_value = "mnist", value_parser = tweedie_core::choice::parse::<DatasetName>)]
+    dataset: DatasetName,
+    /// Reference split: test or train.
+    #[arg(long, default_value = "test", value_parser = tweedie_core::choice::parse::<Split>)]
+    split: Split,
     /// Reference images (the first N of the split; 0: all).
     #[arg(long, default_value_t = 0)]
     n_reference: usize,
     /// Directory of the dataset's files.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+}
+
+impl ReferenceArgs {
+    fn spec(&self) -> ReferenceSpec {
+        ReferenceSpec {
+            classifier: self.classifier.clone(),
+            dataset: self.dataset,
+            split: self.split,
+            n_reference: self.n_reference,
+            data_dir: self.data_dir.clone(),
+        }
+    }
 }
 
 #[derive(clap::Args, Debug)]
@@ -183,19 +198,8 @@ struct NfeArgs {
     reference: ReferenceArgs,
 }
 
-/// A progress bar of `len` units in `template`'s style; hidden with `--quiet`.
-fn progress_bar(len: usize, quiet: bool, template: &str) -> ProgressBar {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(len as u64)
-    };
-    bar.set_style(ProgressStyle::with_template(template).expect("template"));
-    bar
-}
-
 fn main() -> ExitCode {
-    match run_cli(tweedie_sample::cli::parse_args::<Args>()) {
+    match run(tweedie_sample::cli::parse_args::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -204,76 +208,156 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_cli(a: Args) -> Result<()> {
+fn run(a: Args) -> Result<()> {
     match &a.command {
-        Some(Command::Fid(f)) => return experiment::run_fid(f, a.backend),
-        Some(Command::Nfe(n)) => return nfe::run_nfe(n),
+        Some(Command::Fid(f)) => {
+            let json = fid::score_npy(&f.samples, &f.reference.spec(), f.backend)?;
+            println!("{json}");
+            return Ok(());
+        }
+        Some(Command::Nfe(n)) => return run_nfe(n),
         None => {}
     }
-    if let Some(config) = a.config.clone() {
-        return experiment::run_file(&config, &a);
+    if let Some(config) = &a.config {
+        return run_file(config, &a);
     }
-    if a.n == 0 || a.batch_size == 0 || a.shards == 0 {
-        bail!("--n, --batch-size and --shards must be positive");
-    }
-    check::float("--eta", a.eta, Range::Unit)?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("samples"));
-    let dir = checkpoint::resolve(a.checkpoint.as_ref().expect("clap requires it"))?;
-    let meta = checkpoint::read_meta(&dir)?;
-    let schedule = meta.schedule.build()?;
-    let device = a.backend.device()?;
-    let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
-    if !a.raw_weights && weights == checkpoint::Weights::Raw {
-        eprintln!(
-            "note: {} has no EMA weights; using the raw weights",
-            dir.display()
-        );
-    }
-    let big_t = schedule.len();
-    let steps = a.steps.unwrap_or(match a.sampler {
-        SamplerKind::Ddpm => big_t,
-        _ => 50.min(big_t),
-    });
-    let timesteps = schedule.timesteps(steps, a.spacing.unwrap_or(a.sampler.default_spacing()))?;
-    let clip = !a.no_clip;
-    let mut sampler = a.sampler.build(a.eta, a.variance, clip);
-    let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
-    let mut rng = Rng::new(a.seed.unwrap_or(0));
-    let bar = progress_bar(
-        a.n.div_ceil(a.batch_size) * timesteps.len(),
-        a.quiet,
-        "{spinner} sampling [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
-    );
-    let clock = Instant::now();
-    let den = Sharded {
-        inner: &model,
-        backend: a.backend,
+    let opts = GenerateOptions {
+        checkpoint: a.checkpoint.clone().expect("clap requires it"),
+        sampler: a.sampler,
+        steps: a.steps,
+        eta: a.eta,
+        spacing: a.spacing,
+        variance: a.variance,
+        clip: !a.no_clip,
+        raw_weights: a.raw_weights,
+        n: a.n,
+        batch_size: a.batch_size,
         shards: a.shards,
+        seed: a.seed.unwrap_or(0),
+        backend: a.backend,
+        quiet: a.quiet,
     };
-    let (all, nfe) = draw_images(
-        &den,
-        sampler.as_mut(),
-        &schedule,
-        &timesteps,
-        a.n,
-        a.batch_size,
-        [c, r, r],
-        &mut rng,
-        &device,
-        || bar.inc(1),
-    );
-    bar.finish_and_clear();
-    write_samples(&out, &all, [a.n, r, r, c])?;
+    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("samples"));
+    let g = generate::run(&opts)?;
+    g.write(&out)?;
     println!(
-        "wrote {} and {} ({} images, {} at step {}, {} sampler, {} steps, {nfe} network calls, {:.1} s)",
+        "wrote {} and {} ({})",
         out.join("grid.png").display(),
         out.join("samples.npy").display(),
-        a.n,
-        weights.name(),
-        meta.step,
-        sampler.name(),
-        timesteps.len(),
-        clock.elapsed().as_secs_f64()
+        g.summary
+    );
+    Ok(())
+}
+
+/// `sample --config FILE`: the experiment its `kind` names.
+fn run_file(path: &Path, a: &Args) -> Result<()> {
+    let (kind, text) = experiment::read_for(path, Binary::Sample)?;
+    let invalid = || format!("{}: invalid experiment file", path.display());
+    let stem = path
+        .file_stem()
+        .map_or("experiment".into(), |s| s.to_string_lossy().to_string());
+    let out_dir = |file_out: &Option<PathBuf>| {
+        a.out
+            .clone()
+            .or(file_out.clone())
+            .unwrap_or_else(|| PathBuf::from("out").join(&stem))
+    };
+    match kind {
+        ExperimentKind::Reconstruction => {
+            let mut file = ReconFile::parse(&text).with_context(invalid)?;
+            file.validate().with_context(invalid)?;
+            if let Some(c) = &a.checkpoint {
+                file.checkpoint = c.clone();
+            }
+            if let Some(n) = a.n_images {
+                file.limit_images(n)?;
+            }
+            if let Some(s) = a.seed {
+                file.seed = s;
+            }
+            let opts = ReconOptions {
+                path: path.to_path_buf(),
+                backend: a.backend,
+                raw_weights: a.raw_weights,
+                quiet: a.quiet,
+            };
+            let report = recon::run(&file, &opts)?;
+            let out = out_dir(&file.out);
+            report.write(&out)?;
+            print!("{}", report.table());
+            println!(
+                "wrote {} and {}",
+                out.join("metrics.json").display(),
+                out.join("panels").display()
+            );
+        }
+        ExperimentKind::GmmBenchmark => {
+            let mut file = GmmFile::parse(&text).with_context(invalid)?;
+            if let Some(s) = a.seed {
+                file.run.seed = s;
+            }
+            let opts = GmmOptions {
+                stem: stem.clone(),
+                quiet: a.quiet,
+            };
+            let report = gmm_bench::run(&file, &opts).with_context(invalid)?;
+            let out = out_dir(&file.out);
+            report.write(&out)?;
+            eprintln!("wrote {} and its plots", out.join("results.json").display());
+            println!("{}", report.record);
+        }
+        ExperimentKind::ClassConditional => {
+            let mut file = ClassFile::parse(&text).with_context(invalid)?;
+            if let Some(c) = &a.checkpoint {
+                file.checkpoint = c.clone();
+            }
+            if let Some(s) = a.seed {
+                file.seed = s;
+            }
+            let opts = ClassOptions {
+                backend: a.backend,
+                raw_weights: a.raw_weights,
+                quiet: a.quiet,
+            };
+            let report = class_cond::run(&file, &opts)?;
+            let out = out_dir(&file.out);
+            report.write(&out)?;
+            print!("{}", report.table());
+            println!(
+                "wrote {} (grids: one row per requested class)",
+                out.join("results.json").display()
+            );
+        }
+        ExperimentKind::DiffusionTraining | ExperimentKind::ClassifierTraining => {
+            unreachable!("read_for refuses training files")
+        }
+    }
+    Ok(())
+}
+
+/// `sample nfe`.
+fn run_nfe(n: &NfeArgs) -> Result<()> {
+    let opts = NfeOptions {
+        checkpoint: n.checkpoint.clone(),
+        samplers: n.samplers.clone(),
+        nfe: n.nfe.clone(),
+        n: n.n,
+        batch_size: n.batch_size,
+        shards: n.shards,
+        seed: n.seed,
+        raw_weights: n.raw_weights,
+        out: n.out.clone(),
+        backend: n.backend,
+        quiet: n.quiet,
+        reference: n.reference.spec(),
+    };
+    let report = nfe::run(&opts)?;
+    report.write(&n.out)?;
+    print!("{}", report.table());
+    eprintln!(
+        "wrote {} and {}",
+        n.out.join("nfe.json").display(),
+        n.out.join("nfe.png").display()
     );
     Ok(())
 }

@@ -1,22 +1,45 @@
-//! `sample nfe`: quality against network evaluations, one sample set per (sampler, budget),
-//! each scored by classifier-FID against the same reference moments.
+//! Quality against network evaluations: for each sampler and NFE budget, one sample set from
+//! the same seed, each scored by classifier-FID against the same reference moments. Each run
+//! writes `<out>/<sampler>-<steps>/` (grid.png, samples.npy, run.json) as it finishes; a run
+//! directory whose `run.json` matches the request is reused, so an interrupted sweep resumes.
+//! [`run`] returns an [`NfeReport`] (`nfe.json`, the curve `nfe.png`, a Markdown table).
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
-use indicatif::ProgressBar;
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
-use tweedie_core::checkpoint;
+use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
-use tweedie_sample::fid::FidReference;
-use tweedie_sample::output::{write_file, write_samples};
-use tweedie_sample::plot::fid_vs_nfe_png;
-use tweedie_sample::sampler::{SamplerKind, draw_images};
 
-use crate::{NfeArgs, experiment::load_reference, progress_bar};
+use crate::fid::{FidReference, ReferenceSpec};
+use crate::output::{write_file, write_samples};
+use crate::plot::fid_vs_nfe_png;
+use crate::prior::Prior;
+use crate::progress::say;
+use crate::sampler::{SamplerKind, draw_images};
+
+/// What to sweep.
+#[derive(Debug, Clone)]
+pub struct NfeOptions {
+    /// A run directory (its newest step) or a step directory.
+    pub checkpoint: PathBuf,
+    pub samplers: Vec<SamplerKind>,
+    /// Budgets of network evaluations per image.
+    pub nfe: Vec<usize>,
+    /// Images per sample set.
+    pub n: usize,
+    pub batch_size: usize,
+    pub shards: usize,
+    pub seed: u64,
+    pub raw_weights: bool,
+    pub out: PathBuf,
+    pub backend: BackendKind,
+    pub quiet: bool,
+    pub reference: ReferenceSpec,
+}
 
 /// What a run was asked for: a run directory whose `run.json` has the same key is reused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,14 +58,32 @@ struct RunKey {
 
 /// One row of the sweep (`run.json`, and `nfe.json` lists them all).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct RunRecord {
+pub struct RunRecord {
     #[serde(flatten)]
     key: RunKey,
     /// Network evaluations per image.
-    nfe: usize,
-    classifier_fid: f64,
+    pub nfe: usize,
+    pub classifier_fid: f64,
     /// Wall-clock seconds of the sampling alone (not the scoring).
-    seconds: f64,
+    pub seconds: f64,
+}
+
+impl RunRecord {
+    pub fn sampler(&self) -> SamplerKind {
+        self.key.sampler
+    }
+    pub fn steps(&self) -> usize {
+        self.key.steps
+    }
+}
+
+/// What a sweep produced.
+pub struct NfeReport {
+    /// One record per (sampler, steps), in sweep order.
+    pub rows: Vec<RunRecord>,
+    /// Title of the curve.
+    pub title: String,
+    pub n: usize,
 }
 
 /// One (sampler, steps) run of the sweep: where it goes, what it is asked for, and its record
@@ -56,20 +97,12 @@ struct Run {
     done: Option<RunRecord>,
 }
 
-/// A line on stderr, above the progress bar when one is drawn (a hidden bar drops its lines).
-fn say(bar: &ProgressBar, line: String) {
-    if bar.is_hidden() {
-        eprintln!("{line}");
-    } else {
-        bar.println(line);
-    }
-}
-
 fn read_record(path: &Path) -> Option<RunRecord> {
     serde_json::from_slice(&std::fs::read(path).ok()?).ok()
 }
 
-pub fn run_nfe(a: &NfeArgs) -> Result<()> {
+/// Runs the sweep (reusing finished runs) and returns its records.
+pub fn run(a: &NfeOptions) -> Result<NfeReport> {
     if a.n < 2 || a.batch_size == 0 || a.shards == 0 {
         bail!("--n must be at least 2, --batch-size and --shards positive");
     }
@@ -78,13 +111,12 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
             "--samplers and --nfe need at least one entry each, and every budget must be positive"
         );
     }
-    let dir = checkpoint::resolve(&a.checkpoint)?;
-    let meta = checkpoint::read_meta(&dir)?;
-    let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
-    let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
-    let (classifier, cmeta, set, label) = load_reference(&a.reference, &device)?;
-    let cfg = &cmeta.config;
+    let prior = Prior::load(&a.checkpoint, &device, a.raw_weights)?;
+    let (dir, meta, schedule, weights) = (&prior.dir, &prior.meta, &prior.schedule, prior.weights);
+    let r = a.reference.load(&device)?;
+    let (classifier, set, label) = (&r.classifier, &r.set, &r.label);
+    let cfg = &r.meta.config;
     let (c, r) = (meta.unet.in_channels, meta.unet.resolution);
     if [r, r, c] != [cfg.resolution, cfg.resolution, cfg.in_channels] {
         bail!(
@@ -95,9 +127,9 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
             cfg.in_channels
         );
     }
-    let reference = FidReference::new(&classifier, &set, cfg.features, &device);
+    let reference = FidReference::new(classifier, set, cfg.features, &device);
     let den = Sharded {
-        inner: &model,
+        inner: &prior.model,
         backend: a.backend,
         shards: a.shards,
     };
@@ -140,7 +172,7 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
         .filter(|r| r.done.is_none())
         .map(|r| r.timesteps.len() * a.n.div_ceil(a.batch_size))
         .sum();
-    let bar = progress_bar(
+    let bar = crate::progress::bar(
         todo,
         a.quiet,
         "{spinner} {msg} [{bar:30}] {pos}/{len} steps ETA {eta}",
@@ -170,7 +202,7 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
         let (images, calls) = draw_images(
             &den,
             sampler.as_mut(),
-            &schedule,
+            schedule,
             &timesteps,
             a.n,
             a.batch_size,
@@ -202,37 +234,50 @@ pub fn run_nfe(a: &NfeArgs) -> Result<()> {
     }
     bar.finish_and_clear();
 
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    write_file(&a.out.join("nfe.json"), &serde_json::to_vec_pretty(&rows)?)?;
-    let points: Vec<(String, usize, f64)> = rows
-        .iter()
-        .map(|r| (r.key.sampler.as_str().to_string(), r.nfe, r.classifier_fid))
-        .collect();
-    let title = format!(
-        "{}: classifier-FID of {} samples against {label}",
-        dir.display(),
-        a.n
-    );
-    write_file(&a.out.join("nfe.png"), &fid_vs_nfe_png(&points, &title)?)?;
-    println!(
-        "| sampler | steps | NFE | classifier-FID | seconds ({} images) |",
-        a.n
-    );
-    println!("|---|---|---|---|---|");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {:.1} | {:.1} |",
-            r.key.sampler.as_str(),
-            r.key.steps,
-            r.nfe,
-            r.classifier_fid,
-            r.seconds
-        );
+    Ok(NfeReport {
+        rows,
+        title: format!(
+            "{}: classifier-FID of {} samples against {label}",
+            dir.display(),
+            a.n
+        ),
+        n: a.n,
+    })
+}
+
+impl NfeReport {
+    /// Writes `out/nfe.json` and the curve `out/nfe.png`.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
+        write_file(
+            &out.join("nfe.json"),
+            &serde_json::to_vec_pretty(&self.rows)?,
+        )?;
+        let points: Vec<(String, usize, f64)> = self
+            .rows
+            .iter()
+            .map(|r| (r.key.sampler.as_str().to_string(), r.nfe, r.classifier_fid))
+            .collect();
+        write_file(&out.join("nfe.png"), &fid_vs_nfe_png(&points, &self.title)?)
     }
-    eprintln!(
-        "wrote {} and {}",
-        a.out.join("nfe.json").display(),
-        a.out.join("nfe.png").display()
-    );
-    Ok(())
+
+    /// The sweep as a Markdown table.
+    pub fn table(&self) -> String {
+        let mut t = format!(
+            "| sampler | steps | NFE | classifier-FID | seconds ({} images) |\n|---|---|---|---|---|\n",
+            self.n
+        );
+        for r in &self.rows {
+            t.push_str(&format!(
+                "| {} | {} | {} | {:.1} | {:.1} |\n",
+                r.key.sampler.as_str(),
+                r.key.steps,
+                r.nfe,
+                r.classifier_fid,
+                r.seconds
+            ));
+        }
+        t
+    }
 }

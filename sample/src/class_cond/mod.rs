@@ -3,6 +3,10 @@
 //! draw digits of a requested class with K particles, DPS-style classifier guidance with one.
 //! `sample --config experiments/mnist-class.toml` (a file with a `[class]` table).
 
+mod run;
+
+pub use run::{ClassOptions, ClassReport, run};
+
 use std::time::Instant;
 
 use anyhow::{Result, bail};
@@ -15,13 +19,15 @@ use tweedie_core::schedule::{NoiseSchedule, Spacing};
 
 use crate::check::{self, Range};
 use crate::class_likelihood::ClassLabel;
-use crate::sampler::{Ddpm, Dps, DpsStep, Sampler, run};
+use crate::experiment::{ExperimentFile, ExperimentKind};
+use crate::sampler::{self, Ddpm, Dps, DpsStep, Sampler};
 use crate::smc::{Potential, ResampleWhen, Smc, SmcConfig};
 
-/// The experiment file.
+/// The experiment file (`kind = "class-conditional"`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClassFile {
+    pub kind: ExperimentKind,
     /// The unconditional diffusion model (run or step directory).
     pub checkpoint: std::path::PathBuf,
     /// The classifier's run directory (`train --config experiments/mnist-classifier.toml`).
@@ -42,8 +48,7 @@ pub struct ClassSection {
     pub per_class: usize,
     /// Reverse steps (respaced DDPM).
     pub steps: usize,
-    /// Any of dps, tds, fk.
-    pub methods: Vec<String>,
+    pub methods: Vec<ClassMethod>,
     /// Particle counts of tds and fk.
     pub particles: Vec<usize>,
     /// DPS-style guidance scale on ∇ log p(c | x̂_0) (1: Bayes' rule).
@@ -58,7 +63,7 @@ fn one() -> f64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FkClassSection {
-    pub potential: String,
+    pub potential: Potential,
     pub lambda: f64,
     pub guided: bool,
     pub interval: usize,
@@ -67,7 +72,7 @@ pub struct FkClassSection {
 impl Default for FkClassSection {
     fn default() -> Self {
         Self {
-            potential: "difference".into(),
+            potential: Potential::Difference,
             lambda: 1.0,
             guided: false,
             interval: 1,
@@ -75,18 +80,41 @@ impl Default for FkClassSection {
     }
 }
 
-pub const METHODS: [&str; 3] = ["dps", "tds", "fk"];
+/// A method of class-conditional generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassMethod {
+    /// DPS-style classifier guidance on ∇ log p(c | x̂_0), one particle.
+    Dps,
+    /// Twisted diffusion sampler (Wu et al. 2023), K particles.
+    Tds,
+    /// FK steering (Singhal et al. 2025), K particles.
+    Fk,
+}
+
+impl ClassMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Dps => "dps",
+            Self::Tds => "tds",
+            Self::Fk => "fk",
+        }
+    }
+}
+
+impl ExperimentFile for ClassFile {
+    const KIND: ExperimentKind = ExperimentKind::ClassConditional;
+    fn kind(&self) -> ExperimentKind {
+        self.kind
+    }
+}
 
 impl ClassFile {
+    /// Parses and validates TOML text as a class-conditional file (one-line errors).
     pub fn parse(text: &str) -> Result<Self> {
-        let f: Self = crate::toml_file::parse(text)?;
-        if let Some(m) = f
-            .class
-            .methods
-            .iter()
-            .find(|m| !METHODS.contains(&m.as_str()))
-        {
-            bail!("class.methods: unknown method `{m}` (choose from dps, tds, fk)");
+        let f = <Self as ExperimentFile>::parse(text)?;
+        if f.class.methods.is_empty() {
+            bail!("class.methods is empty");
         }
         if f.class.classes.is_empty() || f.class.per_class == 0 || f.class.steps == 0 {
             bail!("class.classes, class.per_class and class.steps must be non-empty / positive");
@@ -94,9 +122,6 @@ impl ClassFile {
         if f.class.particles.is_empty() || f.class.particles.contains(&0) {
             bail!("class.particles must list positive particle counts");
         }
-        f.fk.potential
-            .parse::<Potential>()
-            .map_err(|e| anyhow::anyhow!("fk.potential: {e}"))?;
         check::float("class.dps_scale", f.class.dps_scale, Range::NonNegative)?;
         check::float("fk.lambda", f.fk.lambda, Range::Positive)?;
         Ok(f)
@@ -133,7 +158,7 @@ pub struct ClassRun {
 /// Draws one digit per target class with `method` (K particles for tds/fk).
 pub fn draw(
     file: &ClassFile,
-    method: &str,
+    method: ClassMethod,
     k: usize,
     models: &ClassModels,
     schedule: &NoiseSchedule,
@@ -159,7 +184,7 @@ pub fn draw(
     let mut smc: Option<Smc> = None;
     let mut plain: Box<dyn Sampler> = Box::new(ddpm);
     match method {
-        "dps" => {
+        ClassMethod::Dps => {
             plain = Box::new(Dps {
                 likelihood: Box::new(ClassLabel {
                     model: models.classifier_grad.clone(),
@@ -171,15 +196,15 @@ pub fn draw(
                 ddpm,
             })
         }
-        "tds" | "fk" => {
-            let config = if method == "tds" {
+        ClassMethod::Tds | ClassMethod::Fk => {
+            let config = if method == ClassMethod::Tds {
                 SmcConfig {
                     clip: true,
                     ..SmcConfig::tds()
                 }
             } else {
                 SmcConfig {
-                    potential: file.fk.potential.parse().map_err(anyhow::Error::msg)?,
+                    potential: file.fk.potential,
                     lambda: file.fk.lambda,
                     guided: file.fk.guided,
                     when: ResampleWhen::Every(file.fk.interval),
@@ -193,7 +218,7 @@ pub fn draw(
                 models.classifier
             };
             smc = Some(Smc::new(
-                if method == "tds" { "tds" } else { "fk" },
+                method.name(),
                 Box::new(ClassLabel {
                     model: classifier.clone(),
                     classes: per_row(k),
@@ -204,7 +229,6 @@ pub fn draw(
                 seed ^ 0x5eed,
             ));
         }
-        other => bail!("unknown method `{other}`"),
     }
     let rows = if smc.is_some() { n * k } else { n };
     let sampler: &mut dyn Sampler = match smc.as_mut() {
@@ -217,7 +241,7 @@ pub fn draw(
         (&models.device, models.unet)
     };
     let x_t = rng.normal_tensor([rows, c, h, w], device);
-    let (x0, nfe) = run(
+    let (x0, nfe) = sampler::run(
         unet,
         sampler,
         schedule,

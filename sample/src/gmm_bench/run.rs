@@ -1,0 +1,133 @@
+//! A benchmark file, run end to end: every method (each particle method at every K) against the
+//! exact posterior. [`run`] returns a [`GmmReport`]; [`GmmReport::write`] writes `results.json`,
+//! `error_vs_k.png` and, in d = 2, `scatter.png`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use tweedie_core::rng::Rng;
+
+use super::{BenchRow, GmmFile, GmmProblem, score};
+use crate::output::write_file;
+
+/// How to run a benchmark file (what is not in it).
+#[derive(Debug, Clone)]
+pub struct GmmOptions {
+    /// Names the plots: "<stem>: d = …".
+    pub stem: String,
+    pub quiet: bool,
+}
+
+/// What a run produced.
+pub struct GmmReport {
+    pub problem: GmmProblem,
+    /// One row per (method, K), in the file's order; each was also printed as a JSON line.
+    pub rows: Vec<BenchRow>,
+    /// Samples drawn in d = 2 for the scatter plot: (label, `[n, 2]` row-major).
+    pub scatter: Vec<(String, Vec<f64>)>,
+    /// `{"log_evidence", "results"}`: `results.json`.
+    pub record: serde_json::Value,
+    pub title: String,
+    n_samples: usize,
+    seed: u64,
+}
+
+/// Runs every method of `file`; each row is also printed on stderr as it finishes.
+pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
+    let problem = file.build()?;
+    let d = problem.prior.dim();
+    let mut rows = Vec::new();
+    let mut scatter: Vec<(String, Vec<f64>)> = Vec::new();
+    let n_runs: usize = file
+        .run
+        .methods
+        .iter()
+        .map(|m| {
+            if m.is_particle() {
+                file.run.particles.len()
+            } else {
+                1
+            }
+        })
+        .sum();
+    let bar = crate::progress::bar(
+        n_runs,
+        opts.quiet,
+        "{spinner} {msg:16} [{bar:30}] {pos}/{len} runs ETA {eta}",
+    );
+    let kmax = file.run.particles.iter().copied().max().unwrap_or(1);
+    for &m in &file.run.methods {
+        let ks: Vec<usize> = if m.is_particle() {
+            file.run.particles.clone()
+        } else {
+            vec![1]
+        };
+        for k in ks {
+            bar.set_message(format!("{} K={k}", m.name()));
+            let draws = problem.draw(
+                file,
+                m,
+                k,
+                file.run.n_samples,
+                Rng::derive(file.run.seed, m.stream(k)).next_u64(),
+            )?;
+            let row = score(&problem, file, m, k, &draws);
+            let line = serde_json::to_string(&row)?;
+            bar.suspend(|| eprintln!("{line}"));
+            bar.inc(1);
+            rows.push(row);
+            if d == 2 && (k == kmax || !m.is_particle()) {
+                let label = if m.is_particle() {
+                    format!("{} (K = {k})", m.name())
+                } else {
+                    m.name().to_string()
+                };
+                scatter.push((label, draws.samples.clone()));
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let record = serde_json::json!({
+        "log_evidence": problem.posterior.log_evidence,
+        "results": rows,
+    });
+    let title = format!("{}: d = {d}, d_y = {}", opts.stem, problem.obs.dy());
+    Ok(GmmReport {
+        problem,
+        rows,
+        scatter,
+        record,
+        title,
+        n_samples: file.run.n_samples,
+        seed: file.run.seed,
+    })
+}
+
+impl GmmReport {
+    /// Writes `out/error_vs_k.png`, in d = 2 `out/scatter.png` (the samples over exact posterior
+    /// draws), and `out/results.json`.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        std::fs::create_dir_all(out)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
+        write_file(
+            &out.join("error_vs_k.png"),
+            &crate::plot::error_vs_k_png(&self.rows, &self.title)?,
+        )?;
+        if self.problem.prior.dim() == 2 {
+            let exact = self
+                .problem
+                .posterior
+                .sample(self.n_samples, &mut Rng::derive(self.seed, 11));
+            let mut sets = vec![("exact posterior".to_string(), exact)];
+            sets.extend(self.scatter.iter().cloned());
+            write_file(
+                &out.join("scatter.png"),
+                &crate::plot::scatter_png(&self.problem.posterior, &sets)?,
+            )?;
+        }
+        write_file(
+            &out.join("results.json"),
+            serde_json::to_string_pretty(&self.record)?.as_bytes(),
+        )
+    }
+}

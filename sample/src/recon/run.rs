@@ -1,0 +1,242 @@
+//! A reconstruction file, run end to end: the prior, the images and their observation, every
+//! method, the scores. [`run`] returns a [`ReconReport`]; [`ReconReport::write`] writes what
+//! people look at (panels, grids, samples, `metrics.json`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tweedie_core::device::BackendKind;
+use tweedie_core::rng::Rng;
+
+use super::{MethodReport, MethodRun, Models, Problem, ReconFile, ReconMethod, panel_png};
+use super::{reconstruct, score};
+use crate::output::{grid_png, npy_bytes, u8_nhwc, write_file};
+use crate::prior::Prior;
+
+/// How to run a file (what is not in it).
+#[derive(Debug, Clone)]
+pub struct ReconOptions {
+    /// The file's path, recorded in `metrics.json`.
+    pub path: PathBuf,
+    pub backend: BackendKind,
+    /// Use the raw trained weights (also when the file says so).
+    pub raw_weights: bool,
+    pub quiet: bool,
+}
+
+/// What a run produced.
+pub struct ReconReport {
+    pub file: ReconFile,
+    pub problem: Problem,
+    /// One per method, in the file's order.
+    pub runs: Vec<MethodRun>,
+    /// Scores by method name.
+    pub scores: BTreeMap<String, MethodReport>,
+    /// The record written as `metrics.json`.
+    pub record: serde_json::Value,
+    /// "sr×4 on 20 mnist images, gaussian σ_y = 0.05 (ema weights, step 2500):".
+    pub title: String,
+}
+
+/// Runs every method of `file` on its images.
+pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
+    file.validate()?;
+    let device = opts.backend.device()?;
+    let grad_device = device.clone().autodiff();
+    let raw = file.run.raw_weights || opts.raw_weights;
+    let prior = Prior::load(&file.checkpoint, &device, raw)?;
+    let grad_model = prior.grad_model(&grad_device);
+
+    // The images and their observation.
+    let kind = file.data.dataset.kind(None);
+    let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
+    let set = tweedie_datasets::load(kind, file.data.split, &data_dir)?;
+    let want = prior.image_shape();
+    if set.shape != want {
+        bail!(
+            "{}: the checkpoint's model takes {:?} images, {} has {:?}",
+            prior.dir.display(),
+            want,
+            kind.name(),
+            set.shape
+        );
+    }
+    let indices = file.image_indices();
+    if let Some(bad) = indices.iter().find(|i| **i >= set.len()) {
+        bail!(
+            "{}: image index {bad} is out of range ({} has {} images)",
+            opts.path.display(),
+            kind.name(),
+            set.len()
+        );
+    }
+    let truth: Vec<f32> = indices
+        .iter()
+        .flat_map(|i| set.image(*i).iter().map(|b| *b as f32 / 127.5 - 1.0))
+        .collect();
+    let problem = Problem::observe(
+        file,
+        set.shape,
+        indices,
+        truth,
+        &mut Rng::derive(file.seed, 1),
+        &device,
+    )?;
+
+    // The methods, each with its own random stream (adding one does not change another's draws).
+    let models = Models {
+        plain: &prior.model,
+        grad: &grad_model,
+        device: device.clone(),
+        grad_device,
+    };
+    let chunks = file.chunks(problem.indices.len());
+    let total: usize = file
+        .run
+        .methods
+        .iter()
+        .map(|m| file.steps(*m) * chunks)
+        .sum();
+    let bar = crate::progress::bar(
+        total,
+        opts.quiet,
+        "{spinner} {msg:12} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
+    );
+    let mut runs: Vec<MethodRun> = Vec::new();
+    for &m in &file.run.methods {
+        bar.set_message(m.name());
+        let mut rng = Rng::derive(file.seed, m.stream());
+        let run = reconstruct(
+            file,
+            m,
+            &problem,
+            &models,
+            &prior.schedule,
+            &mut rng,
+            || bar.inc(1),
+        )
+        .with_context(|| format!("method {}", m.name()))?;
+        runs.push(run);
+    }
+    bar.finish_and_clear();
+
+    let mut scores: BTreeMap<String, MethodReport> = BTreeMap::new();
+    for run in &runs {
+        scores.insert(
+            run.method.name().to_string(),
+            score(run, &problem, file.steps(run.method)),
+        );
+    }
+    let [_, h, w] = problem.shape;
+    let operator = file.operator(h, w)?.name();
+    let noise = file.noise_model()?.name();
+    let rows: Vec<&str> = file
+        .run
+        .methods
+        .iter()
+        .filter(|m| **m != ReconMethod::Pinv)
+        .map(|m| m.name())
+        .collect();
+    let record = serde_json::json!({
+        "experiment": opts.path.display().to_string(),
+        "checkpoint": prior.dir.display().to_string(),
+        "weights": prior.weights.name(),
+        "step": prior.meta.step,
+        "dataset": kind.name(),
+        "split": file.data.split.name(),
+        "images": problem.indices,
+        "operator": operator,
+        "noise": noise,
+        "seed": file.seed,
+        "backend": opts.backend.name(),
+        "panel_rows": rows,
+        "panel_columns": ["truth", "observation", "pinv", "samples…", "posterior mean", "posterior std"],
+        "methods": scores,
+    });
+    let title = format!(
+        "{operator} on {} {} images, {noise} ({} weights, step {}):",
+        problem.indices.len(),
+        kind.name(),
+        prior.weights.name(),
+        prior.meta.step
+    );
+    Ok(ReconReport {
+        file: file.clone(),
+        problem,
+        runs,
+        scores,
+        record,
+        title,
+    })
+}
+
+impl ReconReport {
+    /// Writes `out/<method>/{samples.npy, grid.png}`, `out/panels/<index>.png` and
+    /// `out/metrics.json`.
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let panels = out.join("panels");
+        std::fs::create_dir_all(&panels)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", panels.display()))?;
+        let [c, h, w] = self.problem.shape;
+        for run in &self.runs {
+            let n = run.values.len() / (c * h * w);
+            let (bytes, shape) = u8_nhwc(&run.values, [n, c, h, w]);
+            let mdir = out.join(run.method.name());
+            std::fs::create_dir_all(&mdir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", mdir.display()))?;
+            write_file(&mdir.join("samples.npy"), &npy_bytes(&bytes, &shape))?;
+            write_file(
+                &mdir.join("grid.png"),
+                &grid_png(&bytes, shape, run.samples.max(1) * 4)?,
+            )?;
+        }
+        let pinv = self.runs.iter().find(|r| r.method == ReconMethod::Pinv);
+        for (i, index) in self.problem.indices.iter().enumerate() {
+            let png = panel_png(
+                &self.file,
+                &self.problem,
+                i,
+                &self.runs,
+                pinv,
+                self.file.run.show_samples,
+            )?;
+            write_file(&panels.join(format!("{index:05}.png")), &png)?;
+        }
+        write_file(
+            &out.join("metrics.json"),
+            serde_json::to_string_pretty(&self.record)?.as_bytes(),
+        )
+    }
+
+    /// The results as a text table, one line per method.
+    pub fn table(&self) -> String {
+        let mut t = format!(
+            "{}\n{:<12} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6} {:>9}\n",
+            self.title,
+            "method",
+            "PSNR",
+            "SSIM",
+            "PSNR(mean)",
+            "SSIM(mean)",
+            "NFE",
+            "VJP",
+            "seconds"
+        );
+        for m in &self.file.run.methods {
+            let r = &self.scores[m.name()];
+            t.push_str(&format!(
+                "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>6} {:>6} {:>9.1}\n",
+                m.name(),
+                r.psnr_mean,
+                r.ssim_mean,
+                r.psnr_posterior_mean,
+                r.ssim_posterior_mean,
+                r.nfe,
+                r.vjps,
+                r.seconds
+            ));
+        }
+        t
+    }
+}

@@ -1,0 +1,195 @@
+//! What `train` does with a file, as library functions: load the data a plan names (downloading
+//! when asked), train a diffusion model or a classifier, and summarise. The binary only parses
+//! flags and prints.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use tweedie_core::device::BackendKind;
+use tweedie_core::run_dir::{Claim, RunDir};
+use tweedie_datasets::{DatasetKind, Split, download, load, resolve_dir};
+
+use crate::classify::{ClassifierFile, ClassifierReport, train_classifier};
+use crate::config::{Plan, TrainFile};
+use crate::trainer::{self, Report, RunOptions};
+
+/// Command-line values that override a training file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub seed: Option<u64>,
+    pub steps: Option<usize>,
+    pub run_dir: Option<PathBuf>,
+    pub checkpoint_every: Option<usize>,
+    pub shards: Option<usize>,
+}
+
+impl Overrides {
+    pub fn apply(&self, file: &mut TrainFile) {
+        if let Some(s) = self.seed {
+            file.seed = s;
+        }
+        if let Some(s) = self.steps {
+            file.train.steps = s;
+        }
+        if let Some(d) = &self.run_dir {
+            file.run_dir = Some(d.clone());
+        }
+        if let Some(n) = self.checkpoint_every {
+            file.train.checkpoint_every = n;
+        }
+        if let Some(n) = self.shards {
+            file.train.shards = n;
+        }
+    }
+}
+
+/// The data directory of `kind`: the explicit one, else the default places; with `download`,
+/// missing files are fetched (into `data/<name>` unless a directory is given) and verified.
+pub fn data_dir(kind: DatasetKind, explicit: Option<&Path>, download: bool) -> Result<PathBuf> {
+    let dir = match resolve_dir(kind, explicit) {
+        Ok(d) => d,
+        Err(_) if download => {
+            let d = explicit
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("data").join(kind.name()));
+            download::ensure(kind, &d)?;
+            d
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if download {
+        download::ensure(kind, &dir)?;
+    }
+    Ok(dir)
+}
+
+/// How to run a diffusion training file.
+#[derive(Debug, Clone)]
+pub struct DiffusionRun {
+    pub backend: BackendKind,
+    /// Continue from this checkpoint.
+    pub resume: Option<PathBuf>,
+    pub restart: bool,
+    /// Skip the bound evaluations of `[train] eval_every`.
+    pub no_eval: bool,
+    pub download: bool,
+    pub quiet: bool,
+}
+
+/// Trains the diffusion model `plan` describes; announces what it will do on stderr first.
+pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
+    let download = o.download || plan.file.data.download;
+    let dir = data_dir(plan.dataset, plan.file.data.dir.as_deref(), download)?;
+    let mut data = load(plan.dataset, Split::Train, &dir)?;
+    if plan.file.data.limit > 0 {
+        data.truncate(plan.file.data.limit);
+    }
+    eprintln!(
+        "training {} ({} parameters) on {} {} images from {} with {} for {} steps → {}",
+        tweedie_core::choice::name(&plan.file.model.preset),
+        plan.unet.num_params(),
+        data.len(),
+        plan.dataset.name(),
+        dir.display(),
+        o.backend,
+        plan.file.train.steps,
+        plan.run_dir.display()
+    );
+    let eval_data = if plan.file.train.eval_every > 0 && !o.no_eval {
+        Some(load(plan.dataset, Split::Test, &dir)?)
+    } else {
+        None
+    };
+    let opts = RunOptions {
+        backend: o.backend,
+        resume: o.resume.clone(),
+        restart: o.restart,
+        progress: !o.quiet,
+        eval_data,
+    };
+    trainer::train(plan, &data, &opts)
+}
+
+/// The one-line summary of a finished run.
+pub fn summary(r: &Report) -> String {
+    let n = r.losses.len();
+    let k = 20.min(n).max(1) as f64;
+    let head = r.losses.iter().take(20).sum::<f64>() / k;
+    let tail = r.losses.iter().skip(n.saturating_sub(20)).sum::<f64>() / k;
+    format!(
+        "done: steps {}..{} in {:.1} s ({:.3} s/step), loss {head:.4} → {tail:.4} (mean of \
+         first/last 20), checkpoint {}",
+        r.first_step,
+        r.last_step,
+        r.seconds,
+        r.seconds / n.max(1) as f64,
+        r.checkpoint.display()
+    )
+}
+
+/// How to run a classifier file.
+#[derive(Debug, Clone)]
+pub struct ClassifierRun {
+    pub backend: BackendKind,
+    pub restart: bool,
+    pub download: bool,
+    pub quiet: bool,
+}
+
+/// Trains the classifier `file` describes into `run_dir` (claimed first: a directory that holds
+/// a classifier is refused unless `restart` moves it aside).
+pub fn classifier(
+    file: &ClassifierFile,
+    run_dir: &Path,
+    o: &ClassifierRun,
+) -> Result<ClassifierReport> {
+    file.validate()?;
+    if file.data.dataset == tweedie_datasets::DatasetName::Folder && file.data.channels.is_none() {
+        bail!("[data] dataset = \"folder\" needs `channels` (1 or 3)");
+    }
+    let kind = file.data.dataset.kind(file.data.channels);
+    let dir = data_dir(kind, file.data.dir.as_deref(), o.download)?;
+    let data = load(kind, Split::Train, &dir)?;
+    let test = load(kind, Split::Test, &dir)?;
+    let claim = if o.restart {
+        Claim::Restart
+    } else {
+        Claim::Fresh
+    };
+    let owned = RunDir::claim(run_dir, claim).map_err(|e| match e {
+        tweedie_core::CoreError::RunExists { path } => anyhow::anyhow!(
+            "{0} already holds a classifier: start over with --restart (moves it to {0}.old-N)",
+            path.display()
+        ),
+        e => e.into(),
+    })?;
+    if let Some(old) = owned.moved_to() {
+        eprintln!("moved the previous classifier to {}", old.display());
+    }
+    eprintln!(
+        "training the classifier on {} {} images for {} steps → {}",
+        data.len(),
+        kind.name(),
+        file.train.steps,
+        run_dir.display()
+    );
+    train_classifier(file, run_dir, &data, &test, o.backend, !o.quiet)
+        .with_context(|| run_dir.display().to_string())
+}
+
+/// Reads the training file a checkpoint keeps (`<step>/config.toml`) for `--resume` without
+/// `--config`; the run stays in its own directory.
+pub fn resumed_file(resume: &Path) -> Result<TrainFile> {
+    let dir = tweedie_core::checkpoint::resolve(resume)?;
+    let p = dir.join(trainer::CONFIG_FILE);
+    let text =
+        std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
+    let mut f = TrainFile::parse_checkpoint_copy(&text)
+        .with_context(|| format!("{}: invalid experiment file", p.display()))?;
+    f.run_dir = Some(
+        dir.parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| resume.to_path_buf()),
+    );
+    Ok(f)
+}
