@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
-REF="${REF:-../shared/ref/ddpm_ref.py}"
+REF="${REF:-testdata/ref/ddpm_ref.py}"
 passes="${1:-3}"; shift || true
 configs=("${@:-tiny}")
 BACKEND="${BACKEND:-flex}"

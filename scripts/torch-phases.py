@@ -1,11 +1,11 @@
 """Where PyTorch's training step spends its time, phase by phase, on the reference model
-(shared/ref/ddpm_ref.py): the counterpart of `bench --mode train --phases`. CPU only (no device
+(testdata/ref/ddpm_ref.py): the counterpart of `bench --mode train --phases`. CPU only (no device
 synchronisation). Usage: python3 scripts/torch-phases.py [config] [batch] [steps]"""
 import json, os, sys, time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "shared", "ref"))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "testdata", "ref"))
 import ddpm_ref as R  # noqa: E402
 
 config = sys.argv[1] if len(sys.argv) > 1 else "tiny"

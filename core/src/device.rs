@@ -6,23 +6,27 @@ use burn::prelude::*;
 use crate::error::CoreError;
 
 /// The backends a Tweedie binary can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum BackendKind {
     /// burn-flex: pure-Rust CPU backend (SIMD + rayon). The default: on the DDPM U-Net it trains
     /// many times faster than ndarray (see README).
     #[default]
+    #[serde(alias = "cpu")]
     Flex,
     /// burn-ndarray: the older CPU backend (deprecated upstream in burn 0.22).
     Ndarray,
     /// burn-wgpu: GPUs through Vulkan/Metal/DX12/GL. Needs the `wgpu` cargo feature.
+    #[serde(alias = "gpu")]
     Wgpu,
     /// burn-tch: libtorch's CPU kernels (oneDNN convolutions, OpenMP threads). Needs the `tch`
     /// cargo feature and a libtorch at build and run time (see BENCHMARKS.md).
+    #[serde(alias = "libtorch")]
     Tch,
 }
 
 impl BackendKind {
-    pub const NAMES: [&'static str; 4] = ["flex", "ndarray", "wgpu", "tch"];
+    pub const ALL: [BackendKind; 4] = [Self::Flex, Self::Ndarray, Self::Wgpu, Self::Tch];
 
     /// The plain (inference) device of this backend. Errors if the binary was built without it.
     pub fn device(self) -> Result<Device, CoreError> {
@@ -109,19 +113,10 @@ fn tch_device() -> Result<Device, CoreError> {
 impl std::str::FromStr for BackendKind {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "flex" | "cpu" => Ok(BackendKind::Flex),
-            "ndarray" => Ok(BackendKind::Ndarray),
-            "wgpu" | "gpu" => Ok(BackendKind::Wgpu),
-            "tch" | "libtorch" => Ok(BackendKind::Tch),
-            _ => Err(CoreError::Backend {
-                name: s.into(),
-                why: format!(
-                    "unknown backend (expected one of {})",
-                    Self::NAMES.join(", ")
-                ),
-            }),
-        }
+        crate::choice::parse(s).map_err(|why| CoreError::Backend {
+            name: s.into(),
+            why,
+        })
     }
 }
 
@@ -137,14 +132,17 @@ mod tests {
 
     #[test]
     fn names_parse_back_to_their_backend() {
-        for name in BackendKind::NAMES {
-            let kind: BackendKind = name.parse().unwrap();
-            assert_eq!(kind.name(), name);
+        for kind in BackendKind::ALL {
+            assert_eq!(kind.name().parse::<BackendKind>().unwrap(), kind);
+            assert_eq!(crate::choice::name(&kind), kind.name());
         }
         assert_eq!("libtorch".parse::<BackendKind>().unwrap(), BackendKind::Tch);
         let err = "cuda".parse::<BackendKind>().unwrap_err().to_string();
         assert!(
-            err.contains("cuda") && err.contains("flex, ndarray, wgpu, tch"),
+            err.contains("cuda")
+                && ["flex", "ndarray", "wgpu", "tch"]
+                    .iter()
+                    .all(|n| err.contains(&format!("`{n}`"))),
             "{err}"
         );
     }

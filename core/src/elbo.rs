@@ -37,13 +37,8 @@ impl ModelVariance {
 impl std::str::FromStr for ModelVariance {
     type Err = crate::CoreError;
     fn from_str(v: &str) -> Result<Self, Self::Err> {
-        match v {
-            "small" => Ok(ModelVariance::Small),
-            "large" => Ok(ModelVariance::Large),
-            _ => Err(crate::CoreError::InvalidConfig(format!(
-                "unknown variance `{v}` (expected small or large)"
-            ))),
-        }
+        crate::choice::parse(v)
+            .map_err(|e| crate::CoreError::InvalidConfig(format!("variance: {e}")))
     }
 }
 

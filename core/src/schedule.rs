@@ -137,7 +137,8 @@ impl NoiseSchedule {
 }
 
 /// How `n` inference steps are picked among the T training steps (Lin et al. 2024, Table 2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Spacing {
     /// t = (n−1)·r, …, r, 0 with r = T / n (DDIM, diffusers' default).
     Leading,
@@ -155,15 +156,7 @@ pub enum Spacing {
 impl std::str::FromStr for Spacing {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "leading" => Ok(Spacing::Leading),
-            "trailing" => Ok(Spacing::Trailing),
-            "linspace" => Ok(Spacing::Linspace),
-            "logsnr" => Ok(Spacing::LogSnr),
-            _ => Err(CoreError::InvalidConfig(format!(
-                "unknown timestep spacing `{s}` (expected leading, trailing, linspace or logsnr)"
-            ))),
-        }
+        crate::choice::parse(s).map_err(|e| CoreError::InvalidConfig(format!("spacing: {e}")))
     }
 }
 

@@ -1,5 +1,5 @@
 //! Schedules and DDPM steps against diffusers' reference vectors (`testdata/ref/schedulers.json`,
-//! a copy of `shared/ref/schedulers.json`: diffusers 0.42.1, float32 arithmetic).
+//! `testdata/ref/schedulers.json`, a copy of the project's reference vectors: diffusers 0.42.1, float32 arithmetic).
 
 use burn::prelude::*;
 use serde_json::Value;

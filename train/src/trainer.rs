@@ -385,8 +385,8 @@ impl<'a> Trainer<'a> {
         let tc = self.plan.file.train.clone();
         let done = log.step;
         let last = done == tc.steps;
-        let every = |n: usize| n > 0 && done % n == 0;
-        if done % tc.log_every.max(1) == 0 || last {
+        let every = |n: usize| n > 0 && done.is_multiple_of(n);
+        if done.is_multiple_of(tc.log_every.max(1)) || last {
             writeln!(self.metrics, "{}", serde_json::to_string(log)?)
                 .with_context(|| self.metrics_path.display().to_string())?;
             self.metrics.flush().ok();

@@ -1,6 +1,6 @@
 //! The U-Net of the DDPM paper (Ho et al. 2020, appendix B), layer for layer as in the official
 //! `diffusion_tf/models/unet.py`: parameter counts match the PyTorch port exactly
-//! (`../shared/ref/params.json`; tested).
+//! (`testdata/ref/params.json`; tested).
 
 mod blocks;
 mod embed;
@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn parameter_counts_match_the_reference_port() {
-        // ../shared/ref/params.json: PyTorch port of the official code, sum(p.numel()).
+        // testdata/ref/params.json: PyTorch port of the official code, sum(p.numel()).
         let dev = Device::flex();
         assert_eq!(UNetConfig::tiny().init(&dev).num_params(), 651_041);
         assert_eq!(UNetConfig::mnist().init(&dev).num_params(), 6_469_889);

@@ -1,5 +1,5 @@
 //! `bench`: times training or sampling steps of the DDPM U-Net and prints one JSON line with the
-//! fields of the PyTorch reference (`shared/ref/ddpm_ref.py`).
+//! fields of the PyTorch reference (`testdata/ref/ddpm_ref.py`).
 
 use std::process::ExitCode;
 use std::time::Instant;

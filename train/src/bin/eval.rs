@@ -27,8 +27,8 @@ struct Args {
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
     /// Split: test or train.
-    #[arg(long, default_value = "test")]
-    split: String,
+    #[arg(long, default_value = "test", value_parser = tweedie_core::choice::parse::<Split>)]
+    split: Split,
     /// Directory of the dataset's files (default: $TWEEDIE_DATA/<name>, then data/<name>).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -72,12 +72,7 @@ fn run(a: Args) -> Result<()> {
     if let DatasetKind::Folder { channels } = &mut kind {
         *channels = meta.unet.in_channels;
     }
-    let split = match a.split.as_str() {
-        "test" => Split::Test,
-        "train" => Split::Train,
-        s => anyhow::bail!("--split {s}: expected test or train"),
-    };
-    let data = load(kind, split, &resolve_dir(kind, a.data_dir.as_deref())?)?;
+    let data = load(kind, a.split, &resolve_dir(kind, a.data_dir.as_deref())?)?;
     let n = a.n.min(data.len());
     let bar = if a.quiet {
         ProgressBar::hidden()
@@ -101,7 +96,7 @@ fn run(a: Args) -> Result<()> {
     json["checkpoint"] = dir.display().to_string().into();
     json["step"] = meta.step.into();
     json["weights"] = weights.name().into();
-    json["split"] = a.split.into();
+    json["split"] = a.split.name().into();
     json["variance"] = format!("{:?}", a.variance).to_lowercase().into();
     json["seconds"] = clock.elapsed().as_secs_f64().into();
     println!("{json}");
