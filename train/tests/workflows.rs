@@ -1,0 +1,222 @@
+//! Every workflow the binaries run, called as library code on tiny settings: train a diffusion
+//! model and a classifier, then unconditional samples, every kind of sampling experiment (from
+//! the shipped presets, shrunk), the NFE sweep and classifier-FID; each returns a report whose
+//! contents are checked, and writes the files it promises.
+
+use std::path::{Path, PathBuf};
+
+use tweedie_core::device::BackendKind;
+use tweedie_core::elbo::ModelVariance;
+use tweedie_datasets::{DatasetName, Split};
+use tweedie_sample::class_cond::{self, ClassFile, ClassOptions};
+use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind};
+use tweedie_sample::fid::{self, ReferenceSpec};
+use tweedie_sample::generate::{self, GenerateOptions};
+use tweedie_sample::gmm_bench::{self, GmmFile, GmmOptions};
+use tweedie_sample::nfe::{self, NfeOptions};
+use tweedie_sample::recon::{self, ReconFile, ReconMethod, ReconOptions};
+use tweedie_sample::sampler::SamplerKind;
+use tweedie_train::classify::ClassifierFile;
+use tweedie_train::config::TrainFile;
+use tweedie_train::launch::{self, ClassifierRun, DiffusionRun};
+
+fn preset(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../experiments")
+        .join(name)
+}
+
+fn text(name: &str) -> String {
+    std::fs::read_to_string(preset(name)).unwrap()
+}
+
+#[test]
+fn every_workflow_runs_as_library_code_and_reports() {
+    let root = std::env::temp_dir().join(format!("tweedie-workflows-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ck = root.join("ck");
+    let cls = root.join("cls");
+
+    // Every preset declares a kind that its binary accepts.
+    for e in std::fs::read_dir(preset("")).unwrap() {
+        let p = e.unwrap().path();
+        let (kind, _) = experiment::read(&p).unwrap();
+        assert!(experiment::read_for(&p, kind.binary()).is_ok(), "{p:?}");
+        let other = match kind.binary() {
+            Binary::Train => Binary::Sample,
+            Binary::Sample => Binary::Train,
+        };
+        let e = experiment::read_for(&p, other).unwrap_err().to_string();
+        assert!(e.contains(kind.binary().name()), "{e}");
+    }
+
+    // A diffusion model: the tiny preset, 3 steps on 64 images.
+    let mut file = TrainFile::parse(&text("mnist-tiny.toml")).unwrap();
+    file.run_dir = Some(ck.clone());
+    file.data.limit = 64;
+    file.train.steps = 3;
+    file.train.checkpoint_every = 3;
+    file.train.sample_every = 0;
+    let plan = file.resolve("t").unwrap();
+    let run = DiffusionRun {
+        backend: BackendKind::Flex,
+        resume: None,
+        restart: false,
+        no_eval: true,
+        download: false,
+        quiet: true,
+    };
+    let report = launch::diffusion(&plan, &run).unwrap();
+    assert_eq!(report.losses.len(), 3);
+    assert!(launch::summary(&report).starts_with("done: steps 0..3"));
+
+    // The classifier, 5 steps, on burn-train's Learner.
+    let mut cf = ClassifierFile::parse(&text("mnist-classifier.toml")).unwrap();
+    cf.train.steps = 5;
+    cf.train.batch_size = 8;
+    let copts = ClassifierRun {
+        backend: BackendKind::Flex,
+        restart: false,
+        download: false,
+        quiet: true,
+    };
+    let cr = launch::classifier(&cf, &cls, &copts).unwrap();
+    assert!((0.0..=1.0).contains(&cr.test_accuracy));
+    assert!(cr.valid_loss.is_some_and(f64::is_finite), "{cr:?}");
+    assert!(cls.join("learner/valid/epoch-1/Accuracy.log").is_file());
+    let e = launch::classifier(&cf, &cls, &copts)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("already holds a classifier"), "{e}");
+
+    // Unconditional samples.
+    let g = generate::run(&GenerateOptions {
+        checkpoint: ck.clone(),
+        sampler: SamplerKind::Ddim,
+        steps: Some(3),
+        eta: 0.0,
+        spacing: None,
+        variance: ModelVariance::Small,
+        clip: true,
+        raw_weights: false,
+        n: 3,
+        batch_size: 2,
+        shards: 1,
+        seed: 0,
+        backend: BackendKind::Flex,
+        quiet: true,
+    })
+    .unwrap();
+    assert_eq!((g.shape, g.images.len()), ([3, 28, 28, 1], 3 * 784));
+    g.write(&root.join("gen")).unwrap();
+    let npy = root.join("gen/samples.npy");
+    assert!(npy.is_file() && root.join("gen/grid.png").is_file());
+
+    // A reconstruction preset, every method, 2 images.
+    let mut rf = ReconFile::parse(&text("mnist-inpaint-box.toml")).unwrap();
+    rf.checkpoint = ck.clone();
+    rf.limit_images(2).unwrap();
+    rf.run.samples = 2;
+    (
+        rf.dps.steps,
+        rf.diffpir.steps,
+        rf.pigdm.steps,
+        rf.replacement.steps,
+    ) = (3, 3, 3, 3);
+    let ropts = ReconOptions {
+        path: preset("mnist-inpaint-box.toml"),
+        backend: BackendKind::Flex,
+        raw_weights: false,
+        quiet: true,
+    };
+    let rr = recon::run(&rf, &ropts).unwrap();
+    assert_eq!(rr.runs.len(), 5);
+    for r in &rr.runs {
+        let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
+        assert_eq!(r.values.len(), 2 * k * 784, "{:?}", r.method);
+        assert!(rr.scores[r.method.name()].psnr_mean.is_finite());
+    }
+    assert_eq!(rr.record["images"], serde_json::json!([0, 1]));
+    rr.write(&root.join("recon")).unwrap();
+    for f in [
+        "metrics.json",
+        "panels/00000.png",
+        "panels/00001.png",
+        "dps/samples.npy",
+    ] {
+        assert!(root.join("recon").join(f).is_file(), "{f}");
+    }
+    assert_eq!(rr.table().lines().count(), 2 + 5);
+
+    // The Gaussian-mixture benchmark, every method.
+    let mut gf = GmmFile::parse(&text("gmm-2mode.toml")).unwrap();
+    (
+        gf.run.n_samples,
+        gf.run.steps,
+        gf.run.particles,
+        gf.run.repeats,
+    ) = (20, 10, vec![2], 1);
+    let gopts = GmmOptions {
+        stem: "gmm".into(),
+        quiet: true,
+    };
+    let gr = gmm_bench::run(&gf, &gopts).unwrap();
+    assert_eq!(gr.rows.len(), 5);
+    assert!(gr.rows.iter().all(|r| r.sw.is_finite()));
+    gr.write(&root.join("gmm")).unwrap();
+    assert!(root.join("gmm/scatter.png").is_file());
+
+    // Class-conditional generation, every method.
+    let mut kf = ClassFile::parse(&text("mnist-class.toml")).unwrap();
+    kf.checkpoint = ck.clone();
+    kf.classifier = cls.clone();
+    (kf.class.classes, kf.class.per_class, kf.class.steps) = (vec![3], 1, 3);
+    kf.class.particles = vec![2];
+    let kopts = ClassOptions {
+        backend: BackendKind::Flex,
+        raw_weights: false,
+        quiet: true,
+    };
+    let kr = class_cond::run(&kf, &kopts).unwrap();
+    assert_eq!(kr.rows.len(), 3);
+    kr.write(&root.join("class")).unwrap();
+    assert!(root.join("class/tds-k2.npy").is_file());
+
+    // The NFE sweep and classifier-FID, against 50 test images.
+    let reference = ReferenceSpec {
+        classifier: cls.clone(),
+        dataset: DatasetName::Mnist,
+        split: Split::Test,
+        n_reference: 50,
+        data_dir: None,
+    };
+    let nopts = NfeOptions {
+        checkpoint: ck.clone(),
+        samplers: vec![SamplerKind::Ddim, SamplerKind::Heun],
+        nfe: vec![3],
+        n: 3,
+        batch_size: 3,
+        shards: 1,
+        seed: 0,
+        raw_weights: false,
+        out: root.join("nfe"),
+        backend: BackendKind::Flex,
+        quiet: true,
+        reference: reference.clone(),
+    };
+    let nr = nfe::run(&nopts).unwrap();
+    assert_eq!(nr.rows.len(), 2);
+    assert_eq!(nr.rows[1].nfe, 3, "Heun: 2 steps, 3 calls");
+    nr.write(&root.join("nfe")).unwrap();
+    // A rerun reuses the records.
+    let again = nfe::run(&nopts).unwrap();
+    assert_eq!(again.rows[0].classifier_fid, nr.rows[0].classifier_fid);
+    let json = fid::score_npy(&npy, &reference, BackendKind::Flex).unwrap();
+    assert!(json["classifier_fid"].as_f64().is_some_and(f64::is_finite));
+
+    assert_eq!(
+        <ClassFile as ExperimentFile>::KIND,
+        ExperimentKind::ClassConditional
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
