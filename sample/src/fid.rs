@@ -8,85 +8,8 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use tweedie_core::classifier::{Classifier, ClassifierMeta};
 use tweedie_core::device::BackendKind;
+use tweedie_core::linalg::{matmul, sqrtm, sym_eigen};
 use tweedie_datasets::{DatasetName, ImageSet, Split};
-
-/// Eigen-decomposition of a symmetric n × n matrix (cyclic Jacobi): (eigenvalues, eigenvectors
-/// as columns of a row-major matrix).
-fn sym_eigen(a: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
-    let mut a = a.to_vec();
-    let mut v: Vec<f64> = (0..n * n)
-        .map(|i| if i / n == i % n { 1.0 } else { 0.0 })
-        .collect();
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |j| *j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i * n + j].powi(2))
-            .sum();
-        let scale: f64 = (0..n)
-            .map(|i| a[i * n + i].powi(2))
-            .sum::<f64>()
-            .max(1e-300);
-        if off <= 1e-22 * scale {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                let apq = a[p * n + q];
-                if apq.abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k * n + p], a[k * n + q]);
-                    a[k * n + p] = c * akp - s * akq;
-                    a[k * n + q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p * n + k], a[q * n + k]);
-                    a[p * n + k] = c * apk - s * aqk;
-                    a[q * n + k] = s * apk + c * aqk;
-                }
-                for k in 0..n {
-                    let (vkp, vkq) = (v[k * n + p], v[k * n + q]);
-                    v[k * n + p] = c * vkp - s * vkq;
-                    v[k * n + q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..n).map(|i| a[i * n + i]).collect(), v)
-}
-
-/// Σ^{1/2} of a symmetric positive semi-definite matrix (negative rounding eigenvalues → 0).
-fn sqrtm(a: &[f64], n: usize) -> Vec<f64> {
-    let (l, v) = sym_eigen(a, n);
-    let mut out = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            out[i * n + j] = (0..n)
-                .map(|k| v[i * n + k] * l[k].max(0.0).sqrt() * v[j * n + k])
-                .sum();
-        }
-    }
-    out
-}
-
-fn matmul(a: &[f64], b: &[f64], n: usize) -> Vec<f64> {
-    let mut out = vec![0.0; n * n];
-    for i in 0..n {
-        for k in 0..n {
-            let aik = a[i * n + k];
-            for j in 0..n {
-                out[i * n + j] += aik * b[k * n + j];
-            }
-        }
-    }
-    out
-}
 
 /// Mean and covariance (1/(n − 1)) of `n × d` row-major features.
 pub fn moments(x: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {

@@ -7,6 +7,7 @@
 
 use super::GaussianMixture;
 use crate::error::CoreError;
+use crate::linalg::{chol_solve, cholesky, log_normal};
 use crate::rng::Rng;
 
 /// y = A x + σ ε, A row-major `d_y × d`.
@@ -37,51 +38,6 @@ pub struct GmmPosterior {
     pub means: Vec<Vec<f64>>,
     pub chol: Vec<Vec<f64>>,
     pub log_evidence: f64,
-}
-
-/// Lower Cholesky factor of the symmetric positive definite n × n `m` (row-major).
-fn cholesky(m: &[f64], n: usize) -> Result<Vec<f64>, CoreError> {
-    let mut l = vec![0.0; n * n];
-    for i in 0..n {
-        for j in 0..=i {
-            let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
-            if i == j {
-                let v = m[i * n + i] - s;
-                if v <= 0.0 || !v.is_finite() {
-                    return Err(CoreError::InvalidConfig(
-                        "covariance is not positive definite".into(),
-                    ));
-                }
-                l[i * n + i] = v.sqrt();
-            } else {
-                l[i * n + j] = (m[i * n + j] - s) / l[j * n + j];
-            }
-        }
-    }
-    Ok(l)
-}
-
-/// Solves L Lᵀ x = b.
-fn chol_solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
-    let mut z = vec![0.0; n];
-    for i in 0..n {
-        z[i] = (b[i] - (0..i).map(|k| l[i * n + k] * z[k]).sum::<f64>()) / l[i * n + i];
-    }
-    let mut x = vec![0.0; n];
-    for i in (0..n).rev() {
-        x[i] = (z[i] - (i + 1..n).map(|k| l[k * n + i] * x[k]).sum::<f64>()) / l[i * n + i];
-    }
-    x
-}
-
-/// log N(y; mean, C) from C's Cholesky factor.
-fn log_normal(y: &[f64], mean: &[f64], l: &[f64]) -> f64 {
-    let n = y.len();
-    let r: Vec<f64> = y.iter().zip(mean).map(|(a, b)| a - b).collect();
-    let x = chol_solve(l, n, &r);
-    let quad: f64 = r.iter().zip(&x).map(|(a, b)| a * b).sum();
-    let logdet: f64 = (0..n).map(|i| l[i * n + i].ln()).sum::<f64>() * 2.0;
-    -0.5 * (quad + logdet + n as f64 * (2.0 * std::f64::consts::PI).ln())
 }
 
 impl GaussianMixture {

@@ -49,6 +49,10 @@ impl ForwardOperator for GaussianBlur {
     fn adjoint(&self, y: Tensor<4>) -> Option<Tensor<4>> {
         Some(self.conv(y))
     }
+    /// Σ k²: the diagonal of AAᵀ away from the border (zero padding lowers it there).
+    fn mean_gram_diagonal(&self) -> Option<f64> {
+        Some(self.kernel().iter().map(|v| (*v as f64).powi(2)).sum())
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::noise::{Gaussian, NoiseModel, Poisson, StudentT};
 use crate::operator::{AvgPool, ForwardOperator, GaussianBlur, Identity, Mask, Saturate};
+use crate::smc::{Potential, ResampleWhen, Resampling, SmcConfig, Twist};
 
 /// A reconstruction experiment (`kind = "reconstruction"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -38,6 +39,10 @@ pub struct ReconFile {
     pub pigdm: PiGdmSection,
     #[serde(default)]
     pub replacement: ReplacementSection,
+    #[serde(default)]
+    pub tds: TdsSection,
+    #[serde(default)]
+    pub fk: FkSection,
 }
 
 /// Which images are reconstructed.
@@ -219,6 +224,126 @@ impl Default for ReplacementSection {
     }
 }
 
+/// When a system's particles are resampled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ResampleRule {
+    /// When the effective sample size falls below `ess_threshold` · K.
+    Ess,
+    /// Every `every` steps.
+    Every,
+}
+
+/// How particles move from one step to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Proposal {
+    /// The prior's DDPM kernel: a bootstrap filter, no gradients through the network.
+    Bootstrap,
+    /// The DDPM kernel with its mean moved along ∇_{x_t} λ r_t (TDS's twisted proposal; one VJP
+    /// through the network per particle and step).
+    Twisted,
+}
+
+/// TDS (Wu et al. 2023, Algorithm 1): K particles per posterior sample, the twisted proposal,
+/// weights by the twist's ratio (the difference potential with λ = 1).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TdsSection {
+    /// Particles K per posterior sample. Default 4.
+    pub particles: usize,
+    /// Reverse steps. Default 100.
+    pub steps: usize,
+    /// Resampling scheme. Default systematic.
+    pub resampling: Resampling,
+    /// When to resample. Default ess.
+    pub rule: ResampleRule,
+    /// `rule = "ess"`: resample when ESS < ess_threshold · K, in (0, 1]. Default 0.5.
+    pub ess_threshold: f64,
+    /// `rule = "every"`: resample every this many steps. Default 1.
+    pub every: usize,
+    /// The approximation of p(y | x_t) the weights use. Default: pigdm where it applies
+    /// (Gaussian noise and a known scale of AAᵀ; exact for a Gaussian prior), else tweedie.
+    pub twist: Option<Twist>,
+    /// Clamp x̂_0 to [−1, 1] in the prior's mean (the twist uses the raw x̂_0). Default true.
+    pub clip: bool,
+}
+
+impl Default for TdsSection {
+    fn default() -> Self {
+        Self {
+            particles: 4,
+            steps: 100,
+            resampling: Resampling::Systematic,
+            rule: ResampleRule::Ess,
+            ess_threshold: 0.5,
+            every: 1,
+            twist: None,
+            clip: true,
+        }
+    }
+}
+
+/// FK steering (Singhal et al. 2025): K particles per posterior sample weighted by a potential of
+/// the rewards r_t = log p(y | x̂_0(x_t)) along each lineage, with the terminal correction that
+/// makes the target the posterior.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FkSection {
+    /// Particles K per posterior sample. Default 4.
+    pub particles: usize,
+    /// Reverse steps. Default 100.
+    pub steps: usize,
+    /// Default systematic.
+    pub resampling: Resampling,
+    /// Default every.
+    pub rule: ResampleRule,
+    /// Default 0.5.
+    pub ess_threshold: f64,
+    /// Default 1 (every step).
+    pub every: usize,
+    /// Resample only at step indices in [window[0], window[1]) (counted from the first step).
+    pub window: Option<[usize; 2]>,
+    /// Default difference.
+    pub potential: Potential,
+    /// λ of the potential exp(λ r). Default 1 (with the difference potential: the posterior at
+    /// every step).
+    pub lambda: f64,
+    /// Default bootstrap.
+    pub proposal: Proposal,
+    /// As `[tds] twist` (default: pigdm where it applies, else tweedie).
+    pub twist: Option<Twist>,
+    /// Default true.
+    pub clip: bool,
+}
+
+impl Default for FkSection {
+    fn default() -> Self {
+        Self {
+            particles: 4,
+            steps: 100,
+            resampling: Resampling::Systematic,
+            rule: ResampleRule::Every,
+            ess_threshold: 0.5,
+            every: 1,
+            window: None,
+            potential: Potential::Difference,
+            lambda: 1.0,
+            proposal: Proposal::Bootstrap,
+            twist: None,
+            clip: true,
+        }
+    }
+}
+
+/// What a particle method runs with: K, steps, and the sampler's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct ParticleSettings {
+    pub particles: usize,
+    pub steps: usize,
+    pub config: SmcConfig,
+}
+
 /// DPS's step size on ∇_{x_t} of the likelihood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -243,6 +368,10 @@ pub enum ReconMethod {
     Diffpir,
     /// ΠGDM (Song et al. 2023): the likelihood widened by x̂_0's uncertainty (Gaussian noise, linear A).
     Pigdm,
+    /// TDS (Wu et al. 2023): K weighted, resampled particles per posterior sample (`[tds]`).
+    Tds,
+    /// FK steering (Singhal et al. 2025): K particles weighted by a reward potential (`[fk]`).
+    Fk,
 }
 
 impl ReconMethod {
@@ -253,6 +382,8 @@ impl ReconMethod {
             Self::Dps => "dps",
             Self::Diffpir => "diffpir",
             Self::Pigdm => "pigdm",
+            Self::Tds => "tds",
+            Self::Fk => "fk",
         }
     }
 
@@ -262,9 +393,15 @@ impl ReconMethod {
         100 + self as u64
     }
 
-    /// Whether it differentiates through the network (runs on the autodiff device).
+    /// Whether it differentiates through the network (runs on the autodiff device); particle
+    /// methods decide by their proposal ([`ParticleSettings`]).
     pub fn is_guided(self) -> bool {
         matches!(self, Self::Dps | Self::Pigdm)
+    }
+
+    /// Whether it runs K particles per posterior sample.
+    pub fn is_particle(self) -> bool {
+        matches!(self, Self::Tds | Self::Fk)
     }
 }
 
@@ -327,6 +464,67 @@ impl ReconFile {
         })
     }
 
+    /// The twist a particle method uses: the file's, else pigdm where it applies (Gaussian noise
+    /// and an operator whose AAᵀ scale is known), else tweedie.
+    pub fn twist(&self, chosen: Option<Twist>) -> Twist {
+        chosen.unwrap_or_else(|| {
+            let fits = self.gaussian_sigma().is_some()
+                && self
+                    .operator(64, 64)
+                    .is_ok_and(|op| op.mean_gram_diagonal().is_some());
+            if fits { Twist::Pigdm } else { Twist::Tweedie }
+        })
+    }
+
+    /// Checks `[tds]` or `[fk]` (`key`) for a file that runs it.
+    fn validate_particles(
+        &self,
+        method: ReconMethod,
+        key: &str,
+        op: Option<&dyn ForwardOperator>,
+    ) -> Result<()> {
+        let (k, steps, th, every, twist) = match method {
+            ReconMethod::Tds => {
+                let t = &self.tds;
+                (t.particles, t.steps, t.ess_threshold, t.every, t.twist)
+            }
+            _ => {
+                let f = &self.fk;
+                check::float("fk.lambda", f.lambda, Range::Positive)?;
+                if f.window.is_some_and(|[a, b]| a >= b) {
+                    bail!("fk.window must be [first, last) with first < last");
+                }
+                (f.particles, f.steps, f.ess_threshold, f.every, f.twist)
+            }
+        };
+        if k == 0 {
+            bail!("{key}.particles must be at least 1, got 0");
+        }
+        if steps == 0 || every == 0 {
+            bail!("{key}.steps and {key}.every must be positive");
+        }
+        check::float(
+            &format!("{key}.ess_threshold"),
+            th,
+            Range::UnitExclusiveZero,
+        )?;
+        if twist == Some(Twist::Pigdm) {
+            if self.gaussian_sigma().is_none() {
+                bail!(
+                    "{key}.twist = \"pigdm\" needs gaussian noise: its twist N(y; A x̂₀, σ² + \
+                     (1 − ᾱ_t)·c) widens a Gaussian likelihood (use twist = \"tweedie\")"
+                );
+            }
+            if op.is_some_and(|o| o.mean_gram_diagonal().is_none()) {
+                bail!(
+                    "{key}.twist = \"pigdm\" needs a linear operator with a known AAᵀ scale \
+                     (use twist = \"tweedie\")"
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The dataset indices of the images: the file's list, else `count` from `start`.
     pub fn image_indices(&self) -> Vec<usize> {
         match &self.data.indices {
@@ -361,7 +559,64 @@ impl ReconFile {
             ReconMethod::Diffpir => self.diffpir.steps,
             ReconMethod::Pigdm => self.pigdm.steps,
             ReconMethod::Replacement => self.replacement.steps,
+            ReconMethod::Tds => self.tds.steps,
+            ReconMethod::Fk => self.fk.steps,
             ReconMethod::Pinv => 0,
+        }
+    }
+
+    /// The particle settings of `tds` or `fk` (None for the other methods).
+    pub fn particle_settings(&self, method: ReconMethod) -> Option<ParticleSettings> {
+        let when = |rule: ResampleRule, th: f64, every: usize| match rule {
+            ResampleRule::Ess => ResampleWhen::Ess(th),
+            ResampleRule::Every => ResampleWhen::Every(every),
+        };
+        match method {
+            ReconMethod::Tds => {
+                let t = &self.tds;
+                Some(ParticleSettings {
+                    particles: t.particles,
+                    steps: t.steps,
+                    config: SmcConfig {
+                        resampling: t.resampling,
+                        when: when(t.rule, t.ess_threshold, t.every),
+                        clip: t.clip,
+                        inflate: self.twist(t.twist) == Twist::Pigdm,
+                        ..SmcConfig::tds()
+                    },
+                })
+            }
+            ReconMethod::Fk => {
+                let f = &self.fk;
+                let w = f.window.unwrap_or([0, usize::MAX]);
+                Some(ParticleSettings {
+                    particles: f.particles,
+                    steps: f.steps,
+                    config: SmcConfig {
+                        potential: f.potential,
+                        lambda: f.lambda,
+                        guided: f.proposal == Proposal::Twisted,
+                        resampling: f.resampling,
+                        when: when(f.rule, f.ess_threshold, f.every),
+                        window: (w[0], w[1]),
+                        clip: f.clip,
+                        inflate: self.twist(f.twist) == Twist::Pigdm,
+                    },
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Rows per network call of `method`'s batches: whole images with all their samples for the
+    /// one-particle methods, whole systems of K particles for TDS and FK.
+    pub fn method_chunks(&self, method: ReconMethod, images: usize) -> usize {
+        match self.particle_settings(method) {
+            Some(p) => {
+                let per_batch = (self.run.batch_size / p.particles.max(1)).max(1);
+                (images * self.run.samples).div_ceil(per_batch)
+            }
+            None => self.chunks(images),
         }
     }
 
@@ -427,6 +682,7 @@ impl ReconFile {
         let uses = |m: ReconMethod| self.run.methods.contains(&m);
         let probe = self.operator(64, 64).ok();
         let linear = probe.as_ref().is_none_or(|op| op.is_linear());
+        let probe = probe.as_deref();
         if uses(ReconMethod::Pinv) && !linear {
             bail!("run.methods: pinv needs a linear operator");
         }
@@ -447,6 +703,8 @@ impl ReconFile {
             }
         }
         let steps = [
+            ("tds", self.tds.steps),
+            ("fk", self.fk.steps),
             ("dps", self.dps.steps),
             ("diffpir", self.diffpir.steps),
             ("pigdm", self.pigdm.steps),
@@ -454,6 +712,11 @@ impl ReconFile {
         ];
         if let Some((m, _)) = steps.iter().find(|(_, s)| *s == 0) {
             bail!("{m}.steps must be positive");
+        }
+        for (m, key) in [(ReconMethod::Tds, "tds"), (ReconMethod::Fk, "fk")] {
+            if uses(m) {
+                self.validate_particles(m, key, probe.as_deref())?;
+            }
         }
         check::float("dps.zeta", self.dps.zeta, Range::Positive)?;
         check::float("diffpir.lambda", self.diffpir.lambda, Range::Positive)?;

@@ -5,6 +5,7 @@
 
 pub mod config;
 mod panel;
+mod particles;
 mod run;
 
 pub use config::{ReconFile, ReconMethod};
@@ -71,15 +72,26 @@ impl Problem {
 
     /// The observations of images `range`, each repeated `k` times, as a `[len·k, …]` tensor.
     fn y_rows(&self, range: std::ops::Range<usize>, k: usize, device: &Device) -> Tensor<4> {
+        self.y_of(range, k, device)
+    }
+
+    /// The observations of `images` (dataset order of the problem), each repeated `k` times.
+    fn y_of(
+        &self,
+        images: impl ExactSizeIterator<Item = usize>,
+        k: usize,
+        device: &Device,
+    ) -> Tensor<4> {
         let m: usize = self.y_shape.iter().product();
-        let mut v = Vec::with_capacity(range.len() * k * m);
-        for i in range.clone() {
+        let n = images.len();
+        let mut v = Vec::with_capacity(n * k * m);
+        for i in images {
             for _ in 0..k {
                 v.extend_from_slice(&self.y[i * m..(i + 1) * m]);
             }
         }
         let [c, h, w] = self.y_shape;
-        Tensor::from_data(TensorData::new(v, [range.len() * k, c, h, w]), device)
+        Tensor::from_data(TensorData::new(v, [n * k, c, h, w]), device)
     }
 }
 
@@ -103,6 +115,21 @@ pub struct MethodRun {
     /// Vector-Jacobian products through the network per posterior sample.
     pub vjps: usize,
     pub seconds: f64,
+    /// TDS and FK: what the particle systems did.
+    pub particles: Option<ParticleRun>,
+}
+
+/// The particle systems of a TDS or FK run: one system of K particles per posterior sample,
+/// its statistics indexed like the samples (image-major).
+#[derive(Debug, Clone)]
+pub struct ParticleRun {
+    pub k: usize,
+    /// Mean effective sample size over the steps, per system.
+    pub ess_mean: Vec<f64>,
+    /// Resampling events, per system.
+    pub resamplings: Vec<usize>,
+    /// log Ẑ, per system: an unbiased estimate (in Ẑ) of the model's p(y).
+    pub log_z: Vec<f64>,
 }
 
 /// Runs `method` on every image of `problem`. `on_step` is called after each reverse step of each
@@ -132,7 +159,13 @@ pub fn reconstruct(
             nfe: 0,
             vjps: 0,
             seconds: clock.elapsed().as_secs_f64(),
+            particles: None,
         });
+    }
+    if let Some(settings) = file.particle_settings(method) {
+        return particles::reconstruct(
+            file, method, settings, problem, models, schedule, rng, on_step,
+        );
     }
     let k = file.run.samples;
     let steps = file.steps(method);
@@ -207,7 +240,9 @@ pub fn reconstruct(
                     y,
                 })
             }
-            ReconMethod::Pinv => unreachable!("handled above"),
+            ReconMethod::Pinv | ReconMethod::Tds | ReconMethod::Fk => {
+                unreachable!("handled above")
+            }
         };
         let model = if guided { models.grad } else { models.plain };
         let x_t = rng.normal_tensor([rows, c, h, w], device);
@@ -231,6 +266,7 @@ pub fn reconstruct(
         nfe,
         vjps,
         seconds: clock.elapsed().as_secs_f64(),
+        particles: None,
     })
 }
 
@@ -246,6 +282,15 @@ pub struct ImageScore {
     pub ssim_posterior_mean: f64,
     /// Mean per-pixel posterior standard deviation ([0, 1] scale).
     pub std_mean: f64,
+    /// TDS and FK: the mean over this image's systems of their mean ESS…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ess_mean: Option<f64>,
+    /// …and of their resampling events…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resamplings: Option<f64>,
+    /// …and log of the mean of their Ẑ: an estimate of log p(y) under the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_z: Option<f64>,
 }
 
 /// One method's line of `metrics.json`.
@@ -262,6 +307,11 @@ pub struct MethodReport {
     pub steps: usize,
     pub samples_per_image: usize,
     pub seconds: f64,
+    /// TDS and FK: particles per posterior sample, and the mean ESS over images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub particles: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ess_mean: Option<f64>,
     pub images: Vec<ImageScore>,
 }
 
@@ -305,6 +355,21 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
             psnr_posterior_mean: psnr(&mean, truth),
             ssim_posterior_mean: ssim_chw(&mean, truth, c, h, w),
             std_mean: std.iter().map(|v| *v as f64 * 0.5).sum::<f64>() / per as f64,
+            ess_mean: run
+                .particles
+                .as_ref()
+                .map(|p| mean_of(&p.ess_mean[i * k..(i + 1) * k])),
+            resamplings: run.particles.as_ref().map(|p| {
+                let r: Vec<f64> = p.resamplings[i * k..(i + 1) * k]
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                mean_of(&r)
+            }),
+            log_z: run.particles.as_ref().map(|p| {
+                let l = &p.log_z[i * k..(i + 1) * k];
+                crate::smc::log_sum_exp(l) - (l.len() as f64).ln()
+            }),
         });
     }
     let all = |f: fn(&ImageScore) -> &Vec<f64>| {
@@ -323,8 +388,17 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
         steps,
         samples_per_image: k,
         seconds: run.seconds,
+        particles: run.particles.as_ref().map(|p| p.k),
+        ess_mean: run
+            .particles
+            .as_ref()
+            .map(|_| mean_of(&images.iter().filter_map(|s| s.ess_mean).collect::<Vec<_>>())),
         images,
     }
+}
+
+fn mean_of(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 #[cfg(test)]

@@ -91,12 +91,12 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
         device: device.clone(),
         grad_device,
     };
-    let chunks = file.chunks(problem.indices.len());
+    let images = problem.indices.len();
     let total: usize = file
         .run
         .methods
         .iter()
-        .map(|m| file.steps(*m) * chunks)
+        .map(|m| file.steps(*m) * file.method_chunks(*m, images))
         .sum();
     let bar = crate::progress::bar(
         total,
@@ -212,7 +212,7 @@ impl ReconReport {
     /// The results as a text table, one line per method.
     pub fn table(&self) -> String {
         let mut t = format!(
-            "{}\n{:<12} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6} {:>9}\n",
+            "{}\n{:<12} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6} {:>6} {:>9}\n",
             self.title,
             "method",
             "PSNR",
@@ -221,19 +221,25 @@ impl ReconReport {
             "SSIM(mean)",
             "NFE",
             "VJP",
+            "ESS",
             "seconds"
         );
         for m in &self.file.run.methods {
             let r = &self.scores[m.name()];
+            let name = match r.particles {
+                Some(k) => format!("{} K={k}", m.name()),
+                None => m.name().to_string(),
+            };
             t.push_str(&format!(
-                "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>6} {:>6} {:>9.1}\n",
-                m.name(),
+                "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>6} {:>6} {:>6} {:>9.1}\n",
+                name,
                 r.psnr_mean,
                 r.ssim_mean,
                 r.psnr_posterior_mean,
                 r.ssim_posterior_mean,
                 r.nfe,
                 r.vjps,
+                r.ess_mean.map_or("-".into(), |e| format!("{e:.2}")),
                 r.seconds
             ));
         }

@@ -116,6 +116,8 @@ pub struct Smc {
     pending: Vec<f64>,
     log_z: Vec<f64>,
     ess_trace: Vec<Vec<f64>>,
+    /// Resampling events of each group.
+    resamplings: Vec<usize>,
 }
 
 impl Smc {
@@ -143,6 +145,7 @@ impl Smc {
             pending: Vec::new(),
             log_z: Vec::new(),
             ess_trace: Vec::new(),
+            resamplings: Vec::new(),
         };
         s.reset();
         s
@@ -164,6 +167,17 @@ impl Smc {
     /// ESS of each group before each step's resampling decision, per step.
     pub fn ess_trace(&self) -> &[Vec<f64>] {
         &self.ess_trace
+    }
+
+    /// The number of resampling events of each group.
+    pub fn resamplings(&self) -> &[usize] {
+        &self.resamplings
+    }
+
+    /// Mean ESS of group `g` over the steps.
+    pub fn ess_mean_of(&self, g: usize) -> f64 {
+        let n = self.ess_trace.len().max(1) as f64;
+        self.ess_trace.iter().map(|e| e[g]).sum::<f64>() / n
     }
 
     /// Mean ESS over steps and groups.
@@ -214,6 +228,7 @@ impl Smc {
                 continue;
             }
             any = true;
+            self.resamplings[g] += 1;
             let lw = &self.log_w[g * k..(g + 1) * k];
             self.log_z[g] += log_sum_exp(lw) - (k as f64).ln();
             let anc = self.config.resampling.ancestors(lw, &mut self.rng);
@@ -269,6 +284,7 @@ impl Sampler for Smc {
         self.pending = vec![0.0; n];
         self.log_z = vec![0.0; self.groups];
         self.ess_trace.clear();
+        self.resamplings = vec![0; self.groups];
     }
 
     fn step(
