@@ -715,7 +715,7 @@ impl ReconFile {
         }
         for (m, key) in [(ReconMethod::Tds, "tds"), (ReconMethod::Fk, "fk")] {
             if uses(m) {
-                self.validate_particles(m, key, probe.as_deref())?;
+                self.validate_particles(m, key, probe)?;
             }
         }
         check::float("dps.zeta", self.dps.zeta, Range::Positive)?;
