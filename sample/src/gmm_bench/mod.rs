@@ -111,6 +111,7 @@ impl GmmProblem {
                     zeta: g.diffpir_zeta,
                     grad_steps: 50,
                     clip: false,
+                    likelihood: None,
                 })
             }
             GmmMethod::Tds | GmmMethod::Fk => {

@@ -689,14 +689,13 @@ impl ReconFile {
         if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");
         }
-        if uses(ReconMethod::Diffpir) && self.gaussian_sigma().is_none() {
-            bail!(
-                "run.methods: diffpir needs gaussian noise (its data step is a least-squares fit)"
-            );
-        }
         if uses(ReconMethod::Pigdm) {
             if self.gaussian_sigma().is_none() {
-                bail!("run.methods: pigdm needs gaussian noise");
+                bail!(
+                    "run.methods: pigdm needs gaussian noise (its p(y | x_t) ≈ N(A x̂₀, σ² + \
+                     r_t² AAᵀ) widens a Gaussian likelihood; diffpir, dps, tds and fk take any \
+                     noise model)"
+                );
             }
             if !linear {
                 bail!("run.methods: pigdm needs a linear operator");
@@ -776,7 +775,7 @@ zeta = 0.5
             ),
             (
                 SR4.replace("\"gaussian\"\nsigma_y = 0.05", "\"poisson\"\nrate = 10.0"),
-                "diffpir needs gaussian",
+                "pigdm needs gaussian noise (its p(y | x_t)",
             ),
             (
                 SR4.replace("zeta = 0.5", "zeta = 0.5\nrule = \"big\""),

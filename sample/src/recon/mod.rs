@@ -208,15 +208,28 @@ pub fn reconstruct(
                     clip: file.dps.clip,
                 },
             }),
-            ReconMethod::Diffpir => Box::new(DiffPir {
-                op,
-                y,
-                sigma_n: sigma.unwrap_or(0.1),
-                lambda: file.diffpir.lambda,
-                zeta: file.diffpir.zeta,
-                grad_steps: file.diffpir.iters,
-                clip: file.diffpir.clip,
-            }),
+            ReconMethod::Diffpir => {
+                // Gaussian noise: the paper's least-squares data step; any other noise model:
+                // the proximal step on its −log p(y | z).
+                let likelihood: Option<Box<dyn crate::likelihood::Likelihood>> = match sigma {
+                    Some(_) => None,
+                    None => Some(Box::new(Observation {
+                        op: file.operator(h, w)?,
+                        noise: file.noise_model()?,
+                        y: y.clone(),
+                    })),
+                };
+                Box::new(DiffPir {
+                    op,
+                    y,
+                    sigma_n: sigma.unwrap_or(1.0),
+                    lambda: file.diffpir.lambda,
+                    zeta: file.diffpir.zeta,
+                    grad_steps: file.diffpir.iters,
+                    clip: file.diffpir.clip,
+                    likelihood,
+                })
+            }
             ReconMethod::Pigdm => Box::new(PiGdm {
                 op,
                 y,

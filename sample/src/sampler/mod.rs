@@ -13,7 +13,7 @@ mod replacement;
 
 pub use ddim::Ddim;
 pub use ddpm::Ddpm;
-pub use diffpir::DiffPir;
+pub use diffpir::{DiffPir, prox_log_likelihood};
 pub use dpmpp::DpmSolverPp2m;
 pub use dps::{Dps, DpsStep};
 pub use heun::Heun;
