@@ -116,8 +116,8 @@ struct Errors {
 
 fn errors(c: &Case, method: ReconMethod, k: usize, twist: Option<Twist>) -> Errors {
     let mut file = c.file.clone();
-    file.tds.particles = k;
-    file.fk.particles = k;
+    file.tds.particles = vec![k];
+    file.fk.particles = vec![k];
     file.tds.twist = twist;
     file.fk.twist = twist;
     let device = Device::flex();

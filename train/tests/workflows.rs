@@ -148,6 +148,37 @@ fn every_workflow_runs_as_library_code_and_reports() {
     }
     assert_eq!(rr.table().lines().count(), 2 + 5);
 
+    // Tuning the step sizes on train images writes a valid copy with the chosen values.
+    let mut tf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
+    tf.checkpoint = ck.clone();
+    (tf.dps.steps, tf.diffpir.steps, tf.pigdm.steps) = (2, 2, 2);
+    let topts = recon::TuneOptions {
+        path: preset("mnist-sr4.toml"),
+        images: 2,
+        samples: 1,
+        seed: 0,
+        backend: BackendKind::Flex,
+        quiet: true,
+    };
+    let tr = recon::tune(&tf, &topts).unwrap();
+    // DPS ζ 9 runs, DiffPIR λ 9 and ζ 5, ΠGDM weight 9.
+    assert_eq!(tr.rows.len(), 32);
+    assert_eq!(tr.chosen.len(), 4);
+    let tuned = ReconFile::parse(
+        &tr.tuned_text(&text("mnist-sr4.toml"), &preset("x"))
+            .unwrap(),
+    )
+    .unwrap();
+    let chosen = |s: &str, k: &str| tr.chosen.iter().find(|c| c.0 == s && c.1 == k).unwrap().2;
+    assert!((tuned.dps.zeta - chosen("dps", "zeta")).abs() < 1e-4);
+    assert!((tuned.pigdm.weight - chosen("pigdm", "weight")).abs() < 1e-4);
+    assert!(
+        tr.tuned_text(&text("mnist-sr4.toml"), &preset("x"))
+            .unwrap()
+            .contains("# tuned by `sample tune` on 2 train images")
+    );
+    assert!(tr.images.iter().all(|i| *i < 60_000));
+
     // The Gaussian-mixture benchmark, every method.
     let mut gf = GmmFile::parse(&text("gmm-2mode.toml")).unwrap();
     (

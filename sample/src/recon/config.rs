@@ -250,8 +250,10 @@ pub enum Proposal {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TdsSection {
-    /// Particles K per posterior sample. Default 4.
-    pub particles: usize,
+    /// Particles K per posterior sample: a number, or a list to run each (rows `tds K=…`).
+    /// Default 4.
+    #[serde(deserialize_with = "one_or_many")]
+    pub particles: Vec<usize>,
     /// Reverse steps. Default 100.
     pub steps: usize,
     /// Resampling scheme. Default systematic.
@@ -272,7 +274,7 @@ pub struct TdsSection {
 impl Default for TdsSection {
     fn default() -> Self {
         Self {
-            particles: 4,
+            particles: vec![4],
             steps: 100,
             resampling: Resampling::Systematic,
             rule: ResampleRule::Ess,
@@ -290,8 +292,9 @@ impl Default for TdsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FkSection {
-    /// Particles K per posterior sample. Default 4.
-    pub particles: usize,
+    /// Particles K per posterior sample: a number, or a list to run each. Default 4.
+    #[serde(deserialize_with = "one_or_many")]
+    pub particles: Vec<usize>,
     /// Reverse steps. Default 100.
     pub steps: usize,
     /// Default systematic.
@@ -320,7 +323,7 @@ pub struct FkSection {
 impl Default for FkSection {
     fn default() -> Self {
         Self {
-            particles: 4,
+            particles: vec![4],
             steps: 100,
             resampling: Resampling::Systematic,
             rule: ResampleRule::Every,
@@ -332,6 +335,55 @@ impl Default for FkSection {
             proposal: Proposal::Bootstrap,
             twist: None,
             clip: true,
+        }
+    }
+}
+
+/// `particles = 4` or `particles = [1, 4, 16]`.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(k) => vec![k],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+/// One run of a file: a method, and for TDS and FK one of its particle counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodSpec {
+    pub method: ReconMethod,
+    /// K (TDS and FK; None: the first of the file's list).
+    pub particles: Option<usize>,
+}
+
+impl From<ReconMethod> for MethodSpec {
+    fn from(method: ReconMethod) -> Self {
+        Self {
+            method,
+            particles: None,
+        }
+    }
+}
+
+impl MethodSpec {
+    /// The run's key in `metrics.json` and its output directory: `dps`, `tds-k4`.
+    pub fn key(&self) -> String {
+        match self.particles {
+            Some(k) => format!("{}-k{k}", self.method.name()),
+            None => self.method.name().to_string(),
+        }
+    }
+
+    /// The run's random stream: the method's, and for particle counts one per K.
+    pub fn stream(&self) -> u64 {
+        match self.particles {
+            Some(k) => 1000 * self.method.stream() + k as u64,
+            None => self.method.stream(),
         }
     }
 }
@@ -486,7 +538,7 @@ impl ReconFile {
         let (k, steps, th, every, twist) = match method {
             ReconMethod::Tds => {
                 let t = &self.tds;
-                (t.particles, t.steps, t.ess_threshold, t.every, t.twist)
+                (&t.particles, t.steps, t.ess_threshold, t.every, t.twist)
             }
             _ => {
                 let f = &self.fk;
@@ -494,11 +546,11 @@ impl ReconFile {
                 if f.window.is_some_and(|[a, b]| a >= b) {
                     bail!("fk.window must be [first, last) with first < last");
                 }
-                (f.particles, f.steps, f.ess_threshold, f.every, f.twist)
+                (&f.particles, f.steps, f.ess_threshold, f.every, f.twist)
             }
         };
-        if k == 0 {
-            bail!("{key}.particles must be at least 1, got 0");
+        if k.is_empty() || k.contains(&0) {
+            bail!("{key}.particles must be at least 1 (a number or a non-empty list), got {k:?}");
         }
         if steps == 0 || every == 0 {
             bail!("{key}.steps and {key}.every must be positive");
@@ -565,8 +617,31 @@ impl ReconFile {
         }
     }
 
-    /// The particle settings of `tds` or `fk` (None for the other methods).
-    pub fn particle_settings(&self, method: ReconMethod) -> Option<ParticleSettings> {
+    /// The runs of the file, in its order: one per method, and one per K of TDS and FK.
+    pub fn specs(&self) -> Vec<MethodSpec> {
+        let mut out = Vec::new();
+        for &method in &self.run.methods {
+            let ks: &[usize] = match method {
+                ReconMethod::Tds => &self.tds.particles,
+                ReconMethod::Fk => &self.fk.particles,
+                _ => {
+                    out.push(method.into());
+                    continue;
+                }
+            };
+            out.extend(ks.iter().map(|&k| MethodSpec {
+                method,
+                particles: Some(k),
+            }));
+        }
+        out
+    }
+
+    /// The particle settings of a `tds` or `fk` run (None for the other methods).
+    pub fn particle_settings(&self, spec: impl Into<MethodSpec>) -> Option<ParticleSettings> {
+        let spec = spec.into();
+        let method = spec.method;
+        let k = |list: &[usize]| spec.particles.or(list.first().copied()).unwrap_or(1);
         let when = |rule: ResampleRule, th: f64, every: usize| match rule {
             ResampleRule::Ess => ResampleWhen::Ess(th),
             ResampleRule::Every => ResampleWhen::Every(every),
@@ -575,7 +650,7 @@ impl ReconFile {
             ReconMethod::Tds => {
                 let t = &self.tds;
                 Some(ParticleSettings {
-                    particles: t.particles,
+                    particles: k(&t.particles),
                     steps: t.steps,
                     config: SmcConfig {
                         resampling: t.resampling,
@@ -590,7 +665,7 @@ impl ReconFile {
                 let f = &self.fk;
                 let w = f.window.unwrap_or([0, usize::MAX]);
                 Some(ParticleSettings {
-                    particles: f.particles,
+                    particles: k(&f.particles),
                     steps: f.steps,
                     config: SmcConfig {
                         potential: f.potential,
@@ -610,8 +685,8 @@ impl ReconFile {
 
     /// Rows per network call of `method`'s batches: whole images with all their samples for the
     /// one-particle methods, whole systems of K particles for TDS and FK.
-    pub fn method_chunks(&self, method: ReconMethod, images: usize) -> usize {
-        match self.particle_settings(method) {
+    pub fn method_chunks(&self, spec: MethodSpec, images: usize) -> usize {
+        match self.particle_settings(spec) {
             Some(p) => {
                 let per_batch = (self.run.batch_size / p.particles.max(1)).max(1);
                 (images * self.run.samples).div_ceil(per_batch)
@@ -749,6 +824,31 @@ zeta = 0.5
 "#;
 
     #[test]
+    fn particle_counts_expand_into_runs_with_their_own_streams() {
+        let f = ReconFile::parse(&format!(
+            "{}[tds]\nparticles = [1, 4, 16]\n[fk]\nparticles = 4\n",
+            SR4.replace("\"pigdm\"]", "\"tds\", \"fk\"]")
+        ))
+        .unwrap();
+        f.validate().unwrap();
+        let keys: Vec<String> = f.specs().iter().map(|s| s.key()).collect();
+        assert_eq!(
+            keys,
+            [
+                "pinv", "dps", "diffpir", "tds-k1", "tds-k4", "tds-k16", "fk-k4"
+            ]
+        );
+        let streams: Vec<u64> = f.specs().iter().map(|s| s.stream()).collect();
+        let mut unique = streams.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), streams.len());
+        assert_eq!(f.particle_settings(f.specs()[4]).unwrap().particles, 4);
+        // Gaussian noise and an operator with a known AAᵀ: the widened twist by default.
+        assert_eq!(f.twist(None), crate::smc::Twist::Pigdm);
+    }
+
+    #[test]
     fn a_preset_parses_with_defaults_and_validates() {
         let f = ReconFile::parse(SR4).unwrap();
         f.validate().unwrap();
@@ -801,6 +901,42 @@ zeta = 0.5
             (
                 format!("{SR4}[diffpir]\nzeta = 1.5\n"),
                 "diffpir.zeta must be in [0, 1], got 1.5",
+            ),
+            (
+                format!(
+                    "{}[tds]\nparticles = 0\n",
+                    SR4.replace("\"pigdm\"]", "\"tds\"]")
+                ),
+                "tds.particles must be at least 1",
+            ),
+            (
+                format!(
+                    "{}[tds]\nparticles = [4, 0]\n",
+                    SR4.replace("\"pigdm\"]", "\"tds\"]")
+                ),
+                "tds.particles must be at least 1",
+            ),
+            (
+                format!(
+                    "{}[fk]\ness_threshold = 1.5\n",
+                    SR4.replace("\"pigdm\"]", "\"fk\"]")
+                ),
+                "fk.ess_threshold must be in (0, 1], got 1.5",
+            ),
+            (
+                format!(
+                    "{}[tds]\ntwist = \"pigdm\"\n",
+                    SR4.replace("\"gaussian\"\nsigma_y = 0.05", "\"poisson\"\nrate = 10.0")
+                        .replace("\"diffpir\", \"pigdm\"]", "\"diffpir\", \"tds\"]")
+                ),
+                "tds.twist = \"pigdm\" needs gaussian noise",
+            ),
+            (
+                format!(
+                    "{}[fk]\nproposal = \"magic\"\n",
+                    SR4.replace("\"pigdm\"]", "\"fk\"]")
+                ),
+                "unknown variant `magic`, expected `bootstrap` or `twisted`",
             ),
         ];
         for (text, want) in cases {

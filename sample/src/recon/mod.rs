@@ -7,10 +7,12 @@ pub mod config;
 mod panel;
 mod particles;
 mod run;
+mod tune;
 
-pub use config::{ReconFile, ReconMethod};
+pub use config::{MethodSpec, ReconFile, ReconMethod};
 pub use panel::panel_png;
 pub use run::{ReconOptions, ReconReport, run};
+pub use tune::{TuneOptions, TuneReport, TuneRow, tune};
 
 use std::time::Instant;
 
@@ -103,6 +105,16 @@ pub struct Models<'a> {
     pub grad_device: Device,
 }
 
+impl MethodRun {
+    /// What ran: the method and, for TDS and FK, its K.
+    pub fn spec(&self) -> MethodSpec {
+        MethodSpec {
+            method: self.method,
+            particles: self.particles.as_ref().map(|p| p.k),
+        }
+    }
+}
+
 /// One method's posterior samples and costs.
 pub struct MethodRun {
     pub method: ReconMethod,
@@ -136,13 +148,15 @@ pub struct ParticleRun {
 /// batch.
 pub fn reconstruct(
     file: &ReconFile,
-    method: ReconMethod,
+    spec: impl Into<MethodSpec>,
     problem: &Problem,
     models: &Models,
     schedule: &NoiseSchedule,
     rng: &mut Rng,
     mut on_step: impl FnMut(),
 ) -> Result<MethodRun> {
+    let spec = spec.into();
+    let method = spec.method;
     let [c, h, w] = problem.shape;
     let per = c * h * w;
     let clock = Instant::now();
@@ -162,7 +176,7 @@ pub fn reconstruct(
             particles: None,
         });
     }
-    if let Some(settings) = file.particle_settings(method) {
+    if let Some(settings) = file.particle_settings(spec) {
         return particles::reconstruct(
             file, method, settings, problem, models, schedule, rng, on_step,
         );

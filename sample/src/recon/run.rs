@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use burn::prelude::Device;
 use tweedie_core::device::BackendKind;
 use tweedie_core::rng::Rng;
+use tweedie_datasets::DatasetKind;
 
 use super::{MethodReport, MethodRun, Models, Problem, ReconFile, ReconMethod, panel_png};
 use super::{reconstruct, score};
@@ -48,41 +50,7 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
     let prior = Prior::load(&file.checkpoint, &device, raw)?;
     let grad_model = prior.grad_model(&grad_device);
 
-    // The images and their observation.
-    let kind = file.data.dataset.kind(None);
-    let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
-    let set = tweedie_datasets::load(kind, file.data.split, &data_dir)?;
-    let want = prior.image_shape();
-    if set.shape != want {
-        bail!(
-            "{}: the checkpoint's model takes {:?} images, {} has {:?}",
-            prior.dir.display(),
-            want,
-            kind.name(),
-            set.shape
-        );
-    }
-    let indices = file.image_indices();
-    if let Some(bad) = indices.iter().find(|i| **i >= set.len()) {
-        bail!(
-            "{}: image index {bad} is out of range ({} has {} images)",
-            opts.path.display(),
-            kind.name(),
-            set.len()
-        );
-    }
-    let truth: Vec<f32> = indices
-        .iter()
-        .flat_map(|i| set.image(*i).iter().map(|b| *b as f32 / 127.5 - 1.0))
-        .collect();
-    let problem = Problem::observe(
-        file,
-        set.shape,
-        indices,
-        truth,
-        &mut Rng::derive(file.seed, 1),
-        &device,
-    )?;
+    let (problem, kind) = load_problem(file, &prior, &opts.path, &device)?;
 
     // The methods, each with its own random stream (adding one does not change another's draws).
     let models = Models {
@@ -91,12 +59,11 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
         device: device.clone(),
         grad_device,
     };
+    let specs = file.specs();
     let images = problem.indices.len();
-    let total: usize = file
-        .run
-        .methods
+    let total: usize = specs
         .iter()
-        .map(|m| file.steps(*m) * file.method_chunks(*m, images))
+        .map(|m| file.steps(m.method) * file.method_chunks(*m, images))
         .sum();
     let bar = crate::progress::bar(
         total,
@@ -104,8 +71,8 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
         "{spinner} {msg:12} [{bar:30}] {pos}/{len} steps {per_sec} ETA {eta}",
     );
     let mut runs: Vec<MethodRun> = Vec::new();
-    for &m in &file.run.methods {
-        bar.set_message(m.name());
+    for &m in &specs {
+        bar.set_message(m.key());
         let mut rng = Rng::derive(file.seed, m.stream());
         let run = reconstruct(
             file,
@@ -116,7 +83,7 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
             &mut rng,
             || bar.inc(1),
         )
-        .with_context(|| format!("method {}", m.name()))?;
+        .with_context(|| format!("method {}", m.key()))?;
         runs.push(run);
     }
     bar.finish_and_clear();
@@ -124,19 +91,17 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
     let mut scores: BTreeMap<String, MethodReport> = BTreeMap::new();
     for run in &runs {
         scores.insert(
-            run.method.name().to_string(),
+            run.spec().key(),
             score(run, &problem, file.steps(run.method)),
         );
     }
     let [_, h, w] = problem.shape;
     let operator = file.operator(h, w)?.name();
     let noise = file.noise_model()?.name();
-    let rows: Vec<&str> = file
-        .run
-        .methods
+    let rows: Vec<String> = specs
         .iter()
-        .filter(|m| **m != ReconMethod::Pinv)
-        .map(|m| m.name())
+        .filter(|m| m.method != ReconMethod::Pinv)
+        .map(|m| m.key())
         .collect();
     let record = serde_json::json!({
         "experiment": opts.path.display().to_string(),
@@ -171,6 +136,51 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
     })
 }
 
+/// The images `file` names and their observation y = A(x) + noise, drawn from
+/// `Rng::derive(file.seed, 1)`; `path` names the file in errors.
+pub(super) fn load_problem(
+    file: &ReconFile,
+    prior: &Prior,
+    path: &Path,
+    device: &Device,
+) -> Result<(Problem, DatasetKind)> {
+    let kind = file.data.dataset.kind(None);
+    let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
+    let set = tweedie_datasets::load(kind, file.data.split, &data_dir)?;
+    let want = prior.image_shape();
+    if set.shape != want {
+        bail!(
+            "{}: the checkpoint's model takes {:?} images, {} has {:?}",
+            prior.dir.display(),
+            want,
+            kind.name(),
+            set.shape
+        );
+    }
+    let indices = file.image_indices();
+    if let Some(bad) = indices.iter().find(|i| **i >= set.len()) {
+        bail!(
+            "{}: image index {bad} is out of range ({} has {} images)",
+            path.display(),
+            kind.name(),
+            set.len()
+        );
+    }
+    let truth: Vec<f32> = indices
+        .iter()
+        .flat_map(|i| set.image(*i).iter().map(|b| *b as f32 / 127.5 - 1.0))
+        .collect();
+    let problem = Problem::observe(
+        file,
+        set.shape,
+        indices,
+        truth,
+        &mut Rng::derive(file.seed, 1),
+        device,
+    )?;
+    Ok((problem, kind))
+}
+
 impl ReconReport {
     /// Writes `out/<method>/{samples.npy, grid.png}`, `out/panels/<index>.png` and
     /// `out/metrics.json`.
@@ -182,7 +192,7 @@ impl ReconReport {
         for run in &self.runs {
             let n = run.values.len() / (c * h * w);
             let (bytes, shape) = u8_nhwc(&run.values, [n, c, h, w]);
-            let mdir = out.join(run.method.name());
+            let mdir = out.join(run.spec().key());
             std::fs::create_dir_all(&mdir)
                 .map_err(|e| anyhow::anyhow!("creating {}: {e}", mdir.display()))?;
             write_file(&mdir.join("samples.npy"), &npy_bytes(&bytes, &shape))?;
@@ -224,11 +234,12 @@ impl ReconReport {
             "ESS",
             "seconds"
         );
-        for m in &self.file.run.methods {
-            let r = &self.scores[m.name()];
-            let name = match r.particles {
-                Some(k) => format!("{} K={k}", m.name()),
-                None => m.name().to_string(),
+        for run in &self.runs {
+            let spec = run.spec();
+            let r = &self.scores[&spec.key()];
+            let name = match spec.particles {
+                Some(k) => format!("{} K={k}", spec.method.name()),
+                None => spec.method.name().to_string(),
             };
             t.push_str(&format!(
                 "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>6} {:>6} {:>6} {:>9.1}\n",

@@ -105,6 +105,39 @@ enum Command {
     /// curve <out>/nfe.png and a Markdown table on stdout. A run directory whose run.json matches
     /// the request is reused, so an interrupted sweep resumes where it stopped.
     Nfe(NfeArgs),
+    /// Tunes the step sizes of a reconstruction file's methods (DPS's ζ, DiffPIR's λ and ζ,
+    /// ΠGDM's weight) by the PSNR of posterior samples on images of the train split (never the
+    /// test images the file reports on); prints the search as a Markdown table and writes a copy
+    /// of the file with the chosen values.
+    Tune(TuneArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct TuneArgs {
+    /// A reconstruction file.
+    #[arg(long)]
+    config: PathBuf,
+    /// Train images to tune on (a seeded random pick of the train split).
+    #[arg(long, default_value_t = 8)]
+    images: usize,
+    /// Posterior samples per image during the search.
+    #[arg(long, default_value_t = 2)]
+    samples: usize,
+    /// Seed of the image pick, the observation noise and the samplers.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Checkpoint (overrides the file's).
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Where the tuned copy goes [default: out/<file stem>/tuned.toml].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Backend: flex (CPU, default), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -216,6 +249,7 @@ fn run(a: Args) -> Result<()> {
             return Ok(());
         }
         Some(Command::Nfe(n)) => return run_nfe(n),
+        Some(Command::Tune(t)) => return run_tune(t),
         None => {}
     }
     if let Some(config) = &a.config {
@@ -332,6 +366,55 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
             unreachable!("read_for refuses training files")
         }
     }
+    Ok(())
+}
+
+/// `sample tune`.
+fn run_tune(t: &TuneArgs) -> Result<()> {
+    let (kind, text) = experiment::read_for(&t.config, Binary::Sample)?;
+    if kind != ExperimentKind::Reconstruction {
+        anyhow::bail!(
+            "{}: `sample tune` takes a reconstruction file, this is a {} file",
+            t.config.display(),
+            kind.name()
+        );
+    }
+    let invalid = || format!("{}: invalid experiment file", t.config.display());
+    let mut file = ReconFile::parse(&text).with_context(invalid)?;
+    if let Some(c) = &t.checkpoint {
+        file.checkpoint = c.clone();
+    }
+    let opts = recon::TuneOptions {
+        path: t.config.clone(),
+        images: t.images,
+        samples: t.samples,
+        seed: t.seed,
+        backend: t.backend,
+        quiet: t.quiet,
+    };
+    let report = recon::tune(&file, &opts).with_context(invalid)?;
+    let stem = t
+        .config
+        .file_stem()
+        .map_or("experiment".into(), |s| s.to_string_lossy().to_string());
+    let out = t
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(&stem).join("tuned.toml"));
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    tweedie_sample::output::write_file(&out, report.tuned_text(&text, &t.config)?.as_bytes())?;
+    print!("{}", report.table());
+    for (section, key, value) in &report.chosen {
+        println!("{section}.{key} = {value:.4}");
+    }
+    println!(
+        "wrote {} (tuned on {} train images: {:?})",
+        out.display(),
+        report.images.len(),
+        report.images
+    );
     Ok(())
 }
 
