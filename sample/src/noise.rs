@@ -16,6 +16,11 @@ pub trait NoiseModel {
     }
     /// A draw of y given `mean` = A(x).
     fn sample(&self, mean: Tensor<4>, rng: &mut Rng) -> Tensor<4>;
+    /// The estimate of A(x) that y gives on its own, on the model scale (y itself for additive
+    /// noise; counts over the rate for Poisson): what A⁺ is applied to.
+    fn mean_estimate(&self, y: Tensor<4>) -> Tensor<4> {
+        y
+    }
 }
 
 fn per_sample_sum(x: Tensor<4>) -> Tensor<1> {
@@ -70,6 +75,10 @@ pub struct Poisson {
 impl NoiseModel for Poisson {
     fn name(&self) -> String {
         format!("poisson(rate={})", self.rate)
+    }
+    /// E[y] = rate · (A(x) + 1)/2, so A(x) ≈ 2 y/rate − 1.
+    fn mean_estimate(&self, y: Tensor<4>) -> Tensor<4> {
+        y.mul_scalar(2.0 / self.rate).sub_scalar(1.0)
     }
     fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
         let lambda = mean

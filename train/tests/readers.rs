@@ -465,3 +465,76 @@ fn headers_claiming_huge_sizes_are_refused() {
     assert!(e.to_string().contains("cannot hold"), "{e}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// Seeds for the cargo-fuzz targets (RELIABILITY.md): one valid input per reader, written to
+/// `fuzz/corpus/<target>/`. Run by hand: `cargo test --release -p tweedie-train --test readers
+/// -- --ignored write_fuzz_seeds`.
+#[test]
+#[ignore]
+fn write_fuzz_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    let put = |target: &str, name: &str, bytes: &[u8]| {
+        let d = root.join(target);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join(name), bytes).unwrap();
+    };
+    let images = idx_file(&[3, 4, 4], &[7; 48]);
+    put("idx", "images", &images);
+    put("idx", "labels", &idx_file(&[3], &[1, 2, 3]));
+    put("gzip_idx", "images.gz", &gzip(&images));
+    let mut rec = vec![3u8];
+    rec.extend((0..cifar::RECORD - 1).map(|i| i as u8));
+    put("cifar", "one-record", &rec);
+    let mut png = Vec::new();
+    image::DynamicImage::from(image::RgbImage::from_fn(5, 3, |x, y| {
+        image::Rgb([x as u8, y as u8, 9])
+    }))
+    .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+    .unwrap();
+    put("png", "rgb.png", &png);
+    put(
+        "npy",
+        "samples.npy",
+        &npy_bytes(&[1, 2, 3, 4, 5, 6], &[1, 2, 3, 1]),
+    );
+    for (target, file) in [
+        ("train_toml", "mnist-tiny.toml"),
+        ("recon_toml", "mnist-sr4.toml"),
+        ("gmm_toml", "gmm-2mode.toml"),
+        ("class_toml", "mnist-class.toml"),
+    ] {
+        put(target, file, &preset(file));
+    }
+    let meta = CheckpointMeta {
+        format: FORMAT_VERSION,
+        step: 1,
+        unet: small_unet(),
+        schedule: ScheduleSpec::Linear {
+            timesteps: 50,
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        },
+        dataset: "mnist".into(),
+    };
+    put(
+        "checkpoint_meta",
+        "checkpoint.json",
+        &serde_json::to_vec_pretty(&meta).unwrap(),
+    );
+    let cmeta = tweedie_core::classifier::ClassifierMeta {
+        config: tweedie_core::classifier::ClassifierConfig::mnist(),
+        steps: 10,
+        test_accuracy: 0.5,
+    };
+    put(
+        "classifier_meta",
+        "classifier.json",
+        &serde_json::to_vec_pretty(&cmeta).unwrap(),
+    );
+    let model: UNet = small_unet().init(&Device::flex());
+    put(
+        "weights",
+        "model.bpk",
+        &checkpoint::module_bytes(model).unwrap(),
+    );
+}
