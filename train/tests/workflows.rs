@@ -129,12 +129,19 @@ fn every_workflow_runs_as_library_code_and_reports() {
         raw_weights: false,
         quiet: true,
     };
+    (rf.tds.steps, rf.fk.steps) = (3, 3);
+    (rf.tds.particles, rf.fk.particles) = (vec![2], vec![2]);
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 5);
+    assert_eq!(rr.runs.len(), 7);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 784, "{:?}", r.method);
-        assert!(rr.scores[r.method.name()].psnr_mean.is_finite());
+        let s = &rr.scores[&r.spec().key()];
+        assert!(s.psnr_mean.is_finite());
+        if r.method.is_particle() {
+            assert_eq!(s.particles, Some(2));
+            assert!(s.images.iter().all(|i| i.log_z.is_some_and(f64::is_finite)));
+        }
     }
     assert_eq!(rr.record["images"], serde_json::json!([0, 1]));
     rr.write(&root.join("recon")).unwrap();
@@ -146,7 +153,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     ] {
         assert!(root.join("recon").join(f).is_file(), "{f}");
     }
-    assert_eq!(rr.table().lines().count(), 2 + 5);
+    assert_eq!(rr.table().lines().count(), 2 + 7);
 
     // Tuning the step sizes on train images writes a valid copy with the chosen values.
     let mut tf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();

@@ -162,9 +162,9 @@ pub fn reconstruct(
     let clock = Instant::now();
     if method == ReconMethod::Pinv {
         let op = file.operator(h, w)?;
-        let y = file
-            .noise_model()?
-            .mean_estimate(problem.y_rows(0..problem.len(), 1, &models.device));
+        let y =
+            file.noise_model()?
+                .mean_estimate(problem.y_rows(0..problem.len(), 1, &models.device));
         let Some(x) = pseudo_inverse(op.as_ref(), y) else {
             bail!("pinv needs a linear operator");
         };
