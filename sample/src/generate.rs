@@ -27,9 +27,10 @@ pub struct GenerateOptions {
     pub eta: f64,
     /// Default: the sampler's own.
     pub spacing: Option<Spacing>,
-    pub variance: ModelVariance,
-    /// Clamp x̂_0 to [−1, 1] at each step.
-    pub clip: bool,
+    /// DDPM's variance; default the model's (an imported scheduler's `variance_type`), else β̃.
+    pub variance: Option<ModelVariance>,
+    /// Clamp x̂_0 to [−1, 1] at each step; default the model's (`clip_sample`), else yes.
+    pub clip: Option<bool>,
     pub raw_weights: bool,
     pub n: usize,
     pub batch_size: usize,
@@ -66,7 +67,13 @@ pub fn run(o: &GenerateOptions) -> Result<Generated> {
     let timesteps = prior
         .schedule
         .timesteps(steps, o.spacing.unwrap_or(o.sampler.default_spacing()))?;
-    let mut sampler = o.sampler.build(o.eta, o.variance, o.clip);
+    let defaults = prior.meta.sampling.unwrap_or_default();
+    let variance = o
+        .variance
+        .or(defaults.variance)
+        .unwrap_or(ModelVariance::Small);
+    let clip = o.clip.or(defaults.clip).unwrap_or(true);
+    let mut sampler = o.sampler.build(o.eta, variance, clip);
     let [c, r, _] = prior.image_shape();
     let mut rng = Rng::new(o.seed);
     let bar = crate::progress::bar(

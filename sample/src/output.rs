@@ -30,79 +30,116 @@ pub fn u8_nhwc(v: &[f32], [n, c, h, w]: [usize; 4]) -> (Vec<u8>, [usize; 4]) {
 
 /// The bytes of a version-1.0 `.npy` file holding `data` as uint8 of `shape`.
 pub fn npy_bytes(data: &[u8], shape: &[usize]) -> Vec<u8> {
-    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
-    let shape_txt = if dims.len() == 1 {
-        format!("({},)", dims[0])
-    } else {
-        format!("({})", dims.join(", "))
-    };
-    let mut header = format!("{{'descr': '|u1', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple of 64,
-    // ending in a newline.
-    let total = 10 + header.len() + 1;
-    header.push_str(&" ".repeat((64 - total % 64) % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len());
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(data);
-    out
+    npy::encode("|u1", data, shape)
+}
+
+/// The bytes of a `.npy` file holding `data` as little-endian float32 of `shape`.
+pub fn npy_bytes_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy::encode("<f4", &bytes, shape)
 }
 
 /// Parses a `.npy` file of uint8 images written by [`npy_bytes`] (N×H×W×C, C-order, version 1 or
 /// 2); the error says what does not fit.
 pub fn parse_npy_u8(b: &[u8]) -> std::result::Result<(Vec<u8>, [usize; 4]), String> {
-    if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
-        return Err("not a .npy file (bad magic)".into());
-    }
-    let (hl, start) = match b[6] {
-        1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
-        2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
-        v => return Err(format!("unsupported .npy version {v}")),
-    };
-    let header = b
-        .get(start..start + hl)
-        .and_then(|h| std::str::from_utf8(h).ok())
-        .ok_or("truncated .npy header")?;
-    if !header.contains("'|u1'") && !header.contains("'u1'") {
-        return Err(format!(
-            "expected uint8 data ('|u1'), header is {}",
-            header.trim().escape_debug()
-        ));
-    }
-    if header.contains("'fortran_order': True") {
-        return Err("Fortran-ordered arrays are not supported".into());
-    }
-    let shape_txt = header
-        .split("'shape':")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .ok_or("no shape in the .npy header")?;
-    let dims: Vec<usize> = shape_txt
-        .trim()
-        .trim_start_matches('(')
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim().parse::<usize>().map_err(|e| e.to_string()))
-        .collect::<std::result::Result<_, _>>()?;
+    let (data, dims) = npy::decode(b, &["|u1", "u1"], 1)?;
     let shape = match dims.as_slice() {
         [n, h, w, c] => [*n, *h, *w, *c],
         [n, h, w] => [*n, *h, *w, 1],
         _ => return Err(format!("expected N×H×W×C images, shape is {dims:?}")),
     };
-    let need = shape
-        .iter()
-        .try_fold(1usize, |a, d| a.checked_mul(*d))
-        .ok_or_else(|| format!("shape {shape:?} overflows"))?;
-    let data = &b[start + hl..];
-    if data.len() != need {
-        return Err(format!(
-            "shape {shape:?} needs {need} bytes of data, the file has {}",
-            data.len()
-        ));
-    }
     Ok((data.to_vec(), shape))
+}
+
+/// Parses a `.npy` file of float32 values (little-endian, C-order), any shape.
+pub fn parse_npy_f32(b: &[u8]) -> std::result::Result<(Vec<f32>, Vec<usize>), String> {
+    let (data, dims) = npy::decode(b, &["<f4", "f4"], 4)?;
+    let values = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((values, dims))
+}
+
+/// NumPy's `.npy` format (version 1.0 written, 1–3 read): magic, a Python-dict header with the
+/// dtype descriptor, order and shape, then the data in C order.
+mod npy {
+    pub fn encode(descr: &str, data: &[u8], shape: &[usize]) -> Vec<u8> {
+        let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+        let shape_txt = if dims.len() == 1 {
+            format!("({},)", dims[0])
+        } else {
+            format!("({})", dims.join(", "))
+        };
+        let mut header =
+            format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+        // magic (6) + version (2) + header length (2) + header, padded with spaces to a multiple
+        // of 64, ending in a newline.
+        let total = 10 + header.len() + 1;
+        header.push_str(&" ".repeat((64 - total % 64) % 64));
+        header.push('\n');
+        let mut out = Vec::with_capacity(10 + header.len() + data.len());
+        out.extend_from_slice(b"\x93NUMPY\x01\x00");
+        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    /// The data bytes and shape of a `.npy` file whose descriptor is one of `descrs` and whose
+    /// elements take `size` bytes; the length must be exactly what the shape needs.
+    pub fn decode<'a>(
+        b: &'a [u8],
+        descrs: &[&str],
+        size: usize,
+    ) -> Result<(&'a [u8], Vec<usize>), String> {
+        if b.len() < 10 || &b[..6] != b"\x93NUMPY" {
+            return Err("not a .npy file (bad magic)".into());
+        }
+        let (hl, start) = match b[6] {
+            1 => (u16::from_le_bytes([b[8], b[9]]) as usize, 10),
+            2 | 3 if b.len() >= 12 => (u32::from_le_bytes([b[8], b[9], b[10], b[11]]) as usize, 12),
+            v => return Err(format!("unsupported .npy version {v}")),
+        };
+        let header = b
+            .get(start..start + hl)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or("truncated .npy header")?;
+        if !descrs.iter().any(|d| header.contains(&format!("'{d}'"))) {
+            return Err(format!(
+                "expected '{}' data, header is {}",
+                descrs[0],
+                header.trim().escape_debug()
+            ));
+        }
+        if header.contains("'fortran_order': True") {
+            return Err("Fortran-ordered arrays are not supported".into());
+        }
+        let shape_txt = header
+            .split("'shape':")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .ok_or("no shape in the .npy header")?;
+        let dims: Vec<usize> = shape_txt
+            .trim()
+            .trim_start_matches('(')
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|s| s.trim().parse::<usize>().map_err(|e| e.to_string()))
+            .collect::<Result<_, _>>()?;
+        let need = dims
+            .iter()
+            .try_fold(size, |a, d| a.checked_mul(*d))
+            .ok_or_else(|| format!("shape {dims:?} overflows"))?;
+        let data = &b[start + hl..];
+        if data.len() != need {
+            return Err(format!(
+                "shape {dims:?} needs {need} bytes of data, the file has {}",
+                data.len()
+            ));
+        }
+        Ok((data, dims))
+    }
 }
 
 /// Writes `data` to `path` through a temporary sibling and a rename.
@@ -170,6 +207,27 @@ mod tests {
                 .contains("needs 6 bytes")
         );
         assert!(parse_npy_u8(b"hello world").unwrap_err().contains("magic"));
+        let f = npy_bytes_f32(&[1.5, -2.0, 3.25], &[3]);
+        assert_eq!(parse_npy_f32(&f).unwrap(), (vec![1.5, -2.0, 3.25], vec![3]));
+        assert!(parse_npy_u8(&f).unwrap_err().contains("'|u1'"));
+        assert!(parse_npy_f32(&b).unwrap_err().contains("'<f4'"));
+    }
+
+    #[test]
+    fn float_arrays_read_what_numpy_writes() {
+        // np.save of np.array([[1, 2], [3, 4]], dtype='<f4'): numpy's own header, version 1.0.
+        let mut b =
+            b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }"
+                .to_vec();
+        b.resize(127, b' ');
+        b.push(b'\n');
+        for v in [1.0f32, 2.0, 3.0, 4.0] {
+            b.extend(v.to_le_bytes());
+        }
+        assert_eq!(
+            parse_npy_f32(&b).unwrap(),
+            (vec![1.0, 2.0, 3.0, 4.0], vec![2, 2])
+        );
     }
 
     #[test]

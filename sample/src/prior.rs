@@ -51,6 +51,36 @@ impl Prior {
         self.model.valid().to_device(grad_device).no_grad()
     }
 
+    /// ε̂ = ε_θ(x_t, t) of `x` (`[N, C, H, W]` on the model scale, row-major) at `t` (one per row,
+    /// or one for all), on the model's device.
+    pub fn eps(&self, x: Vec<f32>, shape: [usize; 4], t: &[usize]) -> Result<Vec<f32>> {
+        let [n, c, h, w] = shape;
+        if [c, h, w] != self.image_shape() {
+            anyhow::bail!(
+                "inputs are {c}×{h}×{w}, the model takes {:?}",
+                self.image_shape()
+            );
+        }
+        let big_t = self.schedule.len();
+        if let Some(bad) = t.iter().find(|t| **t >= big_t) {
+            anyhow::bail!("t = {bad} is outside the model's 0..{big_t}");
+        }
+        let ts: Vec<usize> = match t.len() {
+            1 => vec![t[0]; n],
+            m if m == n => t.to_vec(),
+            m => anyhow::bail!("{m} timesteps for {n} inputs (give one, or one per input)"),
+        };
+        let device = self
+            .model
+            .devices()
+            .first()
+            .cloned()
+            .unwrap_or_else(Device::flex);
+        let x = Tensor::<4>::from_data(TensorData::new(x, shape), &device);
+        use tweedie_core::denoiser::Denoiser;
+        Ok(tweedie_core::host_values(self.model.eps(x, &ts)))
+    }
+
     /// A note when the EMA weights were asked for but the run kept none.
     pub fn weights_note(&self, raw: bool) -> Option<String> {
         (!raw && self.weights == Weights::Raw).then(|| {

@@ -193,3 +193,80 @@ pub fn resumed_file(resume: &Path) -> Result<TrainFile> {
     );
     Ok(f)
 }
+
+/// Writes the checkpoint `checkpoint` (a run or step directory) as a diffusers `DDPMPipeline`
+/// folder `out` (its EMA weights unless `raw`), with a model card holding the training
+/// configuration and the last logged metrics. `out` must not hold anything yet.
+pub fn export(checkpoint: &Path, out: &Path, raw: bool) -> Result<PathBuf> {
+    use tweedie_core::checkpoint::{self, diffusers};
+    use tweedie_core::elbo::ModelVariance;
+    if out.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "{} already holds files: choose another --out",
+            out.display()
+        );
+    }
+    let dir = checkpoint::resolve(checkpoint)?;
+    let meta = checkpoint::read_meta(&dir)?;
+    let device = BackendKind::Flex.device()?;
+    let (unet, weights) = checkpoint::load_for_inference(&dir, &meta, &device, raw)?;
+    let defaults = meta.sampling.unwrap_or_default();
+    let (variance, clip) = (
+        defaults.variance.unwrap_or(ModelVariance::Small),
+        defaults.clip.unwrap_or(true),
+    );
+    let config = std::fs::read_to_string(dir.join(trainer::CONFIG_FILE)).unwrap_or_default();
+    let metrics = dir
+        .parent()
+        .map(|run| run.join(trainer::METRICS_FILE))
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let last = |has: &str| {
+        metrics
+            .lines()
+            .rev()
+            .find(|l| l.contains(has))
+            .map(str::to_string)
+    };
+    let mut card = format!(
+        "---\nlibrary_name: diffusers\ntags:\n- ddpm\n- tweedie\n---\n\n# {name}\n\nA DDPM ε-prediction \
+         model ({params} parameters, {c}×{r}×{r} images) trained with \
+         [Tweedie](https://github.com/) and exported with `train export`: the {which} weights at \
+         step {step}. Load it with `diffusers.DDPMPipeline.from_pretrained` or \
+         `UNet2DModel.from_pretrained(path, subfolder=\"unet\")`.\n\n\
+         Scheduler: {sched:?}, variance {variance:?}, x̂₀ clipped: {clip}.\n",
+        name = out
+            .file_name()
+            .map_or("model".into(), |n| n.to_string_lossy().to_string()),
+        params = meta.unet.num_params(),
+        c = meta.unet.in_channels,
+        r = meta.unet.resolution,
+        which = weights.name(),
+        step = meta.step,
+        sched = meta.schedule,
+    );
+    if !config.is_empty() {
+        card.push_str(&format!(
+            "\n## Training configuration\n\n```toml\n{config}```\n"
+        ));
+    }
+    if let Some(l) = last("\"loss\"") {
+        card.push_str(&format!("\n## Last logged step\n\n```json\n{l}\n```\n"));
+    }
+    if let Some(l) = last("\"eval\"") {
+        card.push_str(&format!(
+            "\n## Last evaluation (test L_simple, bits/dim)\n\n```json\n{l}\n```\n"
+        ));
+    }
+    diffusers::export(
+        &unet,
+        &meta.unet,
+        &meta.schedule,
+        variance,
+        clip,
+        out,
+        &card,
+    )
+    .with_context(|| format!("exporting {}", dir.display()))?;
+    Ok(out.to_path_buf())
+}

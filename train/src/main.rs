@@ -16,8 +16,15 @@ use tweedie_train::trainer;
 /// Train a denoising diffusion model (DDPM, L_simple), or the classifier of class guidance, from
 /// a TOML experiment file whose `kind` says which.
 #[derive(clap::Parser, Debug)]
-#[command(version, about)]
+#[command(
+    version,
+    about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Experiment file of kind diffusion-training (e.g. experiments/mnist-tiny.toml) or
     /// classifier-training (experiments/mnist-classifier.toml). With --resume it may be left
     /// out: the checkpoint's own copy is used.
@@ -67,6 +74,28 @@ struct Args {
     quiet: bool,
 }
 
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Writes a checkpoint as a diffusers DDPMPipeline folder (model_index.json,
+    /// unet/{config.json, diffusion_pytorch_model.safetensors}, scheduler/scheduler_config.json,
+    /// README.md with the training configuration and metrics), loadable by
+    /// `DDPMPipeline.from_pretrained(OUT)`.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct ExportArgs {
+    /// A run directory (its newest step) or a step directory.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The folder to write (must not hold files yet).
+    #[arg(long)]
+    out: PathBuf,
+    /// Export the raw trained weights instead of their EMA.
+    #[arg(long)]
+    raw_weights: bool,
+}
+
 fn main() -> ExitCode {
     match run(tweedie_sample::cli::parse_args::<Args>()) {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +107,11 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Some(Command::Export(e)) = &args.command {
+        let out = launch::export(&e.checkpoint, &e.out, e.raw_weights)?;
+        println!("wrote {}", out.display());
+        return Ok(());
+    }
     if let Some(dir) = &args.replot {
         let png = trainer::replot(dir)?;
         println!("wrote {}", png.display());

@@ -635,6 +635,7 @@ fn save(
         unet: plan.unet.clone(),
         schedule: plan.schedule.clone(),
         dataset: plan.dataset.name().to_string(),
+        sampling: None,
     };
     let state = TrainerState {
         step,

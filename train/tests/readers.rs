@@ -316,6 +316,7 @@ fn checkpoint_readers_never_panic_and_name_the_file() {
             beta_end: 0.02,
         },
         dataset: "mnist".into(),
+        sampling: None,
     };
     let json = serde_json::to_string_pretty(&meta).unwrap();
     let n_meta = fuzz(
@@ -447,6 +448,7 @@ fn headers_claiming_huge_sizes_are_refused() {
             beta_end: 0.02,
         },
         dataset: "mnist".into(),
+        sampling: None,
     })
     .unwrap();
     let e = checkpoint::parse_meta(meta.to_string().as_bytes(), p).unwrap_err();
@@ -515,6 +517,7 @@ fn write_fuzz_seeds() {
             beta_end: 0.02,
         },
         dataset: "mnist".into(),
+        sampling: None,
     };
     put(
         "checkpoint_meta",

@@ -36,6 +36,9 @@ struct Args {
     /// Model preset: tiny, mnist or cifar10 (params.json).
     #[arg(long, default_value = "tiny", value_parser = tweedie_core::choice::parse::<UNetPreset>)]
     config: UNetPreset,
+    /// Time the architecture of this checkpoint or diffusers model folder instead of a preset.
+    #[arg(long)]
+    checkpoint: Option<std::path::PathBuf>,
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
     /// Backend: flex, ndarray, wgpu (needs the `wgpu` feature) or tch (needs the `tch` feature).
@@ -108,7 +111,16 @@ fn peak_rss_mib() -> Option<f64> {
 }
 
 fn run(a: Args) -> Result<()> {
-    let cfg = UNetConfig::preset(a.config);
+    // The architecture of a checkpoint or diffusers folder (its weights do not change timings).
+    let cfg = match &a.checkpoint {
+        Some(c) => {
+            let mut cfg =
+                tweedie_core::checkpoint::read_meta(&tweedie_core::checkpoint::resolve(c)?)?.unet;
+            cfg.precondition = None;
+            cfg
+        }
+        None => UNetConfig::preset(a.config),
+    };
     let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000)?;
     let plain = a.backend.device()?;
     let mut rng = Rng::new(a.seed);
@@ -188,7 +200,7 @@ fn run(a: Args) -> Result<()> {
     }
     let mut json = serde_json::json!({
         "impl": "tweedie",
-        "config": tweedie_core::choice::name(&a.config),
+        "config": a.checkpoint.as_ref().map_or(tweedie_core::choice::name(&a.config), |c| c.display().to_string()),
         "device": a.backend.name(),
         "mode": format!("{:?}", a.mode).to_lowercase(),
         "batch": a.batch,

@@ -10,14 +10,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
-use tweedie_datasets::{DatasetKind, Split, load, resolve_dir};
+use tweedie_datasets::{DatasetKind, DatasetName, Split, load, resolve_dir};
 use tweedie_train::eval::{EvalOptions, evaluate};
 
 /// Evaluate a checkpoint: L_simple and the full ELBO in bits/dim (DDPM/iDDPM), printed as JSON.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
-    /// Checkpoint: a run directory (its newest step) or a step directory.
+    /// Checkpoint: a run directory (its newest step), a step directory, or a diffusers model
+    /// folder.
     #[arg(long)]
     checkpoint: PathBuf,
     /// Number of images (the first N of the split). The bound costs T network calls per batch.
@@ -26,6 +27,10 @@ struct Args {
     /// Images per network call.
     #[arg(long, default_value_t = 100)]
     batch_size: usize,
+    /// Dataset to evaluate on [default: the one the model was trained on; needed for an
+    /// imported diffusers model]: mnist, fashion-mnist, cifar10 or folder.
+    #[arg(long, value_parser = tweedie_core::choice::parse::<DatasetName>)]
+    dataset: Option<DatasetName>,
     /// Split: test or train.
     #[arg(long, default_value = "test", value_parser = tweedie_core::choice::parse::<Split>)]
     split: Split,
@@ -68,7 +73,16 @@ fn run(a: Args) -> Result<()> {
     let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
     let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
-    let mut kind: DatasetKind = meta.dataset.parse().map_err(anyhow::Error::msg)?;
+    let mut kind: DatasetKind = match a.dataset {
+        Some(d) => d.kind(None),
+        None => meta.dataset.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "{}: the model does not name its dataset ({}): give --dataset",
+                dir.display(),
+                meta.dataset
+            )
+        })?,
+    };
     if let DatasetKind::Folder { channels } = &mut kind {
         *channels = meta.unet.in_channels;
     }

@@ -60,10 +60,12 @@ struct Args {
     /// logsnr for heun and dpmpp2m, trailing for ddpm and ddim].
     #[arg(long)]
     spacing: Option<Spacing>,
-    /// DDPM variance: small (β̃_t) or large (β_t).
-    #[arg(long, default_value = "small")]
-    variance: ModelVariance,
-    /// Do not clamp x̂_0 to [−1, 1] at each step.
+    /// DDPM variance: small (β̃_t) or large (β_t) [default: the model's (an imported
+    /// scheduler's variance_type), else small].
+    #[arg(long)]
+    variance: Option<ModelVariance>,
+    /// Do not clamp x̂_0 to [−1, 1] at each step [default: clamp, unless the model's scheduler
+    /// says clip_sample = false].
     #[arg(long)]
     no_clip: bool,
     /// Use the raw trained weights instead of their EMA.
@@ -110,6 +112,32 @@ enum Command {
     /// test images the file reports on); prints the search as a Markdown table and writes a copy
     /// of the file with the chosen values.
     Tune(TuneArgs),
+    /// ε̂ = ε_θ(x_t, t) of a checkpoint (or diffusers model folder) on given inputs: float32 .npy
+    /// in, N×C×H×W on the model's [−1, 1] scale; float32 .npy out. For parity checks against
+    /// other implementations (scripts/diffusers-parity.py).
+    Eps(EpsArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct EpsArgs {
+    /// A run or step directory, or a diffusers model folder.
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// x_t: a float32 .npy of shape N×C×H×W.
+    #[arg(long)]
+    x: PathBuf,
+    /// Training timesteps, comma-separated: one for every input, or one per input.
+    #[arg(long, value_delimiter = ',', required = true)]
+    t: Vec<usize>,
+    /// Where ε̂ goes (float32 .npy, N×C×H×W).
+    #[arg(long)]
+    out: PathBuf,
+    /// Use the raw trained weights instead of their EMA.
+    #[arg(long)]
+    raw_weights: bool,
+    /// Backend: flex (CPU, default), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value = "flex")]
+    backend: BackendKind,
 }
 
 #[derive(clap::Args, Debug)]
@@ -250,6 +278,7 @@ fn run(a: Args) -> Result<()> {
         }
         Some(Command::Nfe(n)) => return run_nfe(n),
         Some(Command::Tune(t)) => return run_tune(t),
+        Some(Command::Eps(e)) => return run_eps(e),
         None => {}
     }
     if let Some(config) = &a.config {
@@ -262,7 +291,7 @@ fn run(a: Args) -> Result<()> {
         eta: a.eta,
         spacing: a.spacing,
         variance: a.variance,
-        clip: !a.no_clip,
+        clip: a.no_clip.then_some(false),
         raw_weights: a.raw_weights,
         n: a.n,
         batch_size: a.batch_size,
@@ -366,6 +395,33 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
             unreachable!("read_for refuses training files")
         }
     }
+    Ok(())
+}
+
+/// `sample eps`.
+fn run_eps(e: &EpsArgs) -> Result<()> {
+    let bytes = std::fs::read(&e.x).with_context(|| format!("{}: cannot read", e.x.display()))?;
+    let (x, dims) = tweedie_sample::output::parse_npy_f32(&bytes)
+        .map_err(|m| anyhow::anyhow!("{}: {m}", e.x.display()))?;
+    let [n, c, h, w] = dims[..] else {
+        anyhow::bail!("{}: expected N×C×H×W, shape is {dims:?}", e.x.display());
+    };
+    if x.iter().any(|v| !v.is_finite()) {
+        anyhow::bail!("{}: holds NaN or infinite values", e.x.display());
+    }
+    let device = e.backend.device()?;
+    let prior = tweedie_sample::prior::Prior::load(&e.checkpoint, &device, e.raw_weights)?;
+    let eps = prior.eps(x, [n, c, h, w], &e.t)?;
+    tweedie_sample::output::write_file(
+        &e.out,
+        &tweedie_sample::output::npy_bytes_f32(&eps, &dims),
+    )?;
+    println!(
+        "wrote {} (ε̂ of {n} inputs, {} weights of {})",
+        e.out.display(),
+        prior.weights.name(),
+        prior.dir.display()
+    );
     Ok(())
 }
 

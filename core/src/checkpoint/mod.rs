@@ -4,6 +4,11 @@
 //! file naming the newest complete step directory. A step directory is first written under a
 //! temporary name, every file synced, then renamed into place; `latest` is replaced by rename too.
 //! A crash therefore leaves either the previous checkpoint or the new one, never a half-written one.
+//!
+//! Wherever a checkpoint is read, a diffusers model folder is read too ([`diffusers`]): it maps
+//! onto the same metadata and network.
+
+pub mod diffusers;
 
 use std::fs;
 use std::io::Write;
@@ -14,6 +19,7 @@ use burn::store::ModuleRecord;
 use burn::tensor::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::elbo::ModelVariance;
 use crate::error::CoreError;
 use crate::schedule::{BetaSchedule, NoiseSchedule};
 use crate::unet::{UNet, UNetConfig};
@@ -32,6 +38,8 @@ pub const EMA_FILE: &str = "ema.bpk";
 pub enum Weights {
     Ema,
     Raw,
+    /// The one set of weights of a diffusers folder.
+    Diffusers,
 }
 
 impl Weights {
@@ -39,8 +47,17 @@ impl Weights {
         match self {
             Weights::Ema => "ema",
             Weights::Raw => "raw",
+            Weights::Diffusers => "diffusers",
         }
     }
+}
+
+/// Sampling defaults a model came with (a diffusers scheduler's `variance_type` and
+/// `clip_sample`); flags override them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct SamplingDefaults {
+    pub variance: Option<ModelVariance>,
+    pub clip: Option<bool>,
 }
 
 /// The noise schedule as stored in checkpoints and configs.
@@ -90,8 +107,11 @@ pub struct CheckpointMeta {
     pub step: usize,
     pub unet: UNetConfig,
     pub schedule: ScheduleSpec,
-    /// The dataset the model was trained on (informative).
+    /// The dataset the model was trained on (informative; `diffusers` for an imported model).
     pub dataset: String,
+    /// Sampling defaults (imported models).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingDefaults>,
 }
 
 /// The step directory's name for `step`.
@@ -185,7 +205,7 @@ pub fn list_steps(run_dir: &Path) -> Result<Vec<usize>, CoreError> {
 /// process was stopped between renaming a finished step directory into place and updating
 /// `latest`: a step directory exists only once complete, so the newest one wins.
 pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
-    if path.join(META_FILE).is_file() {
+    if path.join(META_FILE).is_file() || diffusers::is_model_dir(path) {
         return Ok(path.to_path_buf());
     }
     if path.is_dir()
@@ -219,6 +239,20 @@ pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
 
 /// Reads the metadata of a resolved checkpoint directory.
 pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
+    if !dir.join(META_FILE).is_file() && diffusers::is_model_dir(dir) {
+        let m = diffusers::read(dir)?;
+        return Ok(CheckpointMeta {
+            format: FORMAT_VERSION,
+            step: 0,
+            unet: m.unet,
+            schedule: m.schedule,
+            dataset: "diffusers".into(),
+            sampling: Some(SamplingDefaults {
+                variance: m.variance,
+                clip: m.clip_sample,
+            }),
+        });
+    }
     let p = dir.join(META_FILE);
     let bytes = fs::read(&p).map_err(|e| CoreError::io(&p, e))?;
     parse_meta(&bytes, &p)
@@ -293,6 +327,9 @@ pub fn check_weights_fit(path: &Path, params: u64) -> Result<(), CoreError> {
 
 /// Loads the U-Net of a resolved checkpoint directory on `device` (raw weights).
 pub fn load_unet(dir: &Path, meta: &CheckpointMeta, device: &Device) -> Result<UNet, CoreError> {
+    if meta.dataset == "diffusers" && diffusers::is_model_dir(dir) {
+        return diffusers::load(&diffusers::read(dir)?, device);
+    }
     let path = dir.join(MODEL_FILE);
     check_weights_fit(&path, meta.unet.num_params())?;
     load_module(meta.unet.init(device), &path)
@@ -306,6 +343,12 @@ pub fn load_for_inference(
     device: &Device,
     raw: bool,
 ) -> Result<(UNet, Weights), CoreError> {
+    if meta.dataset == "diffusers" && diffusers::is_model_dir(dir) {
+        return Ok((
+            diffusers::load(&diffusers::read(dir)?, device)?,
+            Weights::Diffusers,
+        ));
+    }
     let ema = dir.join(EMA_FILE);
     let (path, which) = if !raw && ema.is_file() {
         (ema, Weights::Ema)
