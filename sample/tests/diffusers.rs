@@ -290,3 +290,71 @@ fn exported_weights_read_back_to_the_same_network() {
     assert!(!out.join("p").exists());
     std::fs::remove_dir_all(out).unwrap();
 }
+
+/// Copies the fixture's files into `dst`.
+fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dst.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+#[test]
+fn published_names_read_the_hugging_face_cache() {
+    let root = std::env::temp_dir().join(format!("tweedie-hf-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let model = root.join("models--tweedie--fixture");
+    copy_tree(&fixture(), &model.join("snapshots/0123abcd"));
+    std::fs::create_dir_all(model.join("refs")).unwrap();
+    std::fs::write(model.join("refs/main"), "0123abcd").unwrap();
+    let sample = |checkpoint: &str, out: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sample"))
+            .env("HF_HUB_CACHE", &root)
+            .args([
+                "--checkpoint",
+                checkpoint,
+                "--n",
+                "2",
+                "--steps",
+                "3",
+                "--quiet",
+            ])
+            .arg("--out")
+            .arg(root.join(out))
+            .output()
+            .unwrap()
+    };
+    let named = sample("hf:tweedie/fixture", "named");
+    assert!(
+        named.status.success(),
+        "{}",
+        String::from_utf8_lossy(&named.stderr)
+    );
+    let direct = sample(fixture().to_str().unwrap(), "direct");
+    assert!(
+        direct.status.success(),
+        "{}",
+        String::from_utf8_lossy(&direct.stderr)
+    );
+    let npy = |d: &str| std::fs::read(root.join(d).join("samples.npy")).unwrap();
+    assert_eq!(
+        npy("named"),
+        npy("direct"),
+        "the cached snapshot is the same model"
+    );
+
+    let missing = sample("hf:tweedie/absent", "absent");
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("not in the Hugging Face cache") && err.contains("sample download"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(root).unwrap();
+}

@@ -258,3 +258,43 @@ fn every_workflow_runs_as_library_code_and_reports() {
     );
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+/// Colour: the CIFAR-10 colourisation preset, every method, on a folder of RGB PNGs with the
+/// committed 8×8 diffusers fixture as the prior (the path a published model takes).
+#[test]
+fn colour_presets_run_on_a_folder_with_an_imported_prior() {
+    let root = std::env::temp_dir().join(format!("tweedie-colour-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let images = root.join("images");
+    std::fs::create_dir_all(&images).unwrap();
+    for i in 0..3u8 {
+        let img = image::RgbImage::from_fn(8, 8, |x, y| {
+            image::Rgb([x as u8 * 30, y as u8 * 30, 80 * i])
+        });
+        img.save(images.join(format!("{i}.png"))).unwrap();
+    }
+    let mut rf = ReconFile::parse(&text("cifar10-colorize.toml")).unwrap();
+    rf.checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/diffusers");
+    rf.data.dataset = DatasetName::Folder;
+    rf.data.dir = Some(images);
+    rf.limit_images(2).unwrap();
+    (rf.dps.steps, rf.diffpir.steps, rf.pigdm.steps, rf.tds.steps) = (3, 3, 3, 3);
+    rf.tds.particles = vec![2];
+    let ropts = ReconOptions {
+        path: preset("cifar10-colorize.toml"),
+        backend: BackendKind::Flex,
+        raw_weights: false,
+        quiet: true,
+    };
+    let rr = recon::run(&rf, &ropts).unwrap();
+    assert_eq!(rr.runs.len(), 5);
+    for r in &rr.runs {
+        let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
+        assert_eq!(r.values.len(), 2 * k * 3 * 64, "{:?}", r.method);
+        assert!(rr.scores[&r.spec().key()].psnr_mean.is_finite());
+    }
+    rr.write(&root.join("out")).unwrap();
+    let panel = image::open(root.join("out/panels/00000.png")).unwrap();
+    assert_eq!(panel.color(), image::ColorType::Rgb8, "colour panels");
+    std::fs::remove_dir_all(&root).unwrap();
+}

@@ -9,6 +9,7 @@
 //! onto the same metadata and network.
 
 pub mod diffusers;
+pub mod hub;
 
 use std::fs;
 use std::io::Write;
@@ -200,11 +201,16 @@ pub fn list_steps(run_dir: &Path) -> Result<Vec<usize>, CoreError> {
     Ok(steps)
 }
 
-/// Resolves what the user named: a step directory (holding `checkpoint.json`) or a run directory,
+/// Resolves what the user named: a published model's name (`hf:<org>/<model>`, from the Hugging
+/// Face cache, see [`hub`]), a diffusers model folder, a step directory (holding
+/// `checkpoint.json`) or a run directory,
 /// whose newest complete step directory is taken. That is the one `latest` names, unless the
 /// process was stopped between renaming a finished step directory into place and updating
 /// `latest`: a step directory exists only once complete, so the newest one wins.
 pub fn resolve(path: &Path) -> Result<PathBuf, CoreError> {
+    if let Some(repo) = hub::repo_of(path) {
+        return resolve(&hub::snapshot(repo)?);
+    }
     if path.join(META_FILE).is_file() || diffusers::is_model_dir(path) {
         return Ok(path.to_path_buf());
     }

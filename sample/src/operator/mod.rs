@@ -5,6 +5,7 @@
 mod blur;
 mod downsample;
 mod identity;
+mod luminance;
 mod mask;
 mod matrix;
 mod saturate;
@@ -12,6 +13,7 @@ mod saturate;
 pub use blur::GaussianBlur;
 pub use downsample::AvgPool;
 pub use identity::Identity;
+pub use luminance::Luminance;
 pub use mask::Mask;
 pub use matrix::Matrix;
 pub use saturate::Saturate;

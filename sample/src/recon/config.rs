@@ -12,7 +12,9 @@ use tweedie_datasets::{DatasetName, Split};
 use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::noise::{Gaussian, NoiseModel, Poisson, StudentT};
-use crate::operator::{AvgPool, ForwardOperator, GaussianBlur, Identity, Mask, Saturate};
+use crate::operator::{
+    AvgPool, ForwardOperator, GaussianBlur, Identity, Luminance, Mask, Saturate,
+};
 use crate::smc::{Potential, ResampleWhen, Resampling, SmcConfig, Twist};
 
 /// A reconstruction experiment (`kind = "reconstruction"`).
@@ -98,6 +100,8 @@ pub enum OperatorSpec {
     Denoise,
     /// The saturating response tanh(gain · x) (non-linear).
     Saturate { gain: f64 },
+    /// Colourisation: the luminance of RGB images (BT.601 weights).
+    Colorize,
 }
 
 /// The noise model; every parameter on the [0, 1] image scale.
@@ -509,6 +513,7 @@ impl ReconFile {
                 Box::new(GaussianBlur { size, sigma })
             }
             OperatorSpec::Denoise => Box::new(Identity),
+            OperatorSpec::Colorize => Box::new(Luminance),
             OperatorSpec::Saturate { gain } => {
                 check::float("operator.gain", gain, Range::Positive)?;
                 Box::new(Saturate { gain })

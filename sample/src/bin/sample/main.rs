@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
+use tweedie_core::checkpoint::hub;
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_core::schedule::Spacing;
@@ -40,7 +41,8 @@ struct Args {
     /// An experiment file (TOML) of kind reconstruction, gmm-benchmark or class-conditional.
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Checkpoint: a run directory (its newest step) or a step directory.
+    /// Checkpoint: a run directory (its newest step), a step directory, a diffusers model folder
+    /// or hf:<org>/<model> (from the Hugging Face cache; see `sample download`).
     #[arg(long, required_unless_present = "config")]
     checkpoint: Option<PathBuf>,
     /// Reconstruction experiments: the number of dataset images (the first N of the file's list).
@@ -116,6 +118,17 @@ enum Command {
     /// in, N×C×H×W on the model's [−1, 1] scale; float32 .npy out. For parity checks against
     /// other implementations (scripts/diffusers-parity.py).
     Eps(EpsArgs),
+    /// Fetches a published diffusers model (e.g. hf:google/ddpm-cifar10-32) into the Hugging
+    /// Face cache and prints its folder; afterwards `--checkpoint hf:<org>/<model>` (or
+    /// `checkpoint = "hf:..."` in a file) reads it from there, offline. Needs a build with the
+    /// `hub` feature (cargo build --release --features tweedie-core/hub) and a network.
+    Download(DownloadArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct DownloadArgs {
+    /// The model: hf:<org>/<model> (the `hf:` may be left out).
+    model: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -214,7 +227,8 @@ impl ReferenceArgs {
 
 #[derive(clap::Args, Debug)]
 struct NfeArgs {
-    /// Checkpoint: a run directory (its newest step) or a step directory.
+    /// Checkpoint: a run directory (its newest step), a step directory, a diffusers model folder
+    /// or hf:<org>/<model> (from the Hugging Face cache; see `sample download`).
     #[arg(long)]
     checkpoint: PathBuf,
     /// Samplers to compare, comma-separated (each with its default spacing: trailing for ddpm
@@ -279,6 +293,11 @@ fn run(a: Args) -> Result<()> {
         Some(Command::Nfe(n)) => return run_nfe(n),
         Some(Command::Tune(t)) => return run_tune(t),
         Some(Command::Eps(e)) => return run_eps(e),
+        Some(Command::Download(d)) => {
+            let repo = d.model.strip_prefix(hub::PREFIX).unwrap_or(&d.model);
+            println!("{}", hub::fetch(repo)?.display());
+            return Ok(());
+        }
         None => {}
     }
     if let Some(config) = &a.config {
