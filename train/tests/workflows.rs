@@ -273,6 +273,10 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
         });
         img.save(images.join(format!("{i}.png"))).unwrap();
     }
+    for task in ["inpaint-box", "sr4", "deblur", "denoise"] {
+        let f = ReconFile::parse(&text(&format!("cifar10-{task}.toml"))).unwrap();
+        assert_eq!(f.data.dataset, DatasetName::Cifar10, "{task}");
+    }
     let mut rf = ReconFile::parse(&text("cifar10-colorize.toml")).unwrap();
     rf.checkpoint = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/diffusers");
     rf.data.dataset = DatasetName::Folder;
