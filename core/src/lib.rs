@@ -6,6 +6,7 @@
 //! run-time backend choice ([`device`]), a serialisable RNG ([`rng`]) and atomic checkpoints
 //! ([`checkpoint`]). No TOML, no CLI, no images here.
 
+pub mod bridge;
 pub mod checkpoint;
 pub mod choice;
 pub mod classifier;
