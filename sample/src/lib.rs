@@ -4,6 +4,7 @@
 //! ([`sampler`]), the seams of likelihood guidance ([`operator`], [`noise`], [`likelihood`]) and
 //! the files people look at ([`output`]).
 
+pub mod amortized;
 pub mod check;
 pub mod class_cond;
 pub mod class_likelihood;

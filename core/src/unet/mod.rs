@@ -2,7 +2,7 @@
 //! `diffusion_tf/models/unet.py`: parameter counts match the PyTorch port exactly
 //! (`testdata/ref/params.json`; tested).
 
-mod blocks;
+pub(crate) mod blocks;
 mod embed;
 mod norm;
 mod precond;
