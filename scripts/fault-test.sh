@@ -32,6 +32,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 ok() { "$@" >/dev/null 2>"$WORK/log" || fail "$* failed: $(cat "$WORK/log")"; }
 
 cat > "$WORK/fault.toml" <<'EOF'
+kind = "diffusion-training"
 seed = 7
 [data]
 dataset = "mnist"
@@ -83,7 +84,11 @@ same_run() { # $1 $2: run directories that must have ended identically
 }
 
 echo "== 1. uninterrupted reference run"
+t0=$(date +%s.%N)
 ok "$TRAIN" --config "$WORK/fault.toml" --run-dir "$WORK/straight" --quiet
+# Kills land at random moments within the first 5-15 % of a whole run's wall time, so that all
+# KILLS of them happen before the run can finish however fast this machine is.
+DURATION=$(python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$(date +%s.%N)")
 
 echo "== 1. the same run killed $KILLS times with SIGKILL"
 RUN="$WORK/killed"
@@ -102,7 +107,7 @@ while :; do
   fi
   "$TRAIN" "${args[@]}" --quiet >/dev/null 2>"$WORK/err" &
   pid=$!
-  sleep "$(python3 -c 'import random; print(round(random.uniform(0.3, 2.5), 2))')"
+  sleep "$(python3 -c 'import random, sys; d = float(sys.argv[1]); print(round(max(0.2, random.uniform(0.05, 0.15) * d), 2))' "$DURATION")"
   if kill -9 "$pid" 2>/dev/null; then
     wait "$pid" 2>/dev/null || true
     kills=$((kills + 1))

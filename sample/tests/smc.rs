@@ -2,7 +2,7 @@
 //! priors, whose posterior under a linear-Gaussian observation and evidence p(y) are known in
 //! closed form (`tweedie_core::gmm`). Small d, 100 steps, CPU: a few seconds.
 
-use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmMethod, GmmProblem, score};
+use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmMethod, GmmProblem, Nets, score};
 
 const TWO_MODES: &str = r#"
 kind = "gmm-benchmark"
@@ -65,7 +65,9 @@ fn bench(text: &str) -> (GmmFile, GmmProblem) {
 }
 
 fn row(file: &GmmFile, p: &GmmProblem, method: GmmMethod, k: usize, seed: u64) -> BenchRow {
-    let draws = p.draw(file, method, k, file.run.n_samples, seed).unwrap();
+    let draws = p
+        .draw(file, method, k, file.run.n_samples, seed, &Nets::default())
+        .unwrap();
     let r = score(p, file, method, k, &draws);
     eprintln!(
         "{method:?} K={k}: sw {:.4} (floor {:.4}), mode error {:.4}, log Z {:?}, ESS {:?}",
@@ -135,7 +137,7 @@ fn the_evidence_estimate_is_unbiased() {
     // in the tails of both modes); that gap is checked loosely (< 20 %).
     let (file, p) = bench(TWO_MODES);
     let z_of = |method: GmmMethod, k: usize, n: usize, seed: u64| -> Vec<f64> {
-        let d = p.draw(&file, method, k, n, seed).unwrap();
+        let d = p.draw(&file, method, k, n, seed, &Nets::default()).unwrap();
         d.log_z.unwrap().into_iter().map(f64::exp).collect()
     };
     let stats = |z: &[f64]| {
