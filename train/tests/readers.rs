@@ -9,7 +9,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use tweedie_core::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, ScheduleSpec};
+use tweedie_core::checkpoint::{self, CheckpointMeta, FORMAT_VERSION, ScheduleSpec, diffusers};
 use tweedie_core::rng::Rng;
 use tweedie_core::unet::{UNet, UNetConfig};
 use tweedie_datasets::{cifar, folder, idx, read};
@@ -317,6 +317,7 @@ fn checkpoint_readers_never_panic_and_name_the_file() {
         },
         dataset: "mnist".into(),
         sampling: None,
+        observation: None,
     };
     let json = serde_json::to_string_pretty(&meta).unwrap();
     let n_meta = fuzz(
@@ -357,6 +358,81 @@ fn checkpoint_readers_never_panic_and_name_the_file() {
         &|b| err_line(checkpoint::load_module_bytes(model.clone(), b.to_vec(), wp)),
     );
     eprintln!("inputs run: checkpoint meta {n_meta}, classifier meta {n_cmeta}, weights {n_w}");
+}
+
+/// diffusers folders: the UNet's and the scheduler's `config.json`, and the weights (safetensors
+/// through burn-store, PyTorch pickles through burn's reader) loaded against the committed
+/// fixture's config.
+#[test]
+fn diffusers_readers_never_panic_and_name_the_file() {
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
+    let fixture = testdata.join("diffusers");
+    let unet_cfg = std::fs::read(fixture.join("unet/config.json")).unwrap();
+    let sched_cfg = std::fs::read(fixture.join("scheduler/scheduler_config.json")).unwrap();
+    let cp = Path::new("model/unet/config.json");
+    let n_cfg = fuzz(
+        "diffusers-config",
+        std::slice::from_ref(&unet_cfg),
+        true,
+        ROUNDS,
+        Some("config.json"),
+        &|b| {
+            let v: serde_json::Value =
+                serde_json::from_slice(b).map_err(|e| format!("{}: {e}", cp.display()))?;
+            err_line(diffusers::unet_config(&v, cp).map(|c| c.num_params()))
+        },
+    );
+    let sp = Path::new("model/scheduler/scheduler_config.json");
+    let n_sched = fuzz(
+        "diffusers-scheduler",
+        &[sched_cfg],
+        true,
+        ROUNDS,
+        Some("scheduler_config.json"),
+        &|b| {
+            let v: serde_json::Value =
+                serde_json::from_slice(b).map_err(|e| format!("{}: {e}", sp.display()))?;
+            err_line(diffusers::scheduler(&v, sp))
+        },
+    );
+    // Weights: each input is written as the weights file of a folder with the fixture's config.
+    let dir = std::env::temp_dir().join(format!("tweedie-fuzz-diffusers-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.json"), &unet_cfg).unwrap();
+    let dev = Device::flex();
+    let load_as = |name: &str, b: &[u8]| -> Outcome {
+        let file = dir.join(name);
+        std::fs::write(&file, b).unwrap();
+        let r = diffusers::read(&dir).and_then(|m| diffusers::load(&m, &dev));
+        std::fs::remove_file(&file).unwrap();
+        err_line(r)
+    };
+    let safetensors =
+        std::fs::read(fixture.join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    let n_st = fuzz(
+        "safetensors",
+        &[safetensors],
+        false,
+        ROUNDS / 10,
+        Some("diffusion_pytorch_model.safetensors"),
+        &|b| load_as("diffusion_pytorch_model.safetensors", b),
+    );
+    let pickles: Vec<Vec<u8>> = ["state-dict.bin", "state-dict-legacy.bin"]
+        .iter()
+        .map(|f| std::fs::read(testdata.join("torch").join(f)).unwrap())
+        .collect();
+    let n_bin = fuzz(
+        "torch-pickle",
+        &pickles,
+        false,
+        ROUNDS / 4,
+        Some("diffusion_pytorch_model.bin"),
+        &|b| load_as("diffusion_pytorch_model.bin", b),
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!(
+        "inputs run: diffusers config {n_cfg}, scheduler {n_sched}, safetensors {n_st}, pickle {n_bin}"
+    );
 }
 
 fn preset(name: &str) -> Vec<u8> {
@@ -449,6 +525,7 @@ fn headers_claiming_huge_sizes_are_refused() {
         },
         dataset: "mnist".into(),
         sampling: None,
+        observation: None,
     })
     .unwrap();
     let e = checkpoint::parse_meta(meta.to_string().as_bytes(), p).unwrap_err();
@@ -518,6 +595,7 @@ fn write_fuzz_seeds() {
         },
         dataset: "mnist".into(),
         sampling: None,
+        observation: None,
     };
     put(
         "checkpoint_meta",
@@ -540,4 +618,24 @@ fn write_fuzz_seeds() {
         "model.bpk",
         &checkpoint::module_bytes(model).unwrap(),
     );
+    let testdata = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata");
+    let copy = |target: &str, file: &str| {
+        let f = testdata.join(file);
+        put(
+            target,
+            f.file_name().unwrap().to_str().unwrap(),
+            &std::fs::read(&f).unwrap(),
+        );
+    };
+    copy("diffusers_config", "diffusers/unet/config.json");
+    copy(
+        "diffusers_config",
+        "diffusers/scheduler/scheduler_config.json",
+    );
+    copy(
+        "safetensors",
+        "diffusers/unet/diffusion_pytorch_model.safetensors",
+    );
+    copy("torch_pickle", "torch/state-dict.bin");
+    copy("torch_pickle", "torch/state-dict-legacy.bin");
 }
