@@ -103,7 +103,12 @@ impl Mat {
     fn zip(&self, b: &Self, f: impl Fn(f64, f64) -> f64) -> Self {
         assert_eq!((self.rows, self.cols), (b.rows, b.cols), "matrix shapes");
         Self {
-            data: self.data.iter().zip(&b.data).map(|(x, y)| f(*x, *y)).collect(),
+            data: self
+                .data
+                .iter()
+                .zip(&b.data)
+                .map(|(x, y)| f(*x, *y))
+                .collect(),
             ..self.clone()
         }
     }
@@ -123,7 +128,12 @@ impl Mat {
     pub fn blocks(a: &Self, b: &Self, c: &Self, d: &Self) -> Self {
         let (r, cc) = (a.rows + c.rows, a.cols + b.cols);
         let mut out = Self::zeros(r, cc);
-        for (m, r0, c0) in [(a, 0, 0), (b, 0, a.cols), (c, a.rows, 0), (d, a.rows, a.cols)] {
+        for (m, r0, c0) in [
+            (a, 0, 0),
+            (b, 0, a.cols),
+            (c, a.rows, 0),
+            (d, a.rows, a.cols),
+        ] {
             for i in 0..m.rows {
                 for j in 0..m.cols {
                     out.data[(r0 + i) * cc + c0 + j] = m.at(i, j);
@@ -310,7 +320,12 @@ fn propagate(start: Moments, maps: &[&AffineMap], gamma: &[f64]) -> Path {
 /// Mean matching, solved exactly: the affine map of u = (X_to, y) closest in L² to
 /// T = (I − M) X_to + M X_from, where M is the other chain's map between the two states.
 /// `to` is the joint of (X_to, y), `from_to` = Cov(X_from, (X_to, y)), `from_mean` = E X_from.
-fn mean_match(to: &Moments, from_to: &Mat, from_mean: &[f64], m: &Mat) -> Result<AffineMap, CoreError> {
+fn mean_match(
+    to: &Moments,
+    from_to: &Mat,
+    from_mean: &[f64],
+    m: &Mat,
+) -> Result<AffineMap, CoreError> {
     let d = m.rows;
     let dy = to.cov.rows - d;
     let i_m = Mat::eye(d).sub(m);
@@ -469,7 +484,11 @@ fn condition(joint: &Moments, d: usize, y: &[f64]) -> Result<Moments, CoreError>
     let r: Vec<f64> = y.iter().zip(&joint.mean[d..]).map(|(a, b)| a - b).collect();
     let shift = gain.apply(&r);
     Ok(Moments {
-        mean: joint.mean[..d].iter().zip(&shift).map(|(a, b)| a + b).collect(),
+        mean: joint.mean[..d]
+            .iter()
+            .zip(&shift)
+            .map(|(a, b)| a + b)
+            .collect(),
         cov: joint.cov.block(0, d, 0, d).sub(&gain.mul(&sxy.t())),
     })
 }
@@ -485,13 +504,20 @@ pub fn gaussian_bridge_coupling(sigma0: &Mat, sigma1: &Mat, s2: f64) -> Result<M
         cols: d,
         data: sqrtm(&sigma0.data, d),
     };
-    let inner = r.mul(sigma1).mul(&r).scale(4.0).add(&Mat::eye(d).scale(s2 * s2));
+    let inner = r
+        .mul(sigma1)
+        .mul(&r)
+        .scale(4.0)
+        .add(&Mat::eye(d).scale(s2 * s2));
     let dm = Mat {
         rows: d,
         cols: d,
         data: sqrtm(&inner.data, d),
     };
-    Ok(r.mul(&dm).mul(&r.inverse()?).sub(&Mat::eye(d).scale(s2)).scale(0.5))
+    Ok(r.mul(&dm)
+        .mul(&r.inverse()?)
+        .sub(&Mat::eye(d).scale(s2))
+        .scale(0.5))
 }
 
 #[cfg(test)]
@@ -530,11 +556,16 @@ mod tests {
                     xy[2],
                 ];
                 let pred = k.apply(&xt);
-                total += (0..2).map(|i| (eps[i] - pred[i] - c[i]).powi(2)).sum::<f64>();
+                total += (0..2)
+                    .map(|i| (eps[i] - pred[i] - c[i]).powi(2))
+                    .sum::<f64>();
             }
             let mc = total / n as f64;
             let exact = m.min_eps_loss(ab).unwrap();
-            assert!((mc - exact).abs() < 0.01 * exact + 2e-3, "ᾱ {ab}: {mc} vs {exact}");
+            assert!(
+                (mc - exact).abs() < 0.01 * exact + 2e-3,
+                "ᾱ {ab}: {mc} vs {exact}"
+            );
         }
     }
 
@@ -566,8 +597,15 @@ mod tests {
         assert!(rel < 2e-2, "{got:?} vs {exact:?}");
         // And the backward chain samples the posterior.
         let back = ipf.backward_end(&y).unwrap();
-        assert!(back.cov.sub(&post.cov).max_abs() < 5e-3, "{back:?} vs {post:?}");
-        let mean_err = back.mean.iter().zip(&post.mean).fold(0.0f64, |a, (x, z)| a.max((x - z).abs()));
+        assert!(
+            back.cov.sub(&post.cov).max_abs() < 5e-3,
+            "{back:?} vs {post:?}"
+        );
+        let mean_err = back
+            .mean
+            .iter()
+            .zip(&post.mean)
+            .fold(0.0f64, |a, (x, z)| a.max((x - z).abs()));
         assert!(mean_err < 5e-3, "{back:?} vs {post:?}");
     }
 
@@ -582,6 +620,9 @@ mod tests {
         let joint = Mat::blocks(&s0, &c, &c.t(), &s1);
         let p = joint.inverse().unwrap();
         let off = p.block(0, 2, 2, 4);
-        assert!(off.add(&Mat::eye(2).scale(1.0 / s2)).max_abs() < 1e-9, "{off:?}");
+        assert!(
+            off.add(&Mat::eye(2).scale(1.0 / s2)).max_abs() < 1e-9,
+            "{off:?}"
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use burn::prelude::*;
 use tweedie_core::checkpoint::{self, CheckpointMeta, Weights};
@@ -26,6 +26,43 @@ impl Prior {
     /// Loads the checkpoint `path` (a run directory: its newest step; or a step directory) on
     /// `device`: EMA weights unless `raw` (or the run kept none).
     pub fn load(path: &Path, device: &Device, raw: bool) -> Result<Self> {
+        let prior = Self::load_any(path, device, raw)?;
+        if prior.model.cond_channels() > 0 {
+            bail!(
+                "{}: a conditional model (trained with a [condition] section) needs observations: \
+                 use it as `[amortized] checkpoint` of a reconstruction file",
+                prior.dir.display()
+            );
+        }
+        Ok(prior)
+    }
+
+    /// Loads a conditional model (the amortized route), with the observation model it was
+    /// trained for.
+    pub fn load_conditional(
+        path: &Path,
+        device: &Device,
+        raw: bool,
+    ) -> Result<(Self, crate::amortized::image::ConditionSpec)> {
+        let prior = Self::load_any(path, device, raw)?;
+        let Some(record) = prior
+            .meta
+            .observation
+            .as_ref()
+            .filter(|_| prior.model.cond_channels() > 0)
+        else {
+            bail!(
+                "{}: not a conditional model (train one with a [condition] section, e.g. \
+                 experiments/mnist-sr4-amortized.toml)",
+                prior.dir.display()
+            );
+        };
+        let spec = crate::amortized::image::ConditionSpec::from_record(record)
+            .with_context(|| prior.dir.display().to_string())?;
+        Ok((prior, spec))
+    }
+
+    fn load_any(path: &Path, device: &Device, raw: bool) -> Result<Self> {
         let dir = checkpoint::resolve(path)?;
         let meta = checkpoint::read_meta(&dir)?;
         let schedule = meta.schedule.build()?;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::ScheduleSpec;
 use tweedie_core::unet::{Precondition, UNetConfig, UNetPreset};
 use tweedie_datasets::{DatasetKind, DatasetName, ImageSet};
+use tweedie_sample::amortized::image::ConditionSpec;
 use tweedie_sample::check::{self, Range};
 use tweedie_sample::experiment::{ExperimentFile, ExperimentKind};
 use tweedie_sample::sampler::SamplerKind;
@@ -29,6 +30,12 @@ pub struct TrainFile {
     pub diffusion: DiffusionSection,
     #[serde(default)]
     pub train: TrainSection,
+    /// Conditional training (the amortized route): y ~ p(y | x) is drawn for every training
+    /// image from this operator and noise model (the keys and [0, 1] scale of reconstruction
+    /// files), and the network also takes [A⁺ŷ, visibility] as input channels. The checkpoint
+    /// records it; reconstruction files use such a model as `[amortized] checkpoint`.
+    #[serde(default)]
+    pub condition: Option<ConditionSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -284,6 +291,11 @@ impl TrainFile {
         if let Some(v) = m.dropout {
             unet.dropout = check::float("model.dropout", v, Range::UnitExclusiveOne)?;
         }
+        if let Some(cond) = &self.condition {
+            cond.observer([c, h, w], &burn::prelude::Device::flex())
+                .context("[condition]")?;
+            unet.cond_channels = ConditionSpec::channels(c);
+        }
         unet.validate().context("[model]")?;
         let d = &self.diffusion;
         check::float("diffusion.beta_start", d.beta_start, Range::OpenUnit)?;
@@ -325,6 +337,12 @@ impl TrainFile {
                 "[train] shards must be in 1..=batch_size ({}), got {}",
                 t.batch_size,
                 t.shards
+            );
+        }
+        if self.condition.is_some() && (t.sample_every > 0 || t.eval_every > 0) {
+            bail!(
+                "[train] sample_every and eval_every must be 0 for a conditional model (its samples \
+                 need observations: reconstruction files draw them with method `amortized`)"
             );
         }
         if t.loss_weighting == LossWeighting::Precond && self.model.precondition != Some(true) {

@@ -15,6 +15,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tweedie_core::CoreError;
 use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
+use tweedie_core::denoiser::{Conditioned, Denoiser};
 use tweedie_core::device::BackendKind;
 use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::parallel;
@@ -25,6 +26,7 @@ use tweedie_core::unet::UNet;
 use tweedie_datasets::{ImageBatcher, ImageSet};
 
 use tweedie_core::elbo::ModelVariance;
+use tweedie_sample::amortized::image::Observer;
 use tweedie_sample::output::{grid_png, to_u8_nhwc};
 use tweedie_sample::sampler::{self, NoiseSource};
 
@@ -135,6 +137,8 @@ pub struct Trainer<'a> {
     opts: &'a RunOptions,
     schedule: NoiseSchedule,
     device: Device,
+    /// Conditional runs: the observation model the training pairs are drawn from.
+    observer: Option<Observer>,
     model: UNet,
     optim: ModuleOptimizer,
     ema: Option<UNet>,
@@ -181,6 +185,10 @@ impl<'a> Trainer<'a> {
             bail!("the dataset is empty");
         }
         let device = opts.backend.device()?.autodiff();
+        let observer = match &plan.file.condition {
+            Some(c) => Some(c.observer(data.shape, &device).context("[condition]")?),
+            None => None,
+        };
         let mut model = plan.unet.init_seeded(&device, plan.file.seed);
         let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
         let mut ema = (tc.ema_decay > 0.0).then(|| model.valid());
@@ -246,6 +254,7 @@ impl<'a> Trainer<'a> {
             opts,
             schedule,
             device,
+            observer,
             model,
             optim,
             ema,
@@ -304,6 +313,11 @@ impl<'a> Trainer<'a> {
             .images;
         let t: Vec<usize> = (0..b).map(|_| rng.below(big_t)).collect();
         let eps = rng.normal_tensor([b, c, h, w], &self.device);
+        // Conditional runs: y ~ p(y | x₀) for each image, as the network's extra channels.
+        let cond = self
+            .observer
+            .as_ref()
+            .map(|o| o.condition(o.observe(x0.clone(), &mut rng)));
         // Per-sample loss weights (None: L_simple).
         let weights: Option<Vec<f64>> = match tc.loss_weighting {
             LossWeighting::Simple => None,
@@ -320,9 +334,20 @@ impl<'a> Trainer<'a> {
         // Shard j's part of the batch; the whole batch when there is one shard.
         let shard_loss = |m: &UNet, r: Range<usize>| {
             let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
+            let conditioned;
+            let model: &dyn Denoiser = match &cond {
+                Some(c) => {
+                    conditioned = Conditioned {
+                        net: m,
+                        cond: parallel::rows(c, &r),
+                    };
+                    &conditioned
+                }
+                None => m,
+            };
             match &weights {
-                None => l_simple(m, schedule, x0, &t[r], eps),
-                Some(w) => l_weighted(m, schedule, x0, &t[r.clone()], eps, &w[r]),
+                None => l_simple(model, schedule, x0, &t[r], eps),
+                Some(w) => l_weighted(model, schedule, x0, &t[r.clone()], eps, &w[r]),
             }
         };
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
@@ -636,6 +661,7 @@ fn save(
         schedule: plan.schedule.clone(),
         dataset: plan.dataset.name().to_string(),
         sampling: None,
+        observation: plan.file.condition.as_ref().map(|c| c.record()),
     };
     let state = TrainerState {
         step,

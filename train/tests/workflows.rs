@@ -198,8 +198,13 @@ fn every_workflow_runs_as_library_code_and_reports() {
         stem: "gmm".into(),
         quiet: true,
     };
+    (gf.run.fresh_y, gf.amortized.steps) = (2, 5);
+    (gf.csb.iterations, gf.csb.train_steps, gf.csb.steps) = (1, 3, 4);
     let gr = gmm_bench::run(&gf, &gopts).unwrap();
-    assert_eq!(gr.rows.len(), 5);
+    assert_eq!(gr.rows.len(), 7);
+    let csb = gr.rows.iter().find(|r| r.method == "csb").unwrap();
+    assert_eq!(csb.nfe, 4);
+    assert!(csb.train_seconds.is_some() && csb.sw_ratio_fresh.is_some_and(f64::is_finite));
     assert!(gr.rows.iter().all(|r| r.sw.is_finite()));
     gr.write(&root.join("gmm")).unwrap();
     assert!(root.join("gmm/scatter.png").is_file());
@@ -300,5 +305,83 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
     rr.write(&root.join("out")).unwrap();
     let panel = image::open(root.join("out/panels/00000.png")).unwrap();
     assert_eq!(panel.color(), image::ColorType::Rgb8, "colour panels");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// The amortized route on images: a conditional model trained from the SR preset (3 steps),
+/// used by the SR reconstruction file's `amortized` method; refused by an unconditional sampler
+/// and by a file that observes something else.
+#[test]
+fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
+    let root = std::env::temp_dir().join(format!("tweedie-amortized-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let ck = root.join("ck");
+    let mut file = TrainFile::parse(&text("mnist-sr4-amortized.toml")).unwrap();
+    file.run_dir = Some(ck.clone());
+    file.data.limit = 64;
+    file.train.steps = 3;
+    file.train.checkpoint_every = 3;
+    let plan = file.resolve("t").unwrap();
+    assert_eq!(plan.unet.cond_channels, 2);
+    let run = DiffusionRun {
+        backend: BackendKind::Flex,
+        resume: None,
+        restart: false,
+        no_eval: true,
+        download: false,
+        quiet: true,
+    };
+    launch::diffusion(&plan, &run).unwrap();
+
+    let mut rf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
+    rf.checkpoint = ck.clone();
+    rf.run.methods = vec![ReconMethod::Pinv, ReconMethod::Amortized];
+    rf.amortized.checkpoint = Some(ck.clone());
+    rf.amortized.steps = 3;
+    rf.limit_images(2).unwrap();
+    let ropts = ReconOptions {
+        path: preset("mnist-sr4.toml"),
+        backend: BackendKind::Flex,
+        raw_weights: false,
+        quiet: true,
+    };
+    // The file's prior must be unconditional.
+    let e = recon::run(&rf, &ropts).err().unwrap().to_string();
+    assert!(
+        e.contains("conditional model") && e.contains("[amortized] checkpoint"),
+        "{e}"
+    );
+    let prior = root.join("prior");
+    let mut pf = TrainFile::parse(&text("mnist-tiny.toml")).unwrap();
+    (
+        pf.run_dir,
+        pf.data.limit,
+        pf.train.steps,
+        pf.train.sample_every,
+    ) = (Some(prior.clone()), 64, 1, 0);
+    launch::diffusion(&pf.resolve("p").unwrap(), &run).unwrap();
+    rf.checkpoint = prior;
+    let rr = recon::run(&rf, &ropts).unwrap();
+    let am = rr
+        .runs
+        .iter()
+        .find(|r| r.method == ReconMethod::Amortized)
+        .unwrap();
+    assert_eq!((am.values.len(), am.nfe, am.vjps), (2 * 2 * 784, 3, 0));
+    assert!(rr.scores["amortized"].psnr_mean.is_finite());
+
+    // Another observation model is a one-line error naming both.
+    let mut other = ReconFile::parse(&text("mnist-inpaint-box.toml")).unwrap();
+    other.checkpoint = rf.checkpoint.clone();
+    other.run.methods = vec![ReconMethod::Amortized];
+    other.amortized.checkpoint = Some(ck.clone());
+    other.limit_images(1).unwrap();
+    let e = recon::run(&other, &ropts).err().unwrap();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("trained for sr×4") && e.contains("this file observes"),
+        "{e}"
+    );
+    assert_eq!(e.lines().count(), 1, "{e}");
     std::fs::remove_dir_all(&root).unwrap();
 }

@@ -717,6 +717,13 @@ fn renamed(remap: KeyRemapper) -> KeyRemapper {
 /// The `UNet2DModel` config of a Tweedie U-Net; preconditioned networks have none (their
 /// timestep-dependent input and output scalings are not layers of `UNet2DModel`).
 pub fn unet_json(config: &UNetConfig) -> Result<Value, CoreError> {
+    if config.cond_channels > 0 {
+        return Err(CoreError::InvalidConfig(
+            "a conditional network (trained with a `[condition]` section) is not a DDPMPipeline's \
+             unconditional UNet2DModel"
+                .into(),
+        ));
+    }
     if config.precondition.is_some() {
         return Err(CoreError::InvalidConfig(
             "a preconditioned network (`[model] precondition = true`) has no UNet2DModel form: its \

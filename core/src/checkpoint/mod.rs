@@ -113,6 +113,10 @@ pub struct CheckpointMeta {
     /// Sampling defaults (imported models).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingDefaults>,
+    /// A conditional model's observation model (its training file's `[condition]` section, which
+    /// only `tweedie-sample` reads): what it may be used for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observation: Option<serde_json::Value>,
 }
 
 /// The step directory's name for `step`.
@@ -257,6 +261,7 @@ pub fn read_meta(dir: &Path) -> Result<CheckpointMeta, CoreError> {
                 variance: m.variance,
                 clip: m.clip_sample,
             }),
+            observation: None,
         });
     }
     let p = dir.join(META_FILE);

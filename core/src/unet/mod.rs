@@ -18,7 +18,7 @@ use burn::nn::Linear;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
-use crate::denoiser::Denoiser;
+use crate::denoiser::{ConditionalDenoiser, Denoiser};
 use crate::error::CoreError;
 use crate::rng::Rng;
 
@@ -58,6 +58,11 @@ pub struct UNetConfig {
     /// network.
     #[config(default = "None")]
     pub precondition: Option<Precondition>,
+    /// Extra input channels carrying a condition (the amortized route: the observation as an
+    /// image, see `tweedie_sample::amortized::image`); 0 for an ordinary prior. The output keeps
+    /// `in_channels`.
+    #[config(default = 0)]
+    pub cond_channels: usize,
 }
 
 impl UNetConfig {
@@ -88,6 +93,7 @@ impl UNetConfig {
         let bad = |m: String| Err(CoreError::InvalidConfig(m));
         // Generous bounds that keep a damaged header from driving a huge allocation.
         if self.in_channels > 64
+            || self.cond_channels > 64
             || self.resolution > 4096
             || self.ch > 8192
             || self.ch_mult.len() > 12
@@ -95,9 +101,14 @@ impl UNetConfig {
             || self.num_res_blocks > 64
         {
             return bad(format!(
-                "implausible model: in_channels {} (≤ 64), resolution {} (≤ 4096), ch {} (≤ 8192), \
+                "implausible model: in_channels {} (≤ 64, and cond_channels {}), resolution {} (≤ 4096), ch {} (≤ 8192), \
                  ch_mult {:?} (≤ 12 levels of ≤ 64), num_res_blocks {} (≤ 64)",
-                self.in_channels, self.resolution, self.ch, self.ch_mult, self.num_res_blocks
+                self.in_channels,
+                self.cond_channels,
+                self.resolution,
+                self.ch,
+                self.ch_mult,
+                self.num_res_blocks
             ));
         }
         if self.in_channels == 0
@@ -165,7 +176,7 @@ impl UNetConfig {
         let mut n = [
             lin(ch, temb),
             lin(temb, temb),
-            conv(self.in_channels as u64, ch, 3),
+            conv((self.in_channels + self.cond_channels) as u64, ch, 3),
         ]
         .into_iter()
         .fold(0u64, u64::saturating_add);
@@ -287,7 +298,7 @@ impl UNetConfig {
         debug_assert!(skips.is_empty());
         let temb_dense0 = linear(ch, temb_ch, init);
         let temb_dense1 = linear(temb_ch, temb_ch, init);
-        let conv_in = conv3(self.in_channels, ch, 1.0, init);
+        let conv_in = conv3(self.in_channels + self.cond_channels, ch, 1.0, init);
         UNet {
             temb_dense0,
             temb_dense1,
@@ -301,6 +312,7 @@ impl UNetConfig {
             conv_out: conv3(cur, self.in_channels, 1e-10, init),
             ch,
             in_channels: self.in_channels,
+            cond_channels: self.cond_channels,
             precond: self.precondition.as_ref().map(|p| {
                 p.table()
                     .expect("a validated config's schedule builds (UNetConfig::validate)")
@@ -332,6 +344,7 @@ pub struct UNet {
     conv_out: Conv2d,
     ch: usize,
     in_channels: usize,
+    cond_channels: usize,
     /// Coefficients of the preconditioning, per timestep (not trained, not stored: rebuilt from
     /// the config).
     #[module(skip)]
@@ -389,6 +402,33 @@ impl UNet {
         self.in_channels
     }
 
+    /// Condition channels it also takes (0: an ordinary prior).
+    pub fn cond_channels(&self) -> usize {
+        self.cond_channels
+    }
+
+    /// ε̂ of x_t, with the condition's channels appended to the network's input (after the
+    /// preconditioning's input scaling, which is x_t's alone).
+    fn eps_with(&self, x_t: Tensor<4>, t: &[usize], cond: Option<Tensor<4>>) -> Tensor<4> {
+        let device = x_t.device();
+        let tf: Vec<f32> = t.iter().map(|v| *v as f32).collect();
+        let tt = Tensor::<1>::from_data(TensorData::new(tf, [t.len()]), &device);
+        let input = |x: Tensor<4>| match &cond {
+            Some(c) => Tensor::cat(vec![x, c.clone()], 1),
+            None => x,
+        };
+        match &self.precond {
+            None => self.forward(input(x_t), tt),
+            Some(p) => {
+                // ε̂ = c_skip (x_t − √ᾱ μ) + c_out F(c_in (x_t − √ᾱ μ), t)  (precond.rs).
+                let at = |c: &[f64]| crate::diffusion::gather(c, t, &device);
+                let xc = x_t - at(&p.shift);
+                let f = self.forward(input(xc.clone() * at(&p.c_in)), tt);
+                xc * at(&p.c_skip) + f * at(&p.c_out)
+            }
+        }
+    }
+
     /// The preconditioning coefficients per timestep, if the network is preconditioned.
     pub fn precond(&self) -> Option<&PrecondTable> {
         self.precond.as_ref()
@@ -396,20 +436,20 @@ impl UNet {
 }
 
 impl Denoiser for UNet {
+    /// An unconditional network's ε̂ (a conditional one is used through
+    /// [`ConditionalDenoiser`]; `tweedie_sample::prior::Prior::load` refuses it here).
     fn eps(&self, x_t: Tensor<4>, t: &[usize]) -> Tensor<4> {
-        let device = x_t.device();
-        let tf: Vec<f32> = t.iter().map(|v| *v as f32).collect();
-        let tt = Tensor::<1>::from_data(TensorData::new(tf, [t.len()]), &device);
-        match &self.precond {
-            None => self.forward(x_t, tt),
-            Some(p) => {
-                // ε̂ = c_skip (x_t − √ᾱ μ) + c_out F(c_in (x_t − √ᾱ μ), t)  (precond.rs).
-                let at = |c: &[f64]| crate::diffusion::gather(c, t, &device);
-                let xc = x_t - at(&p.shift);
-                let f = self.forward(xc.clone() * at(&p.c_in), tt);
-                xc * at(&p.c_skip) + f * at(&p.c_out)
-            }
-        }
+        debug_assert_eq!(
+            self.cond_channels, 0,
+            "a conditional U-Net needs its condition"
+        );
+        self.eps_with(x_t, t, None)
+    }
+}
+
+impl ConditionalDenoiser for UNet {
+    fn eps_given(&self, x_t: Tensor<4>, t: &[usize], cond: Tensor<4>) -> Tensor<4> {
+        self.eps_with(x_t, t, Some(cond))
     }
 }
 

@@ -10,6 +10,7 @@
 //! networks are [`CondMlp`]s.
 
 pub mod csb;
+pub mod image;
 mod pairs;
 pub mod train;
 

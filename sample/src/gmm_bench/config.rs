@@ -8,6 +8,7 @@ use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 
 use super::GmmProblem;
+use crate::amortized::{CsbSettings, TrainSettings};
 use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::smc::{Potential, Resampling, Twist};
@@ -24,6 +25,12 @@ pub struct GmmFile {
     pub fk: FkSection,
     #[serde(default)]
     pub guidance: GuidanceSection,
+    /// The amortized network's training (methods `amortized` and `csb`).
+    #[serde(default)]
+    pub amortized: TrainSettings,
+    /// The conditional Schrödinger bridge (method `csb`).
+    #[serde(default)]
+    pub csb: CsbSettings,
     /// Directory of the plots; default `out/<file stem>`.
     pub out: Option<std::path::PathBuf>,
 }
@@ -74,6 +81,11 @@ pub struct RunSection {
     /// The particle methods' twist.
     #[serde(default = "default_twist")]
     pub twist: Twist,
+    /// Also score every method on this many fresh y ~ p(y) (x from the prior, then the
+    /// observation), each against its own exact posterior: amortization is the point of the
+    /// amortized methods. 0: only the file's y.
+    #[serde(default)]
+    pub fresh_y: usize,
 }
 
 fn default_twist() -> Twist {
@@ -150,6 +162,10 @@ pub enum GmmMethod {
     Tds,
     /// FK steering (Singhal et al. 2025), K particles.
     Fk,
+    /// A conditional ε-network trained on (x, y) pairs, then one reverse trajectory per sample.
+    Amortized,
+    /// The conditional Schrödinger bridge (Shi et al. 2022) built from that network by IPF.
+    Csb,
 }
 
 impl GmmMethod {
@@ -160,12 +176,19 @@ impl GmmMethod {
             Self::Pigdm => "pigdm",
             Self::Tds => "tds",
             Self::Fk => "fk",
+            Self::Amortized => "amortized",
+            Self::Csb => "csb",
         }
     }
 
     /// Whether it runs K particles (the file's `particles` list) rather than one.
     pub fn is_particle(self) -> bool {
         matches!(self, Self::Tds | Self::Fk)
+    }
+
+    /// Whether it trains a network on (x, y) pairs first.
+    pub fn is_amortized(self) -> bool {
+        matches!(self, Self::Amortized | Self::Csb)
     }
 
     /// The random stream of the run with `k` particles: `Rng::derive(seed, stream)`.
@@ -226,6 +249,12 @@ impl GmmFile {
         check::float("guidance.diffpir_lambda", g.diffpir_lambda, Range::Positive)?;
         check::float("guidance.diffpir_zeta", g.diffpir_zeta, Range::Unit)?;
         check::float("guidance.pigdm_weight", g.pigdm_weight, Range::NonNegative)?;
+        if self.run.methods.iter().any(|m| m.is_amortized()) {
+            self.amortized.validate("amortized")?;
+        }
+        if self.run.methods.contains(&GmmMethod::Csb) {
+            self.csb.validate("csb")?;
+        }
         if let Some(dy) = self.observation.random_dy
             && dy > MAX_DY
         {

@@ -16,13 +16,14 @@ pub use run::{GmmOptions, GmmReport, run};
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::prelude::*;
 use serde::Serialize;
 use tweedie_core::gmm::{GaussianMixture, GmmPosterior, LinearGaussian};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{NoiseSchedule, Spacing};
 
+use crate::amortized::{CondMlp, ConditionalBridge};
 use crate::likelihood::Observation;
 use crate::noise::Gaussian;
 use crate::operator::Matrix;
@@ -38,6 +39,16 @@ pub struct GmmProblem {
     pub schedule: NoiseSchedule,
 }
 
+/// The networks of the amortized methods, trained once per benchmark run.
+#[derive(Default)]
+pub struct Nets {
+    pub eps: Option<CondMlp>,
+    pub bridge: Option<ConditionalBridge>,
+    /// Training seconds of the ε-network, and of the bridge's IPF on top of it.
+    pub eps_seconds: f64,
+    pub csb_seconds: f64,
+}
+
 /// One method's draws.
 pub struct Draws {
     /// `[n, d]` row-major.
@@ -48,6 +59,72 @@ pub struct Draws {
 }
 
 impl GmmProblem {
+    /// The same prior and observation model with another observation.
+    pub fn with_y(&self, y: Vec<f64>) -> Result<GmmProblem> {
+        let posterior = self.prior.posterior(&self.obs, &y)?;
+        Ok(GmmProblem {
+            prior: self.prior.clone(),
+            obs: self.obs.clone(),
+            y,
+            posterior,
+            schedule: self.schedule.clone(),
+        })
+    }
+
+    /// `n` draws by a trained amortized method: one reverse trajectory each.
+    fn draw_amortized(
+        &self,
+        file: &GmmFile,
+        method: GmmMethod,
+        n: usize,
+        seed: u64,
+        nets: &Nets,
+    ) -> Result<Draws> {
+        let clock = Instant::now();
+        let (d, dy) = (self.prior.dim(), self.obs.dy());
+        let mut rng = Rng::new(seed);
+        let y: Vec<f32> = (0..n)
+            .flat_map(|_| self.y.iter().map(|v| *v as f32))
+            .collect();
+        let samples = if method == GmmMethod::Csb {
+            let bridge = nets
+                .bridge
+                .as_ref()
+                .context("csb: the bridge was not trained")?;
+            bridge.sample(&y, n, &mut rng)
+        } else {
+            let net = nets
+                .eps
+                .as_ref()
+                .context("amortized: the network was not trained")?;
+            let device = Device::flex();
+            let cond = Tensor::<4>::from_data(TensorData::new(y, [n, dy, 1, 1]), &device);
+            let model = tweedie_core::denoiser::Conditioned { net, cond };
+            let timesteps = self.schedule.timesteps(file.run.steps, Spacing::Trailing)?;
+            let mut ddpm = Ddpm {
+                variance: tweedie_core::elbo::ModelVariance::Small,
+                clip: false,
+            };
+            let x_t = rng.normal_tensor([n, d, 1, 1], &device);
+            let (x0, _) = sampler::run(
+                &model,
+                &mut ddpm,
+                &self.schedule,
+                &timesteps,
+                x_t,
+                &mut rng,
+                |_, _| {},
+            );
+            tweedie_core::host_values(x0)
+        };
+        Ok(Draws {
+            samples: samples.into_iter().map(f64::from).collect(),
+            log_z: None,
+            ess_mean: None,
+            seconds: clock.elapsed().as_secs_f64(),
+        })
+    }
+
     fn observation(&self, device: &Device) -> Observation {
         let dy = self.obs.dy();
         let y: Vec<f32> = self.y.iter().map(|v| *v as f32).collect();
@@ -71,7 +148,11 @@ impl GmmProblem {
         k: usize,
         n: usize,
         seed: u64,
+        nets: &Nets,
     ) -> Result<Draws> {
+        if method.is_amortized() {
+            return self.draw_amortized(file, method, n, seed, nets);
+        }
         let clock = Instant::now();
         let d = self.prior.dim();
         let device = Device::flex();
@@ -148,6 +229,7 @@ impl GmmProblem {
                 ));
                 Box::new(ddpm)
             }
+            GmmMethod::Amortized | GmmMethod::Csb => unreachable!("drawn above"),
         };
         let sampler: &mut dyn Sampler = match smc.as_mut() {
             Some(s) => s,
@@ -235,7 +317,14 @@ pub struct BenchRow {
     /// log of the mean of Ẑ over the systems (particle methods).
     pub log_z: Option<f64>,
     pub ess_mean: Option<f64>,
+    /// Network calls per posterior sample (particle methods: K per step).
+    pub nfe: usize,
+    /// Sampling seconds for the file's y.
     pub seconds: f64,
+    /// Training seconds (amortized methods; the bridge's include its ε-network's).
+    pub train_seconds: Option<f64>,
+    /// The mean over fresh y ~ p(y) of sw / sw_floor (`run.fresh_y` > 0).
+    pub sw_ratio_fresh: Option<f64>,
 }
 
 /// Scores `draws` against the exact posterior.
@@ -274,6 +363,12 @@ pub fn score(
             .as_ref()
             .map(|l| log_sum_exp(l) - (l.len() as f64).ln()),
         ess_mean: draws.ess_mean,
+        nfe: match method {
+            GmmMethod::Csb => file.csb.steps,
+            _ => k * file.run.steps,
+        },
         seconds: draws.seconds,
+        train_seconds: None,
+        sw_ratio_fresh: None,
     }
 }

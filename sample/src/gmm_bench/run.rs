@@ -1,13 +1,14 @@
 //! A benchmark file, run end to end: every method (each particle method at every K) against the
 //! exact posterior. [`run`] returns a [`GmmReport`]; [`GmmReport::write`] writes `results.json`,
-//! `error_vs_k.png` and, in d = 2, `scatter.png`.
+//! `table.md`, `error_vs_k.png` and, in d = 2, `scatter.png`.
 
 use std::path::Path;
 
 use anyhow::Result;
 use tweedie_core::rng::Rng;
 
-use super::{BenchRow, GmmFile, GmmProblem, score};
+use super::{BenchRow, GmmFile, GmmMethod, GmmProblem, Nets, score};
+use crate::amortized::{self, VectorPairs};
 use crate::output::write_file;
 
 /// How to run a benchmark file (what is not in it).
@@ -32,6 +33,36 @@ pub struct GmmReport {
     seed: u64,
 }
 
+/// Trains what the file's amortized methods need, once: the ε-network for `amortized` and
+/// `csb`, the bridge on top of it for `csb`.
+fn train_nets(file: &GmmFile, problem: &GmmProblem, bar: &indicatif::ProgressBar) -> Result<Nets> {
+    let mut nets = Nets::default();
+    let methods = &file.run.methods;
+    if !methods.iter().any(|m| m.is_amortized()) {
+        return Ok(nets);
+    }
+    let pairs = VectorPairs {
+        prior: &problem.prior,
+        obs: &problem.obs,
+    };
+    let a = &file.amortized;
+    bar.set_message(format!("training ε(x_t, t, y): {} steps", a.steps));
+    let (eps, log) = amortized::train_eps(&pairs, &problem.schedule, a, &mut |_| bar.tick())?;
+    nets.eps_seconds = log.seconds;
+    if methods.contains(&GmmMethod::Csb) {
+        let c = &file.csb;
+        bar.set_message(format!("bridge: {} IPF iterations", c.iterations));
+        let (bridge, trace) =
+            amortized::train_csb(eps.clone(), &pairs, &problem.schedule, c, &mut |_, _| {
+                bar.tick()
+            })?;
+        nets.csb_seconds = trace.seconds;
+        nets.bridge = Some(bridge);
+    }
+    nets.eps = Some(eps);
+    Ok(nets)
+}
+
 /// Runs every method of `file`; each row is also printed on stderr as it finishes.
 pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
     let problem = file.build()?;
@@ -51,11 +82,24 @@ pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
         })
         .sum();
     let bar = crate::progress::bar(
-        n_runs,
+        n_runs * (1 + file.run.fresh_y),
         opts.quiet,
         "{spinner} {msg:16} [{bar:30}] {pos}/{len} runs ETA {eta}",
     );
     let kmax = file.run.particles.iter().copied().max().unwrap_or(1);
+    let nets = train_nets(file, &problem, &bar)?;
+    let pairs = VectorPairs {
+        prior: &problem.prior,
+        obs: &problem.obs,
+    };
+    let fresh: Vec<GmmProblem> = amortized::observations(
+        &pairs,
+        file.run.fresh_y,
+        &mut Rng::derive(file.run.seed, 13),
+    )
+    .into_iter()
+    .map(|y| problem.with_y(y))
+    .collect::<Result<_>>()?;
     for &m in &file.run.methods {
         let ks: Vec<usize> = if m.is_particle() {
             file.run.particles.clone()
@@ -64,14 +108,25 @@ pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
         };
         for k in ks {
             bar.set_message(format!("{} K={k}", m.name()));
-            let draws = problem.draw(
-                file,
-                m,
-                k,
-                file.run.n_samples,
-                Rng::derive(file.run.seed, m.stream(k)).next_u64(),
-            )?;
-            let row = score(&problem, file, m, k, &draws);
+            let seed = Rng::derive(file.run.seed, m.stream(k)).next_u64();
+            let draws = problem.draw(file, m, k, file.run.n_samples, seed, &nets)?;
+            let mut row = score(&problem, file, m, k, &draws);
+            row.train_seconds = match m {
+                GmmMethod::Amortized => Some(nets.eps_seconds),
+                GmmMethod::Csb => Some(nets.eps_seconds + nets.csb_seconds),
+                _ => None,
+            };
+            if !fresh.is_empty() {
+                let mut total = 0.0;
+                for (j, p) in fresh.iter().enumerate() {
+                    let seed_j = Rng::derive(seed, 1 + j as u64).next_u64();
+                    let dj = p.draw(file, m, k, file.run.n_samples, seed_j, &nets)?;
+                    let r = score(p, file, m, k, &dj);
+                    total += r.sw / r.sw_floor;
+                    bar.inc(1);
+                }
+                row.sw_ratio_fresh = Some(total / fresh.len() as f64);
+            }
             let line = serde_json::to_string(&row)?;
             bar.suspend(|| eprintln!("{line}"));
             bar.inc(1);
@@ -104,6 +159,30 @@ pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
 }
 
 impl GmmReport {
+    /// The trade-off table in Markdown: error for the file's y and over fresh y, network calls
+    /// per posterior sample, training and sampling seconds.
+    pub fn table(&self) -> String {
+        let opt = |v: Option<f64>, p: usize| v.map_or("–".to_string(), |x| format!("{x:.p$}"));
+        let mut t = String::from(
+            "| method | K | SW ÷ floor | SW ÷ floor, fresh y | mode-weight TV | NFE / sample | train s | sample s |\n\
+             |---|---|---|---|---|---|---|---|\n",
+        );
+        for r in &self.rows {
+            t += &format!(
+                "| {} | {} | {:.2} | {} | {:.3} | {} | {} | {:.2} |\n",
+                r.method,
+                r.particles,
+                r.sw / r.sw_floor,
+                opt(r.sw_ratio_fresh, 2),
+                r.mode_weight_error,
+                r.nfe,
+                opt(r.train_seconds, 1),
+                r.seconds
+            );
+        }
+        t
+    }
+
     /// Writes `out/error_vs_k.png`, in d = 2 `out/scatter.png` (the samples over exact posterior
     /// draws), and `out/results.json`.
     pub fn write(&self, out: &Path) -> Result<()> {
@@ -125,6 +204,7 @@ impl GmmReport {
                 &crate::plot::scatter_png(&self.problem.posterior, &sets)?,
             )?;
         }
+        write_file(&out.join("table.md"), self.table().as_bytes())?;
         write_file(
             &out.join("results.json"),
             serde_json::to_string_pretty(&self.record)?.as_bytes(),

@@ -45,6 +45,27 @@ pub struct ReconFile {
     pub tds: TdsSection,
     #[serde(default)]
     pub fk: FkSection,
+    #[serde(default)]
+    pub amortized: AmortizedSection,
+}
+
+/// The amortized method: a conditional network trained for this file's observation model
+/// (`train --config experiments/<task>-amortized.toml`), one ancestral trajectory per sample.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmortizedSection {
+    /// Its checkpoint (a run or step directory).
+    pub checkpoint: Option<PathBuf>,
+    pub steps: usize,
+}
+
+impl Default for AmortizedSection {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            steps: 100,
+        }
+    }
 }
 
 /// Which images are reconstructed.
@@ -72,7 +93,7 @@ fn default_count() -> usize {
 }
 
 /// The forward operator A.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum OperatorSpec {
     /// Hides a box of `height × width` pixels at (`top`, `left`).
@@ -105,12 +126,82 @@ pub enum OperatorSpec {
 }
 
 /// The noise model; every parameter on the [0, 1] image scale.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum NoiseSpec {
     Gaussian { sigma_y: f64 },
     Poisson { rate: f64 },
     StudentT { nu: f64, scale: f64 },
+}
+
+impl OperatorSpec {
+    /// The operator on `h × w` images; a spec that does not fit them is a one-line error.
+    pub fn build(&self, h: usize, w: usize) -> Result<Box<dyn ForwardOperator>> {
+        Ok(match *self {
+            OperatorSpec::InpaintBox {
+                top,
+                left,
+                height,
+                width,
+            } => {
+                if height == 0 || width == 0 || top + height > h || left + width > w {
+                    bail!(
+                        "operator: box {height}×{width} at ({top}, {left}) does not fit {h}×{w} images"
+                    );
+                }
+                Box::new(Mask::hide_box(h, w, top, left, height, width))
+            }
+            OperatorSpec::InpaintRandom { keep, mask_seed } => {
+                check::float("operator.keep", keep, Range::OpenUnit)?;
+                Box::new(Mask::random(h, w, keep, mask_seed))
+            }
+            OperatorSpec::InpaintHalf => Box::new(Mask::half(h, w)),
+            OperatorSpec::InpaintQuarter => Box::new(Mask::quarter(h, w)),
+            OperatorSpec::Sr { factor } => {
+                if factor < 2 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
+                    bail!("operator: sr factor {factor} must be ≥ 2 and divide {h}×{w}");
+                }
+                Box::new(AvgPool { factor })
+            }
+            OperatorSpec::Blur { size, sigma } => {
+                if size % 2 == 0 || size > h.min(w) {
+                    bail!(
+                        "operator: blur needs an odd kernel size ≤ the image ({h}×{w}), got size {size}"
+                    );
+                }
+                check::float("operator.sigma", sigma, Range::Positive)?;
+                Box::new(GaussianBlur { size, sigma })
+            }
+            OperatorSpec::Denoise => Box::new(Identity),
+            OperatorSpec::Colorize => Box::new(Luminance),
+            OperatorSpec::Saturate { gain } => {
+                check::float("operator.gain", gain, Range::Positive)?;
+                Box::new(Saturate { gain })
+            }
+        })
+    }
+}
+
+impl NoiseSpec {
+    /// The noise model; parameters out of range are a one-line error naming the key.
+    pub fn build(&self) -> Result<Box<dyn NoiseModel>> {
+        let pos = |name: &str, v: f64| check::float(&format!("noise.{name}"), v, Range::Positive);
+        Ok(match *self {
+            NoiseSpec::Gaussian { sigma_y } => {
+                pos("sigma_y", sigma_y)?;
+                Box::new(Gaussian { sigma_y })
+            }
+            NoiseSpec::Poisson { rate } => {
+                pos("rate", rate)?;
+                Box::new(Poisson { rate })
+            }
+            NoiseSpec::StudentT { nu, scale } => {
+                pos("nu", nu)?;
+                pos("scale", scale)?;
+                Box::new(StudentT { nu, scale })
+            }
+        })
+    }
 }
 
 /// What runs.
@@ -428,6 +519,9 @@ pub enum ReconMethod {
     Tds,
     /// FK steering (Singhal et al. 2025): K particles weighted by a reward potential (`[fk]`).
     Fk,
+    /// A conditional network trained on (x, y) pairs of this observation model
+    /// (`[amortized]`): one ancestral trajectory per sample, no guidance.
+    Amortized,
 }
 
 impl ReconMethod {
@@ -440,6 +534,7 @@ impl ReconMethod {
             Self::Pigdm => "pigdm",
             Self::Tds => "tds",
             Self::Fk => "fk",
+            Self::Amortized => "amortized",
         }
     }
 
@@ -477,48 +572,7 @@ impl ReconFile {
 
     /// The operator for `h × w` images.
     pub fn operator(&self, h: usize, w: usize) -> Result<Box<dyn ForwardOperator>> {
-        Ok(match self.operator {
-            OperatorSpec::InpaintBox {
-                top,
-                left,
-                height,
-                width,
-            } => {
-                if height == 0 || width == 0 || top + height > h || left + width > w {
-                    bail!(
-                        "operator: box {height}×{width} at ({top}, {left}) does not fit {h}×{w} images"
-                    );
-                }
-                Box::new(Mask::hide_box(h, w, top, left, height, width))
-            }
-            OperatorSpec::InpaintRandom { keep, mask_seed } => {
-                check::float("operator.keep", keep, Range::OpenUnit)?;
-                Box::new(Mask::random(h, w, keep, mask_seed))
-            }
-            OperatorSpec::InpaintHalf => Box::new(Mask::half(h, w)),
-            OperatorSpec::InpaintQuarter => Box::new(Mask::quarter(h, w)),
-            OperatorSpec::Sr { factor } => {
-                if factor < 2 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
-                    bail!("operator: sr factor {factor} must be ≥ 2 and divide {h}×{w}");
-                }
-                Box::new(AvgPool { factor })
-            }
-            OperatorSpec::Blur { size, sigma } => {
-                if size % 2 == 0 || size > h.min(w) {
-                    bail!(
-                        "operator: blur needs an odd kernel size ≤ the image ({h}×{w}), got size {size}"
-                    );
-                }
-                check::float("operator.sigma", sigma, Range::Positive)?;
-                Box::new(GaussianBlur { size, sigma })
-            }
-            OperatorSpec::Denoise => Box::new(Identity),
-            OperatorSpec::Colorize => Box::new(Luminance),
-            OperatorSpec::Saturate { gain } => {
-                check::float("operator.gain", gain, Range::Positive)?;
-                Box::new(Saturate { gain })
-            }
-        })
+        self.operator.build(h, w)
     }
 
     /// The twist a particle method uses: the file's, else pigdm where it applies (Gaussian noise
@@ -618,6 +672,7 @@ impl ReconFile {
             ReconMethod::Replacement => self.replacement.steps,
             ReconMethod::Tds => self.tds.steps,
             ReconMethod::Fk => self.fk.steps,
+            ReconMethod::Amortized => self.amortized.steps,
             ReconMethod::Pinv => 0,
         }
     }
@@ -719,22 +774,7 @@ impl ReconFile {
     }
 
     pub fn noise_model(&self) -> Result<Box<dyn NoiseModel>> {
-        let pos = |name: &str, v: f64| check::float(&format!("noise.{name}"), v, Range::Positive);
-        Ok(match self.noise {
-            NoiseSpec::Gaussian { sigma_y } => {
-                pos("sigma_y", sigma_y)?;
-                Box::new(Gaussian { sigma_y })
-            }
-            NoiseSpec::Poisson { rate } => {
-                pos("rate", rate)?;
-                Box::new(Poisson { rate })
-            }
-            NoiseSpec::StudentT { nu, scale } => {
-                pos("nu", nu)?;
-                pos("scale", scale)?;
-                Box::new(StudentT { nu, scale })
-            }
-        })
+        self.noise.build()
     }
 
     /// σ of Gaussian observation noise on the model's [−1, 1] scale (DiffPIR, ΠGDM).
@@ -765,6 +805,17 @@ impl ReconFile {
         let probe = probe.as_deref();
         if uses(ReconMethod::Pinv) && !linear {
             bail!("run.methods: pinv needs a linear operator");
+        }
+        if uses(ReconMethod::Amortized) {
+            if self.amortized.checkpoint.is_none() {
+                bail!(
+                    "run.methods: amortized needs `[amortized] checkpoint`, a model trained for \
+                     this observation (train --config experiments/<task>-amortized.toml)"
+                );
+            }
+            if self.amortized.steps == 0 {
+                bail!("amortized.steps must be positive");
+            }
         }
         if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");

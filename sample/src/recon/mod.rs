@@ -3,13 +3,14 @@
 //! few posterior samples per image. [`reconstruct`] runs one method; [`Report`] holds what
 //! `metrics.json` and the panels show.
 
+mod amortized;
 pub mod config;
 mod panel;
 mod particles;
 mod run;
 mod tune;
 
-pub use config::{MethodSpec, ReconFile, ReconMethod};
+pub use config::{MethodSpec, NoiseSpec, OperatorSpec, ReconFile, ReconMethod};
 pub use panel::panel_png;
 pub use run::{ReconOptions, ReconReport, run};
 pub use tune::{TuneOptions, TuneReport, TuneRow, tune};
@@ -178,6 +179,9 @@ pub fn reconstruct(
             particles: None,
         });
     }
+    if method == ReconMethod::Amortized {
+        return amortized::reconstruct(file, problem, models, rng, on_step);
+    }
     if let Some(settings) = file.particle_settings(spec) {
         return particles::reconstruct(
             file, method, settings, problem, models, schedule, rng, on_step,
@@ -269,7 +273,7 @@ pub fn reconstruct(
                     y,
                 })
             }
-            ReconMethod::Pinv | ReconMethod::Tds | ReconMethod::Fk => {
+            ReconMethod::Pinv | ReconMethod::Tds | ReconMethod::Fk | ReconMethod::Amortized => {
                 unreachable!("handled above")
             }
         };

@@ -7,7 +7,6 @@ use std::time::Instant;
 use anyhow::Result;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use tweedie_core::checkpoint;
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_datasets::{DatasetKind, DatasetName, Split, load, resolve_dir};
@@ -68,11 +67,14 @@ fn main() -> ExitCode {
 }
 
 fn run(a: Args) -> Result<()> {
-    let dir = checkpoint::resolve(&a.checkpoint)?;
-    let meta = checkpoint::read_meta(&dir)?;
-    let schedule = meta.schedule.build()?;
     let device = a.backend.device()?;
-    let (model, weights) = checkpoint::load_for_inference(&dir, &meta, &device, a.raw_weights)?;
+    let tweedie_sample::prior::Prior {
+        dir,
+        meta,
+        schedule,
+        model,
+        weights,
+    } = tweedie_sample::prior::Prior::load(&a.checkpoint, &device, a.raw_weights)?;
     let mut kind: DatasetKind = match a.dataset {
         Some(d) => d.kind(None),
         None => meta.dataset.parse().map_err(|_| {

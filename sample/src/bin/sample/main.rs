@@ -385,6 +385,7 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
             let report = gmm_bench::run(&file, &opts).with_context(invalid)?;
             let out = out_dir(&file.out);
             report.write(&out)?;
+            eprint!("{}", report.table());
             eprintln!("wrote {} and its plots", out.join("results.json").display());
             println!("{}", report.record);
         }
