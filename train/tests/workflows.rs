@@ -369,6 +369,39 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
         .unwrap();
     assert_eq!((am.values.len(), am.nfe, am.vjps), (2 * 2 * 784, 3, 0));
     assert!(rr.scores["amortized"].psnr_mean.is_finite());
+    assert!(rr.scores["amortized"].train_seconds.unwrap() > 0.0);
+
+    // The bridge from it: an iteration trained and kept, read back (same samples) and continued.
+    let bridge_dir = root.join("bridge");
+    rf.run.methods = vec![ReconMethod::Csb];
+    (rf.csb.dir, rf.csb.iterations, rf.csb.steps) = (Some(bridge_dir.clone()), 1, 3);
+    (rf.csb.train_steps, rf.csb.batch_size, rf.csb.refresh) = (2, 2, 1);
+    let csb_run = |rf: &ReconFile| {
+        let rr = recon::run(rf, &ropts).unwrap();
+        let run = rr.runs.into_iter().next().unwrap();
+        assert_eq!((run.method, run.nfe, run.vjps), (ReconMethod::Csb, 3, 0));
+        let record = std::fs::read_to_string(bridge_dir.join("bridge.json")).unwrap();
+        (run.values, record)
+    };
+    let (first, record) = csb_run(&rf);
+    assert!(first.iter().all(|v| v.is_finite()) && first.len() == 2 * 2 * 784);
+    assert!(bridge_dir.join("iteration-001/forward.bpk").is_file());
+    let (again, record_again) = csb_run(&rf);
+    assert_eq!((&first, &record), (&again, &record_again));
+    rf.csb.iterations = 2;
+    let (_, record) = csb_run(&rf);
+    let v: serde_json::Value = serde_json::from_str(&record).unwrap();
+    assert_eq!(v["iterations"].as_array().unwrap().len(), 2);
+    rf.csb.lr *= 2.0;
+    let e = format!("{:#}", recon::run(&rf, &ropts).err().unwrap());
+    assert!(
+        e.contains("holds a bridge built from") && e.lines().count() == 1,
+        "{e}"
+    );
+    rf.csb.dir = None;
+    let e = recon::run(&rf, &ropts).err().unwrap().to_string();
+    assert!(e.contains("[csb] dir"), "{e}");
+    rf.run.methods = vec![ReconMethod::Pinv, ReconMethod::Amortized];
 
     // Another observation model is a one-line error naming both.
     let mut other = ReconFile::parse(&text("mnist-inpaint-box.toml")).unwrap();

@@ -106,6 +106,7 @@ pub struct CheckpointMeta {
     pub format: u32,
     /// Optimiser steps taken when this checkpoint was written.
     pub step: usize,
+    #[serde(deserialize_with = "unet_config_any_version")]
     pub unet: UNetConfig,
     pub schedule: ScheduleSpec,
     /// The dataset the model was trained on (informative; `diffusers` for an imported model).
@@ -117,6 +118,17 @@ pub struct CheckpointMeta {
     /// only `tweedie-sample` reads): what it may be used for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observation: Option<serde_json::Value>,
+}
+
+/// A checkpoint's `unet`, also as written before `cond_channels` existed (an unconditional
+/// network: 0), so that older checkpoints stay readable.
+fn unet_config_any_version<'de, D: serde::Deserializer<'de>>(d: D) -> Result<UNetConfig, D::Error> {
+    let mut v = serde_json::Value::deserialize(d)?;
+    if let Some(m) = v.as_object_mut() {
+        m.entry("cond_channels")
+            .or_insert(serde_json::Value::from(0));
+    }
+    serde_json::from_value(v).map_err(serde::de::Error::custom)
 }
 
 /// The step directory's name for `step`.
@@ -373,6 +385,33 @@ pub fn load_for_inference(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkpoints_written_before_conditional_models_read_as_unconditional() {
+        let meta = CheckpointMeta {
+            format: FORMAT_VERSION,
+            step: 3,
+            unet: UNetConfig::new(1, 8, 32, vec![1], 1, vec![], 0.0).with_cond_channels(2),
+            schedule: ScheduleSpec::Linear {
+                timesteps: 10,
+                beta_start: 1e-4,
+                beta_end: 0.02,
+            },
+            dataset: "mnist".into(),
+            sampling: None,
+            observation: None,
+        };
+        let mut v = serde_json::to_value(&meta).unwrap();
+        let p = Path::new("checkpoint.json");
+        assert_eq!(
+            parse_meta(&serde_json::to_vec(&v).unwrap(), p).unwrap(),
+            meta
+        );
+        v["unet"].as_object_mut().unwrap().remove("cond_channels");
+        let old = parse_meta(&serde_json::to_vec(&v).unwrap(), p).unwrap();
+        assert_eq!(old.unet.cond_channels, 0);
+        assert_eq!(old.unet.with_cond_channels(2), meta.unet);
+    }
 
     #[test]
     fn a_failed_checkpoint_write_leaves_the_previous_one_and_no_temporary() {

@@ -3,18 +3,20 @@
 //! proportional fitting with mean matching (De Bortoli et al. 2021, "Diffusion Schrödinger
 //! bridge", Algorithm 1 and Proposition 3), on a short horizon.
 //!
-//! Reference: the Ornstein–Uhlenbeck chain X_{k+1} = X_k − γ X_k + √(2γ) Z, N steps of γ = S/N
-//! (S the horizon), whose law at time s is that of DDPM's forward process at ᾱ = e^{−2s}. On a
-//! short horizon X_N is far from N(0, I), so a diffusion model started from N(0, I) there is
-//! biased; the bridge is not.
-//! - Backward maps B_{k+1}(x, y) = x + γ x − 2γ ε_b(x, t_{k+1}, y) / σ_{k+1}, σ_k = √(1 − e^{−2 s_k}):
-//!   the reverse-time Euler step of the reference with the score −ε/σ, so that iteration 0 is the
-//!   amortized ε-network itself (t_k is the training timestep whose ᾱ is nearest e^{−2 s_k}).
-//! - Forward maps F_k(x, y) = x − γ x + γ g(x, t_k, y), g starting at zero (the reference).
+//! Reference: the Ornstein–Uhlenbeck chain X_{k+1} = X_k − γ_{k+1} X_k + √(2γ_{k+1}) Z on a grid
+//! 0 = s_0 < … < s_N = S (S the horizon, γ_k = s_k − s_{k−1}; [`BridgeSpacing`]), whose law at
+//! time s is that of DDPM's forward process at ᾱ = e^{−2s}. On a short horizon X_N is far from
+//! N(0, I), so a diffusion model started from N(0, I) there is biased; the bridge is not.
+//! - Backward maps B_{k+1}(x, y) = x + γ_{k+1} x − 2γ_{k+1} ε_b(x, t_{k+1}, y) / σ_{k+1},
+//!   σ_k = √(1 − e^{−2 s_k}): the reverse-time Euler step of the reference with the score −ε/σ,
+//!   so that iteration 0 is the amortized ε-network itself (t_k is the training timestep whose ᾱ
+//!   is nearest e^{−2 s_k}).
+//! - Forward maps F_k(x, y) = x − γ_{k+1} x + γ_{k+1} g(x, t_k, y), g starting at zero (the
+//!   reference).
 //! - Each IPF iteration fits F on backward paths (from N(0, I) × p(y)) and then B on forward
 //!   paths (from the pairs) by the mean-matching losses of [`tweedie_core::bridge`], whose
 //!   Gaussian closed forms test this code's algebra.
-//! - Sampling a new y: X_N ~ N(0, I), X_k = B_{k+1}(X_{k+1}, y) + √(2γ) Z, the last step without
+//! - Sampling a new y: X_N ~ N(0, I), X_k = B_{k+1}(X_{k+1}, y) + √(2γ_{k+1}) Z, the last step without
 //!   noise: N network calls per sample.
 
 use std::time::Instant;
@@ -23,6 +25,7 @@ use anyhow::{Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use serde::Deserialize;
+use tweedie_core::denoiser::ConditionalDenoiser;
 use tweedie_core::mlp::CondMlp;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::NoiseSchedule;
@@ -41,6 +44,8 @@ pub struct CsbSettings {
     pub steps: usize,
     /// The horizon S of the reference (ᾱ = e^{−2S} at its end).
     pub horizon: f64,
+    /// Where the N steps lie on [0, S].
+    pub spacing: BridgeSpacing,
     /// Optimiser steps per half-iteration.
     pub train_steps: usize,
     pub batch_size: usize,
@@ -56,6 +61,7 @@ impl Default for CsbSettings {
             iterations: 3,
             steps: 20,
             horizon: 1.0,
+            spacing: BridgeSpacing::Uniform,
             train_steps: 1500,
             batch_size: 256,
             lr: 1e-3,
@@ -76,28 +82,55 @@ impl CsbSettings {
     }
 }
 
-/// The bridge's grid: γ, and per grid point k = 0..N the network's timestep and σ_k.
+/// Where the grid's times s_k lie on [0, S].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BridgeSpacing {
+    /// s_k = S k / N: one γ for every step (De Bortoli et al. 2021's analysis; the Gaussian
+    /// closed forms of `tweedie_core::bridge` use it).
+    Uniform,
+    /// s_k = S (k / N)²: short steps near the data, where images get their detail (a 50-step
+    /// uniform grid's last step starts at σ ≈ 0.34; this one's at σ ≈ 0.05).
+    Quadratic,
+}
+
+/// The bridge's grid: per grid point k = 0..N its time s_k, the step γ_k = s_k − s_{k−1} that
+/// ends there (γ_0 unused), the network's timestep and σ_k = √(1 − e^{−2 s_k}).
 #[derive(Debug, Clone)]
 struct Grid {
-    gamma: f64,
+    gamma: Vec<f64>,
     t: Vec<usize>,
     sigma: Vec<f64>,
 }
 
 impl Grid {
-    fn new(schedule: &NoiseSchedule, steps: usize, horizon: f64) -> Self {
-        let gamma = horizon / steps as f64;
-        let ab = &schedule.alphas_cumprod;
-        let t = (0..=steps)
+    fn new(schedule: &NoiseSchedule, steps: usize, horizon: f64, spacing: BridgeSpacing) -> Self {
+        let s: Vec<f64> = (0..=steps)
             .map(|k| {
-                let target = (-2.0 * gamma * k as f64).exp();
+                let u = k as f64 / steps as f64;
+                horizon
+                    * match spacing {
+                        BridgeSpacing::Uniform => u,
+                        BridgeSpacing::Quadratic => u * u,
+                    }
+            })
+            .collect();
+        let gamma = (0..=steps)
+            .map(|k| if k == 0 { 0.0 } else { s[k] - s[k - 1] })
+            .collect();
+        let ab = &schedule.alphas_cumprod;
+        let t = s
+            .iter()
+            .map(|sk| {
+                let target = (-2.0 * sk).exp();
                 (0..ab.len())
                     .min_by(|&i, &j| (ab[i] - target).abs().total_cmp(&(ab[j] - target).abs()))
                     .expect("a schedule has steps")
             })
             .collect();
-        let sigma = (0..=steps)
-            .map(|k| (1.0 - (-2.0 * gamma * k as f64).exp()).sqrt())
+        let sigma = s
+            .iter()
+            .map(|sk| (1.0 - (-2.0 * sk).exp()).sqrt())
             .collect();
         Self { gamma, t, sigma }
     }
@@ -107,22 +140,39 @@ impl Grid {
     }
 }
 
-fn column(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<2> {
+/// Called after each IPF iteration with its number, the bridge and its last (F, B) losses.
+pub type OnIteration<'a, B> = dyn FnMut(usize, &B, (f64, f64)) -> Result<()> + 'a;
+
+/// A network the bridge can use on either side: any conditional ε-shaped module (the
+/// [`CondMlp`] of vector problems, the conditional U-Net of images).
+pub trait BridgeNet: Module + ConditionalDenoiser {}
+impl<N: Module + ConditionalDenoiser> BridgeNet for N {}
+
+fn column(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<4> {
     let v: Vec<f32> = values.map(|x| x as f32).collect();
     let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n, 1]), device)
+    Tensor::from_data(TensorData::new(v, [n, 1, 1, 1]), device)
 }
 
-fn rows(v: Vec<f32>, width: usize, device: &Device) -> Tensor<2> {
-    let n = v.len() / width;
-    Tensor::from_data(TensorData::new(v, [n, width]), device)
+/// Row-major values as `[n, shape]`.
+fn rows(v: Vec<f32>, [c, h, w]: [usize; 3], device: &Device) -> Tensor<4> {
+    let n = v.len() / (c * h * w);
+    Tensor::from_data(TensorData::new(v, [n, c, h, w]), device)
 }
 
-/// A trained bridge: the backward (ε-parameterised) and forward (drift correction) networks.
-pub struct ConditionalBridge {
-    pub backward: CondMlp,
-    pub forward: CondMlp,
+fn size([c, h, w]: [usize; 3]) -> usize {
+    c * h * w
+}
+
+/// A trained bridge: the backward (ε-parameterised) and forward (drift correction) networks,
+/// on states of `shape` given conditions of `cond_shape` (vectors as `[d, 1, 1]`).
+pub struct ConditionalBridge<N = CondMlp> {
+    pub backward: N,
+    pub forward: N,
     grid: Grid,
+    shape: [usize; 3],
+    cond_shape: [usize; 3],
+    device: Device,
 }
 
 /// Per-iteration record of the training.
@@ -133,17 +183,39 @@ pub struct CsbTrace {
     pub seconds: f64,
 }
 
-impl ConditionalBridge {
-    /// Iteration 0: the amortized ε-network as the backward maps, the reference as the forward.
+impl ConditionalBridge<CondMlp> {
+    /// Iteration 0 for a vector problem: the amortized ε-network as the backward maps, the
+    /// reference as the forward.
     pub fn from_eps(eps: CondMlp, schedule: &NoiseSchedule, s: &CsbSettings) -> Self {
+        let device = Device::flex();
         let forward = eps
             .config()
             .with_zero_output(true)
-            .init(s.seed ^ 0xf0, &Device::flex());
+            .init(s.seed ^ 0xf0, &device);
+        let (d, dy) = (eps.dim(), eps.config().cond_dim);
+        Self::new(eps, forward, schedule, s, [d, 1, 1], [dy, 1, 1], device)
+    }
+}
+
+impl<N: BridgeNet> ConditionalBridge<N> {
+    /// A bridge from its two networks: `backward` an ε-network (iteration 0: the amortized one),
+    /// `forward` a drift correction (iteration 0: one whose output is zero, the reference).
+    pub fn new(
+        backward: N,
+        forward: N,
+        schedule: &NoiseSchedule,
+        s: &CsbSettings,
+        shape: [usize; 3],
+        cond_shape: [usize; 3],
+        device: Device,
+    ) -> Self {
         Self {
-            backward: eps,
+            backward,
             forward,
-            grid: Grid::new(schedule, s.steps, s.horizon),
+            grid: Grid::new(schedule, s.steps, s.horizon, s.spacing),
+            shape,
+            cond_shape,
+            device,
         }
     }
 
@@ -151,67 +223,97 @@ impl ConditionalBridge {
         self.grid.steps()
     }
 
-    /// B_{k+1}(x, y) for per-row k + 1 in `k1`.
-    fn backward_mean(&self, net: &CondMlp, x: Tensor<2>, k1: &[usize], y: Tensor<2>) -> Tensor<2> {
-        let g = self.grid.gamma;
+    /// B_{k+1}(x, y) = x + γ_{k+1} x − 2γ_{k+1} ε(x, t_{k+1}, y) / σ_{k+1} for per-row k + 1 in
+    /// `k1`.
+    fn backward_mean(&self, net: &N, x: Tensor<4>, k1: &[usize], y: Tensor<4>) -> Tensor<4> {
+        let g = &self.grid.gamma;
         let device = x.device();
         let t: Vec<usize> = k1.iter().map(|&k| self.grid.t[k]).collect();
-        let coef = column(k1.iter().map(|&k| 2.0 * g / self.grid.sigma[k]), &device);
-        let eps = net.forward(x.clone(), &t, y);
-        x * (1.0 + g) - eps * coef
+        let keep = column(k1.iter().map(|&k| 1.0 + g[k]), &device);
+        let coef = column(k1.iter().map(|&k| 2.0 * g[k] / self.grid.sigma[k]), &device);
+        let eps = net.eps_given(x.clone(), &t, y);
+        x * keep - eps * coef
     }
 
-    /// F_k(x, y) for per-row k in `k`.
-    fn forward_mean(&self, net: &CondMlp, x: Tensor<2>, k: &[usize], y: Tensor<2>) -> Tensor<2> {
-        let g = self.grid.gamma;
+    /// F_k(x, y) = x − γ_{k+1} x + γ_{k+1} g(x, t_k, y) for per-row k in `k`.
+    fn forward_mean(&self, net: &N, x: Tensor<4>, k: &[usize], y: Tensor<4>) -> Tensor<4> {
+        let device = x.device();
+        let g: Vec<f64> = k.iter().map(|&k| self.grid.gamma[k + 1]).collect();
         let t: Vec<usize> = k.iter().map(|&k| self.grid.t[k]).collect();
-        let drift = net.forward(x.clone(), &t, y);
-        x * (1.0 - g) + drift * g
+        let drift = net.eps_given(x.clone(), &t, y);
+        x * column(g.iter().map(|g| 1.0 - g), &device) + drift * column(g.into_iter(), &device)
     }
 
-    /// The backward chain from X_N ~ N(0, I) given `y` `[n, d_y]` (row-major): every state,
-    /// X_N first; the last step (to X_0) without noise when `final_mean`.
+    /// The noise's standard deviation on the step between grid points k and k + 1.
+    fn noise(&self, k: usize) -> f32 {
+        (2.0 * self.grid.gamma[k + 1]).sqrt() as f32
+    }
+
+    /// The backward chain from X_N ~ N(0, I) given conditions `y` (n rows, row-major): every
+    /// state, X_N first; the last step (to X_0) without noise when `final_mean`.
     fn backward_path(&self, y: &[f32], n: usize, rng: &mut Rng, final_mean: bool) -> Vec<Vec<f32>> {
-        let device = Device::flex();
-        let d = self.backward.dim();
-        let dy = y.len() / n;
-        let yt = rows(y.to_vec(), dy, &device);
-        let mut x = rows(rng.normals(n * d), d, &device);
+        let d = size(self.shape);
+        let yt = rows(y.to_vec(), self.cond_shape, &self.device);
+        let mut x = rows(rng.normals(n * d), self.shape, &self.device);
         let mut path = vec![tweedie_core::host_values(x.clone())];
-        let noise = (2.0 * self.grid.gamma).sqrt() as f32;
         for k in (0..self.steps()).rev() {
             let mean = self.backward_mean(&self.backward, x, &vec![k + 1; n], yt.clone());
             x = if k == 0 && final_mean {
                 mean
             } else {
-                mean + rows(rng.normals(n * d), d, &device) * noise
+                mean + rows(rng.normals(n * d), self.shape, &self.device) * self.noise(k)
             };
             path.push(tweedie_core::host_values(x.clone()));
         }
         path
     }
 
-    /// The forward chain from pairs' x `[n, d]` given their y: every state, X_0 first.
+    /// The forward chain from pairs' x (n rows) given their conditions: every state, X_0 first.
     fn forward_path(&self, x0: Vec<f32>, y: &[f32], n: usize, rng: &mut Rng) -> Vec<Vec<f32>> {
-        let device = Device::flex();
-        let d = self.backward.dim();
-        let dy = y.len() / n;
-        let yt = rows(y.to_vec(), dy, &device);
-        let mut x = rows(x0, d, &device);
+        let d = size(self.shape);
+        let yt = rows(y.to_vec(), self.cond_shape, &self.device);
+        let mut x = rows(x0, self.shape, &self.device);
         let mut path = vec![tweedie_core::host_values(x.clone())];
-        let noise = (2.0 * self.grid.gamma).sqrt() as f32;
         for k in 0..self.steps() {
             let mean = self.forward_mean(&self.forward, x, &vec![k; n], yt.clone());
-            x = mean + rows(rng.normals(n * d), d, &device) * noise;
+            x = mean + rows(rng.normals(n * d), self.shape, &self.device) * self.noise(k);
             path.push(tweedie_core::host_values(x.clone()));
         }
         path
     }
 
-    /// Posterior samples: one backward trajectory per row of `y` (`[n, d_y]` row-major);
-    /// returns `[n, d]` row-major.
+    /// Posterior samples: one backward trajectory per row of the conditions `y` (n rows,
+    /// row-major); returns n states, row-major.
     pub fn sample(&self, y: &[f32], n: usize, rng: &mut Rng) -> Vec<f32> {
         self.backward_path(y, n, rng, true).pop().expect("a path")
+    }
+
+    /// IPF iterations `from + 1 ..= s.iterations` (each fits F, then B); `on_iteration(i, self)`
+    /// after each, e.g. to save it. Iteration i's random streams depend on i alone, so a run
+    /// resumed after iteration `from` continues as an uninterrupted one would.
+    pub fn refine(
+        &mut self,
+        pairs: &dyn PairSource,
+        s: &CsbSettings,
+        from: usize,
+        on_iteration: &mut OnIteration<'_, Self>,
+    ) -> Result<()> {
+        if pairs.dim() != size(self.shape) || pairs.cond_dim() != size(self.cond_shape) {
+            bail!(
+                "the pairs have {} values and {} condition values per row, the bridge takes {:?} \
+                 and {:?}",
+                pairs.dim(),
+                pairs.cond_dim(),
+                self.shape,
+                self.cond_shape
+            );
+        }
+        for it in from..s.iterations {
+            let lf = self.fit(true, pairs, s, 2 * it as u64 + 1)?;
+            let lb = self.fit(false, pairs, s, 2 * it as u64 + 2)?;
+            on_iteration(it + 1, self, (lf, lb))?;
+        }
+        Ok(())
     }
 
     /// One half-iteration: trains the forward (`fit_forward`) or backward network by mean
@@ -223,12 +325,12 @@ impl ConditionalBridge {
         s: &CsbSettings,
         stream: u64,
     ) -> Result<f64> {
-        let train_dev = Device::flex().autodiff();
-        let device = Device::flex();
-        let (d, dy) = (pairs.dim(), pairs.cond_dim());
+        let train_dev = self.device.clone().autodiff();
+        let device = self.device.clone();
+        let (d, dy) = (size(self.shape), size(self.cond_shape));
+        let (shape, cond_shape) = (self.shape, self.cond_shape);
         let n_steps = self.steps();
         let b = s.batch_size;
-        let g = self.grid.gamma;
         let mut trainee = if fit_forward {
             self.forward.clone()
         } else {
@@ -270,8 +372,11 @@ impl ConditionalBridge {
                 .collect();
             let ks: Vec<usize> = picks.iter().map(|p| p.1).collect();
             let k1s: Vec<usize> = ks.iter().map(|k| k + 1).collect();
-            let y_plain = rows(yv.clone(), dy, &device);
-            let (xk_p, xk1_p) = (rows(xk.clone(), d, &device), rows(xk1.clone(), d, &device));
+            let y_plain = rows(yv.clone(), cond_shape, &device);
+            let (xk_p, xk1_p) = (
+                rows(xk.clone(), shape, &device),
+                rows(xk1.clone(), shape, &device),
+            );
             // Targets from the frozen other network; the prediction through the trainee.
             let (target, pred) = if fit_forward {
                 let target = xk_p.clone()
@@ -279,9 +384,9 @@ impl ConditionalBridge {
                     - self.backward_mean(&self.backward, xk_p, &k1s, y_plain);
                 let pred = self.forward_mean(
                     &trainee,
-                    rows(xk, d, &train_dev),
+                    rows(xk, shape, &train_dev),
                     &ks,
-                    rows(yv, dy, &train_dev),
+                    rows(yv, cond_shape, &train_dev),
                 );
                 (target, pred)
             } else {
@@ -290,14 +395,19 @@ impl ConditionalBridge {
                     - self.forward_mean(&self.forward, xk1_p, &ks, y_plain);
                 let pred = self.backward_mean(
                     &trainee,
-                    rows(xk1, d, &train_dev),
+                    rows(xk1, shape, &train_dev),
                     &k1s,
-                    rows(yv, dy, &train_dev),
+                    rows(yv, cond_shape, &train_dev),
                 );
                 (target, pred)
             };
-            let target = Tensor::<2>::from_data(target.into_data(), &train_dev);
-            let loss = (pred - target).square().mean() / (2.0 * g);
+            let target = Tensor::<4>::from_data(target.into_data(), &train_dev);
+            // Mean matching per coordinate, each pair of states weighted by 1 / 2γ of its step.
+            let weight = column(
+                ks.iter().map(|&k| 1.0 / (2.0 * self.grid.gamma[k + 1])),
+                &train_dev,
+            );
+            let loss = ((pred - target).square() * weight).mean();
             let value = f64::from(loss.clone().into_scalar::<f32>());
             if !value.is_finite() {
                 bail!("the bridge's mean-matching loss became {value}");
@@ -316,8 +426,8 @@ impl ConditionalBridge {
     }
 }
 
-/// Builds the bridge from the amortized network `eps` (iteration 0) with `s.iterations` IPF
-/// iterations; `on_iteration(i)` after each.
+/// Builds a vector problem's bridge from the amortized network `eps` (iteration 0) with
+/// `s.iterations` IPF iterations; `on_iteration(i, bridge)` after each.
 pub fn train_csb(
     eps: CondMlp,
     pairs: &dyn PairSource,
@@ -328,12 +438,39 @@ pub fn train_csb(
     let clock = Instant::now();
     let mut bridge = ConditionalBridge::from_eps(eps, schedule, s);
     let mut trace = CsbTrace::default();
-    for it in 0..s.iterations {
-        let lf = bridge.fit(true, pairs, s, 2 * it as u64 + 1)?;
-        let lb = bridge.fit(false, pairs, s, 2 * it as u64 + 2)?;
-        trace.losses.push((lf, lb));
-        on_iteration(it + 1, &bridge);
-    }
+    bridge.refine(pairs, s, 0, &mut |it, b, losses| {
+        trace.losses.push(losses);
+        on_iteration(it, b);
+        Ok(())
+    })?;
     trace.seconds = clock.elapsed().as_secs_f64();
     Ok((bridge, trace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tweedie_core::schedule::BetaSchedule;
+
+    #[test]
+    fn grids_cover_the_horizon_and_the_quadratic_one_is_fine_near_the_data() {
+        let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+        for spacing in [BridgeSpacing::Uniform, BridgeSpacing::Quadratic] {
+            let g = Grid::new(&schedule, 50, 3.0, spacing);
+            assert_eq!(g.steps(), 50);
+            assert!((g.gamma.iter().sum::<f64>() - 3.0).abs() < 1e-12);
+            assert!((g.sigma[50] - (1.0 - (-6.0f64).exp()).sqrt()).abs() < 1e-12);
+            assert_eq!((g.sigma[0], g.t[0]), (0.0, 0));
+            // Timesteps rise with s and land where ᾱ_t is nearest e^{−2s}.
+            assert!(g.t.windows(2).all(|w| w[0] <= w[1]));
+            let ab = schedule.alphas_cumprod[g.t[25]];
+            let s25: f64 = g.gamma[..=25].iter().sum();
+            assert!((ab - (-2.0 * s25).exp()).abs() < 2e-3, "{ab}");
+        }
+        let u = Grid::new(&schedule, 50, 3.0, BridgeSpacing::Uniform);
+        let q = Grid::new(&schedule, 50, 3.0, BridgeSpacing::Quadratic);
+        assert!(u.gamma[1..].iter().all(|g| (g - 0.06).abs() < 1e-12));
+        assert!(q.gamma[1..].windows(2).all(|w| w[0] < w[1]));
+        assert!((u.sigma[1] - 0.336).abs() < 1e-3 && (q.sigma[1] - 0.049).abs() < 1e-3);
+    }
 }

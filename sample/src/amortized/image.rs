@@ -94,6 +94,38 @@ impl Observer {
     }
 }
 
+/// Training pairs of an image problem: x a random image of `set` (on the model's [−1, 1] scale),
+/// y ~ p(y | x) from `observer`, returned as the condition channels the networks take.
+pub struct ImagePairs<'a> {
+    pub set: &'a tweedie_datasets::ImageSet,
+    pub observer: &'a Observer,
+    pub device: Device,
+}
+
+impl super::PairSource for ImagePairs<'_> {
+    fn dim(&self) -> usize {
+        self.set.shape.iter().product()
+    }
+
+    fn cond_dim(&self) -> usize {
+        let [c, h, w] = self.set.shape;
+        ConditionSpec::channels(c) * h * w
+    }
+
+    fn draw(&self, n: usize, rng: &mut Rng) -> (Vec<f32>, Vec<f32>) {
+        let [c, h, w] = self.set.shape;
+        let x: Vec<f32> = (0..n)
+            .flat_map(|_| {
+                let i = rng.below(self.set.len());
+                self.set.image(i).iter().map(|b| *b as f32 / 127.5 - 1.0)
+            })
+            .collect();
+        let x0 = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), &self.device);
+        let cond = self.observer.condition(self.observer.observe(x0, rng));
+        (x, tweedie_core::host_values(cond))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,10 @@
 //! (`[amortized] checkpoint`, see [`crate::amortized::image`]) draws each posterior sample with
 //! one ancestral trajectory, the observation in its input channels; no guidance, no particles.
 
+use std::path::Path;
 use std::time::Instant;
+
+use burn::prelude::Device;
 
 use anyhow::{Result, bail};
 use tweedie_core::denoiser::Conditioned;
@@ -10,9 +13,58 @@ use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
 
 use super::{MethodRun, Models, Problem, ReconFile, ReconMethod};
-use crate::amortized::image::ConditionSpec;
+use crate::amortized::image::{ConditionSpec, Observer};
 use crate::prior::Prior;
 use crate::sampler::{self, Ddpm};
+
+/// The conditional model at `path` with its observation model, checked against the file's:
+/// one line naming both when they differ.
+pub(super) fn load_for(
+    file: &ReconFile,
+    path: &Path,
+    problem: &Problem,
+    device: &Device,
+) -> Result<(Prior, Observer)> {
+    let (prior, spec) = Prior::load_conditional(path, device, file.run.raw_weights)?;
+    if prior.image_shape() != problem.shape {
+        bail!(
+            "{}: the conditional model takes {:?} images, the file's are {:?}",
+            prior.dir.display(),
+            prior.image_shape(),
+            problem.shape
+        );
+    }
+    let observer = spec.observer(problem.shape, device)?;
+    let wanted = ConditionSpec {
+        operator: file.operator.clone(),
+        noise: file.noise.clone(),
+    };
+    if spec != wanted {
+        bail!(
+            "{}: trained for {}, but this file observes {} (train one for it with a [condition] \
+             section)",
+            prior.dir.display(),
+            observer.describe(),
+            wanted.observer(problem.shape, device)?.describe()
+        );
+    }
+    Ok((prior, observer))
+}
+
+/// Wall seconds the conditional model's run had trained for when `prior`'s step was written
+/// (its `metrics.jsonl`), if the log is there.
+pub(super) fn training_seconds(prior: &Prior) -> Option<f64> {
+    let log = std::fs::read_to_string(prior.dir.parent()?.join("metrics.jsonl")).ok()?;
+    log.lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["step"]
+                .as_u64()
+                .is_some_and(|s| s as usize <= prior.meta.step)
+        })
+        .find_map(|v| v["seconds"].as_f64())
+}
 
 /// Runs the method on every image of `problem`; `on_step` after each reverse step of each batch.
 pub(super) fn reconstruct(
@@ -28,29 +80,7 @@ pub(super) fn reconstruct(
         .checkpoint
         .as_ref()
         .expect("validated: amortized has a checkpoint");
-    let (prior, spec) = Prior::load_conditional(path, &models.device, file.run.raw_weights)?;
-    if prior.image_shape() != problem.shape {
-        bail!(
-            "{}: the conditional model takes {:?} images, the file's are {:?}",
-            prior.dir.display(),
-            prior.image_shape(),
-            problem.shape
-        );
-    }
-    let observer = spec.observer(problem.shape, &models.device)?;
-    let wanted = ConditionSpec {
-        operator: file.operator.clone(),
-        noise: file.noise.clone(),
-    };
-    if spec != wanted {
-        bail!(
-            "{}: trained for {}, but this file observes {} (train one for it with a [condition] \
-             section)",
-            prior.dir.display(),
-            observer.describe(),
-            wanted.observer(problem.shape, &models.device)?.describe()
-        );
-    }
+    let (prior, observer) = load_for(file, path, problem, &models.device)?;
     let [c, h, w] = problem.shape;
     let k = file.run.samples;
     let timesteps = prior
@@ -94,5 +124,6 @@ pub(super) fn reconstruct(
         vjps: 0,
         seconds: clock.elapsed().as_secs_f64(),
         particles: None,
+        train_seconds: training_seconds(&prior),
     })
 }

@@ -47,6 +47,8 @@ pub struct ReconFile {
     pub fk: FkSection,
     #[serde(default)]
     pub amortized: AmortizedSection,
+    #[serde(default)]
+    pub csb: CsbSection,
 }
 
 /// The amortized method: a conditional network trained for this file's observation model
@@ -64,6 +66,69 @@ impl Default for AmortizedSection {
         Self {
             checkpoint: None,
             steps: 100,
+        }
+    }
+}
+
+/// The conditional Schrödinger bridge (Shi et al. 2022) on images: IPF with mean matching from
+/// the amortized model (iteration 0), its iterations kept in `dir` and resumed from there, then
+/// one trajectory of `steps` network calls per sample (`crate::amortized::csb`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CsbSection {
+    /// The conditional model of iteration 0; default: `[amortized] checkpoint`.
+    pub checkpoint: Option<PathBuf>,
+    /// Where the bridge's iterations are written and read back (required).
+    pub dir: Option<PathBuf>,
+    /// IPF iterations after the amortized model (each fits the forward, then the backward net).
+    pub iterations: usize,
+    /// Steps N of the chain: network calls per posterior sample.
+    pub steps: usize,
+    /// The reference's horizon S: ᾱ = e^{−2S} where the chain starts from N(0, I).
+    pub horizon: f64,
+    /// Where the steps lie on [0, S]: `quadratic` (short steps near the data) or `uniform`.
+    pub spacing: crate::amortized::csb::BridgeSpacing,
+    /// Optimiser steps per half-iteration, their batch, learning rate, and the steps between
+    /// fresh simulated paths.
+    pub train_steps: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub refresh: usize,
+    /// Seed of the training (pairs, paths, the forward net's initialisation).
+    pub seed: u64,
+}
+
+impl Default for CsbSection {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            dir: None,
+            iterations: 1,
+            steps: 50,
+            horizon: 3.0,
+            spacing: crate::amortized::csb::BridgeSpacing::Quadratic,
+            train_steps: 400,
+            batch_size: 16,
+            lr: 2e-4,
+            refresh: 10,
+            seed: 0,
+        }
+    }
+}
+
+impl CsbSection {
+    /// The IPF settings.
+    pub fn settings(&self) -> crate::amortized::CsbSettings {
+        crate::amortized::CsbSettings {
+            iterations: self.iterations,
+            steps: self.steps,
+            horizon: self.horizon,
+            spacing: self.spacing,
+            train_steps: self.train_steps,
+            batch_size: self.batch_size,
+            lr: self.lr,
+            refresh: self.refresh,
+            seed: self.seed,
         }
     }
 }
@@ -522,6 +587,9 @@ pub enum ReconMethod {
     /// A conditional network trained on (x, y) pairs of this observation model
     /// (`[amortized]`): one ancestral trajectory per sample, no guidance.
     Amortized,
+    /// The conditional Schrödinger bridge refined from that network by IPF (`[csb]`): one
+    /// bridge trajectory per sample.
+    Csb,
 }
 
 impl ReconMethod {
@@ -535,6 +603,7 @@ impl ReconMethod {
             Self::Tds => "tds",
             Self::Fk => "fk",
             Self::Amortized => "amortized",
+            Self::Csb => "csb",
         }
     }
 
@@ -673,6 +742,7 @@ impl ReconFile {
             ReconMethod::Tds => self.tds.steps,
             ReconMethod::Fk => self.fk.steps,
             ReconMethod::Amortized => self.amortized.steps,
+            ReconMethod::Csb => self.csb.steps,
             ReconMethod::Pinv => 0,
         }
     }
@@ -816,6 +886,18 @@ impl ReconFile {
             if self.amortized.steps == 0 {
                 bail!("amortized.steps must be positive");
             }
+        }
+        if uses(ReconMethod::Csb) {
+            if self.csb.checkpoint.is_none() && self.amortized.checkpoint.is_none() {
+                bail!(
+                    "run.methods: csb needs a conditional model to start from: `[csb] checkpoint` \
+                     or `[amortized] checkpoint` (train --config experiments/<task>-amortized.toml)"
+                );
+            }
+            if self.csb.dir.is_none() {
+                bail!("run.methods: csb needs `[csb] dir`, where the bridge's iterations are kept");
+            }
+            self.csb.settings().validate("csb")?;
         }
         if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");

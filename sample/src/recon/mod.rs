@@ -5,6 +5,7 @@
 
 mod amortized;
 pub mod config;
+mod csb;
 mod panel;
 mod particles;
 mod run;
@@ -130,6 +131,8 @@ pub struct MethodRun {
     pub seconds: f64,
     /// TDS and FK: what the particle systems did.
     pub particles: Option<ParticleRun>,
+    /// Amortized methods: the wall seconds their networks trained for (paid once, for any y).
+    pub train_seconds: Option<f64>,
 }
 
 /// The particle systems of a TDS or FK run: one system of K particles per posterior sample,
@@ -177,10 +180,14 @@ pub fn reconstruct(
             vjps: 0,
             seconds: clock.elapsed().as_secs_f64(),
             particles: None,
+            train_seconds: None,
         });
     }
     if method == ReconMethod::Amortized {
         return amortized::reconstruct(file, problem, models, rng, on_step);
+    }
+    if method == ReconMethod::Csb {
+        return csb::reconstruct(file, problem, models, rng, on_step);
     }
     if let Some(settings) = file.particle_settings(spec) {
         return particles::reconstruct(
@@ -273,7 +280,11 @@ pub fn reconstruct(
                     y,
                 })
             }
-            ReconMethod::Pinv | ReconMethod::Tds | ReconMethod::Fk | ReconMethod::Amortized => {
+            ReconMethod::Pinv
+            | ReconMethod::Tds
+            | ReconMethod::Fk
+            | ReconMethod::Amortized
+            | ReconMethod::Csb => {
                 unreachable!("handled above")
             }
         };
@@ -300,6 +311,7 @@ pub fn reconstruct(
         vjps,
         seconds: clock.elapsed().as_secs_f64(),
         particles: None,
+        train_seconds: None,
     })
 }
 
@@ -345,6 +357,9 @@ pub struct MethodReport {
     pub particles: Option<usize>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ess_mean: Option<f64>,
+    /// Amortized methods: training wall seconds (once, for any y), besides `seconds` (sampling).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_seconds: Option<f64>,
     pub images: Vec<ImageScore>,
 }
 
@@ -426,6 +441,7 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
             .particles
             .as_ref()
             .map(|_| mean_of(&images.iter().filter_map(|s| s.ess_mean).collect::<Vec<_>>())),
+        train_seconds: run.train_seconds,
         images,
     }
 }

@@ -95,5 +95,6 @@ pub(super) fn reconstruct(
         vjps: if guided { nfe } else { 0 },
         seconds: clock.elapsed().as_secs_f64(),
         particles: Some(stats),
+        train_seconds: None,
     })
 }
