@@ -126,6 +126,7 @@ fn errors(c: &Case, method: ReconMethod, k: usize, twist: Option<Twist>) -> Erro
         grad: &c.prior,
         device: device.clone(),
         grad_device: device.autodiff(),
+        quiet: true,
     };
     let mut rng = Rng::new(100 + k as u64);
     let run = reconstruct(

@@ -297,6 +297,7 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         s: &CsbSettings,
         from: usize,
         on_iteration: &mut OnIteration<'_, Self>,
+        on_step: &dyn Fn(),
     ) -> Result<()> {
         if pairs.dim() != size(self.shape) || pairs.cond_dim() != size(self.cond_shape) {
             bail!(
@@ -309,8 +310,8 @@ impl<N: BridgeNet> ConditionalBridge<N> {
             );
         }
         for it in from..s.iterations {
-            let lf = self.fit(true, pairs, s, 2 * it as u64 + 1)?;
-            let lb = self.fit(false, pairs, s, 2 * it as u64 + 2)?;
+            let lf = self.fit(true, pairs, s, 2 * it as u64 + 1, on_step)?;
+            let lb = self.fit(false, pairs, s, 2 * it as u64 + 2, on_step)?;
             on_iteration(it + 1, self, (lf, lb))?;
         }
         Ok(())
@@ -324,6 +325,7 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         pairs: &dyn PairSource,
         s: &CsbSettings,
         stream: u64,
+        on_step: &dyn Fn(),
     ) -> Result<f64> {
         let train_dev = self.device.clone().autodiff();
         let device = self.device.clone();
@@ -415,6 +417,7 @@ impl<N: BridgeNet> ConditionalBridge<N> {
             last = value;
             let grads = GradientsParams::from_grads(loss.backward(), &trainee);
             trainee = optim.step(lr_at(s.lr, step, s.train_steps), trainee, grads);
+            on_step();
         }
         let trained = trainee.valid();
         if fit_forward {
@@ -438,11 +441,17 @@ pub fn train_csb(
     let clock = Instant::now();
     let mut bridge = ConditionalBridge::from_eps(eps, schedule, s);
     let mut trace = CsbTrace::default();
-    bridge.refine(pairs, s, 0, &mut |it, b, losses| {
-        trace.losses.push(losses);
-        on_iteration(it, b);
-        Ok(())
-    })?;
+    bridge.refine(
+        pairs,
+        s,
+        0,
+        &mut |it, b, losses| {
+            trace.losses.push(losses);
+            on_iteration(it, b);
+            Ok(())
+        },
+        &|| {},
+    )?;
     trace.seconds = clock.elapsed().as_secs_f64();
     Ok((bridge, trace))
 }

@@ -163,28 +163,43 @@ pub(super) fn reconstruct(
             observer: &observer,
             device: device.clone(),
         };
-        eprintln!(
-            "csb: IPF iterations {}..={} on {} train images ({} optimiser steps of {} pairs per \
+        let bar = crate::progress::bar(
+            (settings.iterations - done) * 2 * settings.train_steps,
+            models.quiet,
+            "{spinner} csb IPF [{bar:30}] {pos}/{len} optimiser steps {per_sec} ETA {eta}",
+        );
+        crate::progress::say(
+            &bar,
+            format!(
+                "csb: IPF iterations {}..={} on {} train images ({} optimiser steps of {} pairs per \
              half-iteration, paths of {} steps) → {}",
-            done + 1,
-            settings.iterations,
-            set.len(),
-            settings.train_steps,
-            settings.batch_size,
-            settings.steps,
-            dir.display()
+                done + 1,
+                settings.iterations,
+                set.len(),
+                settings.train_steps,
+                settings.batch_size,
+                settings.steps,
+                dir.display()
+            ),
         );
         let mut clock = Instant::now();
         record.iterations.truncate(done);
-        bridge.refine(&pairs, &settings, done, &mut |i, b, losses| {
-            record.iterations.push(IterationLog {
-                losses,
-                seconds: clock.elapsed().as_secs_f64(),
-            });
-            save_iteration(&dir, i, b, &record)?;
-            clock = Instant::now();
-            Ok(())
-        })?;
+        bridge.refine(
+            &pairs,
+            &settings,
+            done,
+            &mut |i, b, losses| {
+                record.iterations.push(IterationLog {
+                    losses,
+                    seconds: clock.elapsed().as_secs_f64(),
+                });
+                save_iteration(&dir, i, b, &record)?;
+                clock = Instant::now();
+                Ok(())
+            },
+            &|| bar.inc(1),
+        )?;
+        bar.finish_and_clear();
     }
     let bridge_seconds: f64 = record.iterations[..settings.iterations]
         .iter()

@@ -105,6 +105,8 @@ pub struct Models<'a> {
     pub grad: &'a dyn Denoiser,
     pub device: Device,
     pub grad_device: Device,
+    /// No progress bars (methods that train first draw their own).
+    pub quiet: bool,
 }
 
 impl MethodRun {
@@ -501,6 +503,7 @@ steps = 30
             grad: &prior,
             device: device.clone(),
             grad_device: device.clone().autodiff(),
+            quiet: true,
         };
         let op = file.operator(8, 8).unwrap();
         for m in [

@@ -58,6 +58,7 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
         grad: &grad_model,
         device: device.clone(),
         grad_device,
+        quiet: opts.quiet,
     };
     let specs = file.specs();
     let images = problem.indices.len();

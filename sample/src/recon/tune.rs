@@ -139,6 +139,7 @@ pub fn tune(file: &ReconFile, opts: &TuneOptions) -> Result<TuneReport> {
         grad: &grad_model,
         device: device.clone(),
         grad_device,
+        quiet: opts.quiet,
     };
     let tunable: Vec<Param> = params()
         .into_iter()
