@@ -558,6 +558,21 @@ fn load_resumed(
             plan.schedule
         );
     }
+    let observation = plan.file.condition.as_ref().map(|c| c.record());
+    if meta.observation != observation {
+        let name = |o: &Option<serde_json::Value>| {
+            o.as_ref()
+                .map_or("no observation (an unconditional model)".into(), |v| {
+                    v.to_string()
+                })
+        };
+        bail!(
+            "{}: the checkpoint was trained for {}, the config's [condition] says {}",
+            dir.display(),
+            name(&meta.observation),
+            name(&observation)
+        );
+    }
     let state: TrainerState = read_json(&dir.join(STATE_FILE))?;
     let model = checkpoint::load_module(model, &dir.join(MODEL_FILE))?;
     let ema = match ema {

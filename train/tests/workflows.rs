@@ -332,6 +332,27 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
         quiet: true,
     };
     launch::diffusion(&plan, &run).unwrap();
+    // Resuming it for another observation model is refused, naming both.
+    let mut other_obs = TrainFile::parse(&text("mnist-inpaint-box-amortized.toml")).unwrap();
+    (
+        other_obs.run_dir,
+        other_obs.data.limit,
+        other_obs.train.steps,
+    ) = (Some(ck.clone()), 64, 6);
+    let resume = DiffusionRun {
+        resume: Some(ck.clone()),
+        ..run.clone()
+    };
+    let e = format!(
+        "{:#}",
+        launch::diffusion(&other_obs.resolve("t").unwrap(), &resume)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("trained for") && e.contains("inpaint-box") && e.lines().count() == 1,
+        "{e}"
+    );
 
     let mut rf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
     rf.checkpoint = ck.clone();
@@ -375,6 +396,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     let bridge_dir = root.join("bridge");
     rf.run.methods = vec![ReconMethod::Csb];
     (rf.csb.dir, rf.csb.iterations, rf.csb.steps) = (Some(bridge_dir.clone()), 1, 3);
+    rf.csb.horizon = 0.5;
     (rf.csb.train_steps, rf.csb.batch_size, rf.csb.refresh) = (2, 2, 1);
     let csb_run = |rf: &ReconFile| {
         let rr = recon::run(rf, &ropts).unwrap();
@@ -401,6 +423,12 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     rf.csb.dir = None;
     let e = recon::run(&rf, &ropts).err().unwrap().to_string();
     assert!(e.contains("[csb] dir"), "{e}");
+    (rf.csb.dir, rf.csb.horizon) = (Some(bridge_dir.clone()), 3.0);
+    let e = recon::run(&rf, &ropts).err().unwrap().to_string();
+    assert!(
+        e.contains("csb.steps = 3 is too few for horizon = 3"),
+        "{e}"
+    );
     rf.run.methods = vec![ReconMethod::Pinv, ReconMethod::Amortized];
 
     // Another observation model is a one-line error naming both.

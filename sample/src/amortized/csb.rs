@@ -73,11 +73,51 @@ impl Default for CsbSettings {
 
 impl CsbSettings {
     pub fn validate(&self, section: &str) -> Result<()> {
-        if self.steps == 0 || self.train_steps == 0 || self.batch_size == 0 || self.refresh == 0 {
-            bail!("{section}.steps, train_steps, batch_size and refresh must be positive");
+        for (key, v) in [
+            ("steps", self.steps),
+            ("train_steps", self.train_steps),
+            ("batch_size", self.batch_size),
+            ("refresh", self.refresh),
+        ] {
+            if v == 0 {
+                bail!("{section}.{key} must be positive");
+            }
         }
         check::float(&format!("{section}.horizon"), self.horizon, Range::Positive)?;
         check::float(&format!("{section}.lr"), self.lr, Range::Positive)?;
+        // The Euler steps of the reference must stay short: x(1 − γ) flips sign at γ = 1, and the
+        // chain is far from the OU process well before (γ_max ≥ 0.5 refused).
+        let n = self.steps as f64;
+        let gamma_max = match self.spacing {
+            BridgeSpacing::Uniform => self.horizon / n,
+            BridgeSpacing::Quadratic => self.horizon * (2.0 * n - 1.0) / (n * n),
+        };
+        if gamma_max >= 0.5 {
+            bail!(
+                "{section}.steps = {} is too few for horizon = {}: the longest step would be \
+                 γ = {gamma_max:.3} (must be < 0.5)",
+                self.steps,
+                self.horizon
+            );
+        }
+        Ok(())
+    }
+
+    /// The horizon must lie inside the model's schedule: e^{−2S} ≥ ᾱ at its last timestep.
+    pub fn check_schedule(&self, section: &str, schedule: &NoiseSchedule) -> Result<()> {
+        let last = *schedule
+            .alphas_cumprod
+            .last()
+            .expect("a schedule has steps");
+        if (-2.0 * self.horizon).exp() < last {
+            bail!(
+                "{section}.horizon = {} runs past the model's schedule (ᾱ = e^(-2S) = {:.2e} < \
+                 ᾱ_T = {last:.2e}): at most {:.3}",
+                self.horizon,
+                (-2.0 * self.horizon).exp(),
+                -0.5 * last.ln()
+            );
+        }
         Ok(())
     }
 }
@@ -139,6 +179,9 @@ impl Grid {
         self.t.len() - 1
     }
 }
+
+/// The stream of the device RNG's per-step seeds (dropout masks), apart from the pairs' and paths'.
+const DROPOUT_STREAM: u64 = 0xD5_0F;
 
 /// Called after each IPF iteration with its number, the bridge and its last (F, B) losses.
 pub type OnIteration<'a, B> = dyn FnMut(usize, &B, (f64, f64)) -> Result<()> + 'a;
@@ -250,12 +293,24 @@ impl<N: BridgeNet> ConditionalBridge<N> {
     }
 
     /// The backward chain from X_N ~ N(0, I) given conditions `y` (n rows, row-major): every
-    /// state, X_N first; the last step (to X_0) without noise when `final_mean`.
-    fn backward_path(&self, y: &[f32], n: usize, rng: &mut Rng, final_mean: bool) -> Vec<Vec<f32>> {
+    /// state, X_N first, or only X_0 unless `keep_path`; the last step (to X_0) without noise
+    /// when `final_mean`.
+    fn backward_path(
+        &self,
+        y: &[f32],
+        n: usize,
+        rng: &mut Rng,
+        final_mean: bool,
+        keep_path: bool,
+    ) -> Vec<Vec<f32>> {
         let d = size(self.shape);
         let yt = rows(y.to_vec(), self.cond_shape, &self.device);
         let mut x = rows(rng.normals(n * d), self.shape, &self.device);
-        let mut path = vec![tweedie_core::host_values(x.clone())];
+        let mut path = if keep_path {
+            vec![tweedie_core::host_values(x.clone())]
+        } else {
+            Vec::new()
+        };
         for k in (0..self.steps()).rev() {
             let mean = self.backward_mean(&self.backward, x, &vec![k + 1; n], yt.clone());
             x = if k == 0 && final_mean {
@@ -263,7 +318,12 @@ impl<N: BridgeNet> ConditionalBridge<N> {
             } else {
                 mean + rows(rng.normals(n * d), self.shape, &self.device) * self.noise(k)
             };
-            path.push(tweedie_core::host_values(x.clone()));
+            if keep_path {
+                path.push(tweedie_core::host_values(x.clone()));
+            }
+        }
+        if !keep_path {
+            path = vec![tweedie_core::host_values(x)];
         }
         path
     }
@@ -285,7 +345,9 @@ impl<N: BridgeNet> ConditionalBridge<N> {
     /// Posterior samples: one backward trajectory per row of the conditions `y` (n rows,
     /// row-major); returns n states, row-major.
     pub fn sample(&self, y: &[f32], n: usize, rng: &mut Rng) -> Vec<f32> {
-        self.backward_path(y, n, rng, true).pop().expect("a path")
+        self.backward_path(y, n, rng, true, false)
+            .pop()
+            .expect("a path")
     }
 
     /// IPF iterations `from + 1 ..= s.iterations` (each fits F, then B); `on_iteration(i, self)`
@@ -346,11 +408,15 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         let mut last = f64::NAN;
         for step in 0..s.train_steps {
             let mut rng = Rng::derive(s.seed ^ stream, step as u64);
+            // Dropout (networks that have it) draws from the device RNG: reseed it per step so a
+            // resumed build draws the same masks, and hold the lock for the step.
+            let _guard = tweedie_core::rng::device_rng_lock();
+            train_dev.seed(Rng::derive(s.seed ^ stream ^ DROPOUT_STREAM, step as u64).next_u64());
             if step % s.refresh == 0 {
                 let (x0, y) = pairs.draw(b, &mut rng);
                 paths = if fit_forward {
                     // Backward paths in time order X_0..X_N.
-                    let mut p = self.backward_path(&y, b, &mut rng, false);
+                    let mut p = self.backward_path(&y, b, &mut rng, false, true);
                     p.reverse();
                     p
                 } else {
@@ -412,7 +478,11 @@ impl<N: BridgeNet> ConditionalBridge<N> {
             let loss = ((pred - target).square() * weight).mean();
             let value = f64::from(loss.clone().into_scalar::<f32>());
             if !value.is_finite() {
-                bail!("the bridge's mean-matching loss became {value}");
+                bail!(
+                    "the bridge's mean-matching loss became {value} ({} network, IPF stream \
+                     {stream}, optimiser step {step}): try a smaller lr",
+                    if fit_forward { "forward" } else { "backward" }
+                );
             }
             last = value;
             let grads = GradientsParams::from_grads(loss.backward(), &trainee);

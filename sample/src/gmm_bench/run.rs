@@ -51,6 +51,7 @@ fn train_nets(file: &GmmFile, problem: &GmmProblem, bar: &indicatif::ProgressBar
     nets.eps_seconds = log.seconds;
     if methods.contains(&GmmMethod::Csb) {
         let c = &file.csb;
+        c.check_schedule("csb", &problem.schedule)?;
         bar.set_message(format!("bridge: {} IPF iterations", c.iterations));
         let (bridge, trace) =
             amortized::train_csb(eps.clone(), &pairs, &problem.schedule, c, &mut |_, _| {

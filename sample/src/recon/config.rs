@@ -54,7 +54,7 @@ pub struct ReconFile {
 /// The amortized method: a conditional network trained for this file's observation model
 /// (`train --config experiments/<task>-amortized.toml`), one ancestral trajectory per sample.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AmortizedSection {
     /// Its checkpoint (a run or step directory).
     pub checkpoint: Option<PathBuf>,

@@ -103,7 +103,7 @@ fn save_iteration(
     };
     if let Err(e) = write() {
         let _ = std::fs::remove_dir_all(&tmp);
-        bail!("{}: iteration {i} not written ({e})", dir.display());
+        bail!("{}: iteration {i} not written ({e:#})", final_dir.display());
     }
     let json = serde_json::to_vec_pretty(record).expect("plain data serialises");
     write_atomic(&dir.join(RECORD), &json)?;
@@ -141,8 +141,14 @@ pub(super) fn reconstruct(
         cond_shape,
         device.clone(),
     );
+    settings.check_schedule("csb", &prior.schedule)?;
+    let conditional = std::fs::canonicalize(&prior.dir).unwrap_or_else(|_| prior.dir.clone());
     let mut record = BridgeRecord {
-        conditional: prior.dir.display().to_string(),
+        conditional: format!(
+            "{} ({} weights)",
+            conditional.display(),
+            prior.weights.name()
+        ),
         settings: settings_key(&settings),
         iterations: Vec::new(),
     };
@@ -164,7 +170,7 @@ pub(super) fn reconstruct(
             device: device.clone(),
         };
         let bar = crate::progress::bar(
-            (settings.iterations - done) * 2 * settings.train_steps,
+            (settings.iterations - done).saturating_mul(2 * settings.train_steps),
             models.quiet,
             "{spinner} csb IPF [{bar:30}] {pos}/{len} optimiser steps {per_sec} ETA {eta}",
         );
