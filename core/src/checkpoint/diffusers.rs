@@ -100,16 +100,8 @@ fn usize_of(cfg: &Value, file: &Path, key: &str) -> Result<usize, CoreError> {
         .ok_or_else(|| CoreError::checkpoint(file, format!("{key}: missing or not a count")))
 }
 
-/// Maps a `UNet2DModel` config onto [`UNetConfig`].
-pub fn unet_config(cfg: &Value, file: &Path) -> Result<UNetConfig, CoreError> {
-    if let Some(c) = get(cfg, "_class_name").filter(|c| *c != "UNet2DModel") {
-        return Err(unmappable(
-            file,
-            "_class_name",
-            c,
-            "only UNet2DModel maps onto Tweedie's U-Net",
-        ));
-    }
+/// The keys whose value Tweedie's U-Net fixes (one line naming the key where they differ).
+fn check_fixed_keys(cfg: &Value, file: &Path) -> Result<(), CoreError> {
     let same = "Tweedie's U-Net (the DDPM paper's) has only this value";
     expect(cfg, file, "act_fn", json!("silu"), same)?;
     expect(
@@ -181,49 +173,16 @@ pub fn unet_config(cfg: &Value, file: &Path) -> Result<UNetConfig, CoreError> {
             ));
         }
     }
-    let in_ch = usize_of(cfg, file, "in_channels")?;
-    let out_ch = usize_of(cfg, file, "out_channels")?;
-    if out_ch != in_ch {
-        let why = if out_ch == 2 * in_ch {
-            "a learned variance (2 × in_channels outputs); Tweedie's models predict ε only"
-        } else {
-            "the output must have in_channels channels (ε)"
-        };
-        return Err(unmappable(file, "out_channels", &json!(out_ch), why));
-    }
-    let size = match get(cfg, "sample_size") {
-        Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => a[0].as_u64(),
-        Some(v) => v.as_u64(),
-        None => None,
-    }
-    .ok_or_else(|| {
-        let v = cfg.get("sample_size").cloned().unwrap_or(Value::Null);
-        unmappable(
-            file,
-            "sample_size",
-            &v,
-            "Tweedie's U-Net takes square images of one size",
-        )
-    })? as usize;
-    let channels: Vec<usize> = get(cfg, "block_out_channels")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_u64().map(|v| v as usize))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ch = *channels
-        .first()
-        .ok_or_else(|| CoreError::checkpoint(file, "block_out_channels: missing"))?;
-    if ch == 0 || channels.iter().any(|c| c % ch != 0) {
-        return Err(unmappable(
-            file,
-            "block_out_channels",
-            &json!(channels),
-            "every level's channels must be a multiple of the first (ch × ch_mult)",
-        ));
-    }
+    Ok(())
+}
+
+/// The resolutions with attention, from the down and up block types (mirrored, one head).
+fn attention_resolutions(
+    cfg: &Value,
+    file: &Path,
+    size: usize,
+    channels: &[usize],
+) -> Result<Vec<usize>, CoreError> {
     let strings = |key: &str| -> Result<Vec<String>, CoreError> {
         get(cfg, key)
             .and_then(Value::as_array)
@@ -304,6 +263,64 @@ pub fn unet_config(cfg: &Value, file: &Path) -> Result<UNetConfig, CoreError> {
             ));
         }
     }
+    Ok(attn_resolutions)
+}
+
+/// Maps a `UNet2DModel` config onto [`UNetConfig`].
+pub fn unet_config(cfg: &Value, file: &Path) -> Result<UNetConfig, CoreError> {
+    if let Some(c) = get(cfg, "_class_name").filter(|c| *c != "UNet2DModel") {
+        return Err(unmappable(
+            file,
+            "_class_name",
+            c,
+            "only UNet2DModel maps onto Tweedie's U-Net",
+        ));
+    }
+    check_fixed_keys(cfg, file)?;
+    let in_ch = usize_of(cfg, file, "in_channels")?;
+    let out_ch = usize_of(cfg, file, "out_channels")?;
+    if out_ch != in_ch {
+        let why = if out_ch == 2 * in_ch {
+            "a learned variance (2 × in_channels outputs); Tweedie's models predict ε only"
+        } else {
+            "the output must have in_channels channels (ε)"
+        };
+        return Err(unmappable(file, "out_channels", &json!(out_ch), why));
+    }
+    let size = match get(cfg, "sample_size") {
+        Some(Value::Array(a)) if a.len() == 2 && a[0] == a[1] => a[0].as_u64(),
+        Some(v) => v.as_u64(),
+        None => None,
+    }
+    .ok_or_else(|| {
+        let v = cfg.get("sample_size").cloned().unwrap_or(Value::Null);
+        unmappable(
+            file,
+            "sample_size",
+            &v,
+            "Tweedie's U-Net takes square images of one size",
+        )
+    })? as usize;
+    let channels: Vec<usize> = get(cfg, "block_out_channels")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_u64().map(|v| v as usize))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ch = *channels
+        .first()
+        .ok_or_else(|| CoreError::checkpoint(file, "block_out_channels: missing"))?;
+    if ch == 0 || channels.iter().any(|c| c % ch != 0) {
+        return Err(unmappable(
+            file,
+            "block_out_channels",
+            &json!(channels),
+            "every level's channels must be a multiple of the first (ch × ch_mult)",
+        ));
+    }
+    let attn_resolutions = attention_resolutions(cfg, file, size, &channels)?;
     let dropout = get(cfg, "dropout").and_then(Value::as_f64).unwrap_or(0.0);
     let config = UNetConfig::new(
         in_ch,

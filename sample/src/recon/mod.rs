@@ -167,23 +167,7 @@ pub fn reconstruct(
     let per = c * h * w;
     let clock = Instant::now();
     if method == ReconMethod::Pinv {
-        let op = file.operator(h, w)?;
-        let y =
-            file.noise_model()?
-                .mean_estimate(problem.y_rows(0..problem.len(), 1, &models.device));
-        let Some(x) = pseudo_inverse(op.as_ref(), y) else {
-            bail!("pinv needs a linear operator");
-        };
-        return Ok(MethodRun {
-            method,
-            samples: 1,
-            values: tweedie_core::host_values(x.clamp(-1.0, 1.0)),
-            nfe: 0,
-            vjps: 0,
-            seconds: clock.elapsed().as_secs_f64(),
-            particles: None,
-            train_seconds: None,
-        });
+        return pinv(file, problem, &models.device);
     }
     if method == ReconMethod::Amortized {
         return amortized::reconstruct(file, problem, models, rng, on_step);
@@ -200,7 +184,6 @@ pub fn reconstruct(
     let steps = file.steps(method);
     let timesteps = schedule.timesteps(steps, Spacing::Trailing)?;
     let per_batch = (file.run.batch_size / k).max(1);
-    let sigma = file.gaussian_sigma();
     let mut values = Vec::with_capacity(problem.len() * k * per);
     let mut nfe = 0;
     let mut vjps = 0;
@@ -216,80 +199,7 @@ pub fn reconstruct(
             &models.device
         };
         let y = problem.y_rows(range, k, device);
-        let op = file.operator(h, w)?;
-        let mut sampler: Box<dyn Sampler> = match method {
-            ReconMethod::Dps => Box::new(Dps {
-                likelihood: Box::new(Observation {
-                    op,
-                    noise: file.noise_model()?,
-                    y,
-                }),
-                rule: match file.dps.rule {
-                    DpsRule::LogLikelihood => DpsStep::LogLikelihood {
-                        zeta: file.dps.zeta,
-                    },
-                    DpsRule::ResidualNorm => DpsStep::ResidualNorm {
-                        zeta: file.dps.zeta,
-                    },
-                },
-                ddpm: Ddpm {
-                    variance: file.dps.variance,
-                    clip: file.dps.clip,
-                },
-            }),
-            ReconMethod::Diffpir => {
-                // Gaussian noise: the paper's least-squares data step; any other noise model:
-                // the proximal step on its −log p(y | z).
-                let likelihood: Option<Box<dyn crate::likelihood::Likelihood>> = match sigma {
-                    Some(_) => None,
-                    None => Some(Box::new(Observation {
-                        op: file.operator(h, w)?,
-                        noise: file.noise_model()?,
-                        y: y.clone(),
-                    })),
-                };
-                Box::new(DiffPir {
-                    op,
-                    y,
-                    sigma_n: sigma.unwrap_or(1.0),
-                    lambda: file.diffpir.lambda,
-                    zeta: file.diffpir.zeta,
-                    grad_steps: file.diffpir.iters,
-                    clip: file.diffpir.clip,
-                    likelihood,
-                })
-            }
-            ReconMethod::Pigdm => Box::new(PiGdm {
-                op,
-                y,
-                sigma: sigma.unwrap_or(0.1),
-                weight: file.pigdm.weight,
-                ddpm: Ddpm {
-                    variance: file.pigdm.variance,
-                    clip: file.pigdm.clip,
-                },
-            }),
-            ReconMethod::Replacement => {
-                let Some(mask) = file.mask(h, w) else {
-                    bail!("replacement needs an inpainting operator");
-                };
-                Box::new(Replacement {
-                    inner: Ddpm {
-                        variance: tweedie_core::elbo::ModelVariance::Small,
-                        clip: true,
-                    },
-                    mask,
-                    y,
-                })
-            }
-            ReconMethod::Pinv
-            | ReconMethod::Tds
-            | ReconMethod::Fk
-            | ReconMethod::Amortized
-            | ReconMethod::Csb => {
-                unreachable!("handled above")
-            }
-        };
+        let mut sampler = guided_sampler(file, method, y, [h, w])?;
         let model = if guided { models.grad } else { models.plain };
         let x_t = rng.normal_tensor([rows, c, h, w], device);
         let (x0, n) = sampler::run(
@@ -311,6 +221,113 @@ pub fn reconstruct(
         values,
         nfe,
         vjps,
+        seconds: clock.elapsed().as_secs_f64(),
+        particles: None,
+        train_seconds: None,
+    })
+}
+
+/// The sampler of a guided or replacement method on the observations `y` (one row per sample).
+fn guided_sampler(
+    file: &ReconFile,
+    method: ReconMethod,
+    y: Tensor<4>,
+    [h, w]: [usize; 2],
+) -> Result<Box<dyn Sampler>> {
+    let op = file.operator(h, w)?;
+    let sigma = file.gaussian_sigma();
+    Ok(match method {
+        ReconMethod::Dps => Box::new(Dps {
+            likelihood: Box::new(Observation {
+                op,
+                noise: file.noise_model()?,
+                y,
+            }),
+            rule: match file.dps.rule {
+                DpsRule::LogLikelihood => DpsStep::LogLikelihood {
+                    zeta: file.dps.zeta,
+                },
+                DpsRule::ResidualNorm => DpsStep::ResidualNorm {
+                    zeta: file.dps.zeta,
+                },
+            },
+            ddpm: Ddpm {
+                variance: file.dps.variance,
+                clip: file.dps.clip,
+            },
+        }),
+        ReconMethod::Diffpir => {
+            // Gaussian noise: the paper's least-squares data step; any other noise model:
+            // the proximal step on its −log p(y | z).
+            let likelihood: Option<Box<dyn crate::likelihood::Likelihood>> = match sigma {
+                Some(_) => None,
+                None => Some(Box::new(Observation {
+                    op: file.operator(h, w)?,
+                    noise: file.noise_model()?,
+                    y: y.clone(),
+                })),
+            };
+            Box::new(DiffPir {
+                op,
+                y,
+                sigma_n: sigma.unwrap_or(1.0),
+                lambda: file.diffpir.lambda,
+                zeta: file.diffpir.zeta,
+                grad_steps: file.diffpir.iters,
+                clip: file.diffpir.clip,
+                likelihood,
+            })
+        }
+        ReconMethod::Pigdm => Box::new(PiGdm {
+            op,
+            y,
+            sigma: sigma.unwrap_or(0.1),
+            weight: file.pigdm.weight,
+            ddpm: Ddpm {
+                variance: file.pigdm.variance,
+                clip: file.pigdm.clip,
+            },
+        }),
+        ReconMethod::Replacement => {
+            let Some(mask) = file.mask(h, w) else {
+                bail!("replacement needs an inpainting operator");
+            };
+            Box::new(Replacement {
+                inner: Ddpm {
+                    variance: tweedie_core::elbo::ModelVariance::Small,
+                    clip: true,
+                },
+                mask,
+                y,
+            })
+        }
+        ReconMethod::Pinv
+        | ReconMethod::Tds
+        | ReconMethod::Fk
+        | ReconMethod::Amortized
+        | ReconMethod::Csb => {
+            unreachable!("handled above")
+        }
+    })
+}
+
+/// A⁺ŷ, clamped to the image range: one "sample" per image.
+fn pinv(file: &ReconFile, problem: &Problem, device: &Device) -> Result<MethodRun> {
+    let clock = Instant::now();
+    let [_, h, w] = problem.shape;
+    let op = file.operator(h, w)?;
+    let y = file
+        .noise_model()?
+        .mean_estimate(problem.y_rows(0..problem.len(), 1, device));
+    let Some(x) = pseudo_inverse(op.as_ref(), y) else {
+        bail!("pinv needs a linear operator");
+    };
+    Ok(MethodRun {
+        method: ReconMethod::Pinv,
+        samples: 1,
+        values: tweedie_core::host_values(x.clamp(-1.0, 1.0)),
+        nfe: 0,
+        vjps: 0,
         seconds: clock.elapsed().as_secs_f64(),
         particles: None,
         train_seconds: None,
