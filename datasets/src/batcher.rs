@@ -33,6 +33,11 @@ impl Dataset<ImageItem, DataError> for ImageSet {
     }
 }
 
+/// A pixel byte on the models' [−1, 1] scale: x/127.5 − 1.
+pub fn to_model_scale(byte: u8) -> f32 {
+    byte as f32 / 127.5 - 1.0
+}
+
 /// A batch: images `[B, C, H, W]` in [−1, 1] (x/127.5 − 1) and labels `[B]`.
 #[derive(Debug, Clone)]
 pub struct ImageBatch {
@@ -62,7 +67,7 @@ impl ImageBatcher {
                 for y in 0..h {
                     for x in 0..w {
                         let xx = if flip { w - 1 - x } else { x };
-                        data.push(item.pixels[(ch * h + y) * w + xx] as f32 / 127.5 - 1.0);
+                        data.push(to_model_scale(item.pixels[(ch * h + y) * w + xx]));
                     }
                 }
             }

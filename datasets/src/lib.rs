@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use batcher::{ImageBatch, ImageBatcher, ImageItem};
+pub use batcher::{ImageBatch, ImageBatcher, ImageItem, to_model_scale};
 pub use error::DataError;
 
 /// The datasets Tweedie reads.

@@ -303,10 +303,9 @@ fn small_unet() -> UNetConfig {
     UNetConfig::new(1, 8, 32, vec![1], 1, vec![], 0.0)
 }
 
-#[test]
-fn checkpoint_readers_never_panic_and_name_the_file() {
-    let p = Path::new("run/step-00000001/checkpoint.json");
-    let meta = CheckpointMeta {
+/// Metadata of a small unconditional checkpoint at step 1.
+fn small_meta() -> CheckpointMeta {
+    CheckpointMeta {
         format: FORMAT_VERSION,
         step: 1,
         unet: small_unet(),
@@ -318,7 +317,13 @@ fn checkpoint_readers_never_panic_and_name_the_file() {
         dataset: "mnist".into(),
         sampling: None,
         observation: None,
-    };
+    }
+}
+
+#[test]
+fn checkpoint_readers_never_panic_and_name_the_file() {
+    let p = Path::new("run/step-00000001/checkpoint.json");
+    let meta = small_meta();
     let json = serde_json::to_string_pretty(&meta).unwrap();
     let n_meta = fuzz(
         "checkpoint-meta",
@@ -584,19 +589,7 @@ fn write_fuzz_seeds() {
     ] {
         put(target, file, &preset(file));
     }
-    let meta = CheckpointMeta {
-        format: FORMAT_VERSION,
-        step: 1,
-        unet: small_unet(),
-        schedule: ScheduleSpec::Linear {
-            timesteps: 50,
-            beta_start: 1e-4,
-            beta_end: 0.02,
-        },
-        dataset: "mnist".into(),
-        sampling: None,
-        observation: None,
-    };
+    let meta = small_meta();
     put(
         "checkpoint_meta",
         "checkpoint.json",

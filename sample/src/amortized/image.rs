@@ -117,7 +117,10 @@ impl super::PairSource for ImagePairs<'_> {
         let x: Vec<f32> = (0..n)
             .flat_map(|_| {
                 let i = rng.below(self.set.len());
-                self.set.image(i).iter().map(|b| *b as f32 / 127.5 - 1.0)
+                self.set
+                    .image(i)
+                    .iter()
+                    .map(|b| tweedie_datasets::to_model_scale(*b))
             })
             .collect();
         let x0 = Tensor::<4>::from_data(TensorData::new(x.clone(), [n, c, h, w]), &self.device);

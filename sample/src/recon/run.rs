@@ -169,7 +169,11 @@ pub(super) fn load_problem(
     }
     let truth: Vec<f32> = indices
         .iter()
-        .flat_map(|i| set.image(*i).iter().map(|b| *b as f32 / 127.5 - 1.0))
+        .flat_map(|i| {
+            set.image(*i)
+                .iter()
+                .map(|b| tweedie_datasets::to_model_scale(*b))
+        })
         .collect();
     let problem = Problem::observe(
         file,
