@@ -26,6 +26,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use serde::Deserialize;
 use tweedie_core::denoiser::ConditionalDenoiser;
+use tweedie_core::diffusion::per_sample;
 use tweedie_core::mlp::CondMlp;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::NoiseSchedule;
@@ -191,12 +192,6 @@ pub type OnIteration<'a, B> = dyn FnMut(usize, &B, (f64, f64)) -> Result<()> + '
 pub trait BridgeNet: Module + ConditionalDenoiser {}
 impl<N: Module + ConditionalDenoiser> BridgeNet for N {}
 
-fn column(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<4> {
-    let v: Vec<f32> = values.map(|x| x as f32).collect();
-    let n = v.len();
-    Tensor::from_data(TensorData::new(v, [n, 1, 1, 1]), device)
-}
-
 /// Row-major values as `[n, shape]`.
 fn rows(v: Vec<f32>, [c, h, w]: [usize; 3], device: &Device) -> Tensor<4> {
     let n = v.len() / (c * h * w);
@@ -272,10 +267,13 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         let g = &self.grid.gamma;
         let device = x.device();
         let t: Vec<usize> = k1.iter().map(|&k| self.grid.t[k]).collect();
-        let keep = column(k1.iter().map(|&k| 1.0 + g[k]), &device);
-        let coef = column(k1.iter().map(|&k| 2.0 * g[k] / self.grid.sigma[k]), &device);
+        let keep: Vec<f64> = k1.iter().map(|&k| 1.0 + g[k]).collect();
+        let coef: Vec<f64> = k1
+            .iter()
+            .map(|&k| 2.0 * g[k] / self.grid.sigma[k])
+            .collect();
         let eps = net.eps_given(x.clone(), &t, y);
-        x * keep - eps * coef
+        x * per_sample(&keep, &device) - eps * per_sample(&coef, &device)
     }
 
     /// F_k(x, y) = x − γ_{k+1} x + γ_{k+1} g(x, t_k, y) for per-row k in `k`.
@@ -284,7 +282,8 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         let g: Vec<f64> = k.iter().map(|&k| self.grid.gamma[k + 1]).collect();
         let t: Vec<usize> = k.iter().map(|&k| self.grid.t[k]).collect();
         let drift = net.eps_given(x.clone(), &t, y);
-        x * column(g.iter().map(|g| 1.0 - g), &device) + drift * column(g.into_iter(), &device)
+        let keep: Vec<f64> = g.iter().map(|g| 1.0 - g).collect();
+        x * per_sample(&keep, &device) + drift * per_sample(&g, &device)
     }
 
     /// The noise's standard deviation on the step between grid points k and k + 1.
@@ -471,10 +470,11 @@ impl<N: BridgeNet> ConditionalBridge<N> {
             };
             let target = Tensor::<4>::from_data(target.into_data(), &train_dev);
             // Mean matching per coordinate, each pair of states weighted by 1 / 2γ of its step.
-            let weight = column(
-                ks.iter().map(|&k| 1.0 / (2.0 * self.grid.gamma[k + 1])),
-                &train_dev,
-            );
+            let weight: Vec<f64> = ks
+                .iter()
+                .map(|&k| 1.0 / (2.0 * self.grid.gamma[k + 1]))
+                .collect();
+            let weight = per_sample(&weight, &train_dev);
             let loss = ((pred - target).square() * weight).mean();
             let value = f64::from(loss.clone().into_scalar::<f32>());
             if !value.is_finite() {
