@@ -34,7 +34,7 @@ impl BackendKind {
             BackendKind::Flex => Ok(Device::flex()),
             #[allow(deprecated)]
             BackendKind::Ndarray => Ok(Device::ndarray()),
-            BackendKind::Wgpu => wgpu_device(),
+            BackendKind::Wgpu => wgpu_device_default(),
             BackendKind::Tch => tch_device(),
         }
     }
@@ -83,13 +83,88 @@ impl BackendKind {
     }
 }
 
+/// One device of a multi-device run (`train --devices flex,ndarray`, `--devices wgpu:0,wgpu:1`):
+/// a backend and, for wgpu, which discrete GPU (`wgpu` alone is the adapter wgpu picks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeviceSpec {
+    pub backend: BackendKind,
+    pub index: Option<usize>,
+}
+
+impl DeviceSpec {
+    /// The plain (inference) device. Errors if the binary was built without the backend.
+    pub fn device(self) -> Result<Device, CoreError> {
+        match (self.backend, self.index) {
+            (BackendKind::Wgpu, Some(i)) => wgpu_device(DeviceKind::DiscreteGpu(i)),
+            (b, _) => b.device(),
+        }
+    }
+
+    /// A comma-separated list of devices, each named once.
+    pub fn parse_list(s: &str) -> Result<Vec<DeviceSpec>, CoreError> {
+        let specs = s
+            .split(',')
+            .map(|p| p.trim().parse())
+            .collect::<Result<Vec<DeviceSpec>, _>>()?;
+        for (i, a) in specs.iter().enumerate() {
+            if specs[..i].contains(a) {
+                return Err(CoreError::Backend {
+                    name: a.to_string(),
+                    why: "named twice in the device list (one device, one shard)".into(),
+                });
+            }
+        }
+        Ok(specs)
+    }
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = CoreError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, index) = match s.split_once(':') {
+            Some((n, i)) => (n, Some(i)),
+            None => (s, None),
+        };
+        let backend: BackendKind = name.parse()?;
+        let index = match index {
+            None => None,
+            Some(i) if backend == BackendKind::Wgpu => {
+                Some(i.parse::<usize>().map_err(|_| CoreError::Backend {
+                    name: s.into(),
+                    why: format!("`{i}` is not a GPU index (wgpu:0, wgpu:1, …)"),
+                })?)
+            }
+            Some(_) => {
+                return Err(CoreError::Backend {
+                    name: s.into(),
+                    why: format!("{name} has one device; only wgpu takes an index"),
+                });
+            }
+        };
+        Ok(Self { backend, index })
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "{}:{i}", self.backend),
+            None => write!(f, "{}", self.backend),
+        }
+    }
+}
+
+fn wgpu_device_default() -> Result<Device, CoreError> {
+    wgpu_device(DeviceKind::DefaultDevice)
+}
+
 #[cfg(feature = "wgpu")]
-fn wgpu_device() -> Result<Device, CoreError> {
-    Ok(Device::wgpu(DeviceKind::DefaultDevice))
+fn wgpu_device(kind: DeviceKind) -> Result<Device, CoreError> {
+    Ok(Device::wgpu(kind))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_device() -> Result<Device, CoreError> {
+fn wgpu_device(_: DeviceKind) -> Result<Device, CoreError> {
     Err(CoreError::Backend {
         name: "wgpu".into(),
         why: "this binary was built without the `wgpu` cargo feature (cargo build --release --features tweedie-core/wgpu)".into(),
@@ -160,5 +235,24 @@ mod tests {
             assert!(err.contains("`wgpu` cargo feature"), "{err}");
         }
         assert!(BackendKind::Flex.device().is_ok());
+    }
+
+    #[test]
+    fn device_lists_parse_with_gpu_indices_and_refuse_repeats() {
+        let l = DeviceSpec::parse_list("flex, ndarray,wgpu:1").unwrap();
+        assert_eq!(
+            l.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            ["flex", "ndarray", "wgpu:1"]
+        );
+        assert_eq!(l[2].index, Some(1));
+        for (bad, says) in [
+            ("flex,flex", "named twice"),
+            ("flex:1", "only wgpu takes an index"),
+            ("wgpu:x", "not a GPU index"),
+            ("flex,cuda", "`ndarray`"),
+        ] {
+            let e = DeviceSpec::parse_list(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 }

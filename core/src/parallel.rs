@@ -11,6 +11,12 @@
 //! - Sampling ([`Sharded`]): a [`Denoiser`] wrapper that evaluates the shards concurrently and
 //!   concatenates them; every sampler works through it unchanged.
 //!
+//! - Several devices ([`loss_and_grads_across`], [`reduce`]): shard j's forward and backward pass
+//!   runs on device j, on a fork of the model there, from a thread of its own; the per-device
+//!   gradients go to burn's [`MultiGradientsParams`], whose reduction sums each parameter's
+//!   gradient on the device that owns it, where the optimiser then updates it (burn's
+//!   `ModuleOptimizer::step_multi`, and burn-train's multi-device strategy).
+//!
 //! Why: at batch 32 on 2 cores, burn-flex parallelises each kernel over both cores and scales
 //! only 1.65× from one core; k independent one-core passes scale nearly k× because they share
 //! nothing but memory bandwidth (BENCHMARKS.md, "Data parallelism across cores").
@@ -19,7 +25,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::{GradientsAccumulator, GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 
 use crate::denoiser::Denoiser;
@@ -164,6 +171,85 @@ where
         acc.accumulate(model, grads);
     }
     (total, acc.grads())
+}
+
+/// Rows `r` of `x` on `device` (a transfer only when `x` lives elsewhere).
+pub fn rows_on<const D: usize>(x: &Tensor<D>, r: &Range<usize>, device: &Device) -> Tensor<D> {
+    let part = rows(x, r);
+    if &part.device() == device {
+        part
+    } else {
+        part.to_device(device)
+    }
+}
+
+/// The full-batch loss and the gradients of `model`'s parameters with the batch split across
+/// `devices` (autodiff devices), one contiguous shard each, all passes running at once, each
+/// from a thread of its own on a fork of the model on its device. `loss(fork, j, range)` gets
+/// shard `j`'s fork and must return the mean of per-sample terms over `range`, computed on the
+/// fork's device ([`rows_on`]). The gradients stay on the devices that made them; [`reduce`]
+/// or `optim.step_multi` sums them.
+pub fn loss_and_grads_across<M, F>(
+    devices: &[Device],
+    model: &M,
+    batch: usize,
+    loss: F,
+) -> (f64, MultiGradientsParams)
+where
+    M: Module + Sync,
+    F: Fn(&M, usize, Range<usize>) -> Tensor<1> + Sync,
+{
+    let ranges = shard_ranges(batch, devices.len());
+    let loss = &loss;
+    let parts: Vec<(f64, GradientsParams, Device)> = std::thread::scope(|s| {
+        let handles: Vec<_> = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(j, r)| {
+                let device = devices[j].clone();
+                s.spawn(move || {
+                    let fork = model.clone().fork(&device);
+                    let weight = r.len() as f64 / batch as f64;
+                    let l = loss(&fork, j, r).mul_scalar(weight);
+                    let value = l.clone().into_scalar::<f32>() as f64;
+                    let grads = GradientsParams::from_grads(l.backward(), &fork);
+                    (value, grads, device)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    let total = parts.iter().map(|p| p.0).sum();
+    let grads = parts.into_iter().map(|(_, g, d)| (g, d)).collect();
+    (total, MultiGradientsParams { grads })
+}
+
+/// burn's reduction of per-device gradients: each parameter's gradients summed on the device
+/// that owns it (`MultiGradientsParams::remove`, what `step_multi` does parameter by parameter),
+/// gathered into one [`GradientsParams`] whose tensors stay on their owners. The optimiser then
+/// updates each parameter there; taking the reduction out of `step_multi` leaves room for the
+/// global-norm clip between the two.
+pub fn reduce<M: Module>(model: &M, multi: MultiGradientsParams) -> GradientsParams {
+    struct Gather {
+        multi: MultiGradientsParams,
+        out: GradientsParams,
+    }
+    impl ModuleVisitor for Gather {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+            if let Some((g, _)) = self.multi.remove::<D>(p.id) {
+                self.out.register(p.id, g);
+            }
+        }
+    }
+    let mut v = Gather {
+        multi,
+        out: GradientsParams::new(),
+    };
+    model.visit(&mut v);
+    v.out
 }
 
 /// A [`Denoiser`] evaluated in `k` shards of the batch, concurrently, one core each (CPU

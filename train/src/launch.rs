@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use tweedie_core::device::BackendKind;
+use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_datasets::{DatasetKind, Split, download, load, resolve_dir};
 
@@ -67,6 +67,8 @@ pub fn data_dir(kind: DatasetKind, explicit: Option<&Path>, download: bool) -> R
 #[derive(Debug, Clone)]
 pub struct DiffusionRun {
     pub backend: BackendKind,
+    /// Data parallelism across these devices (`--devices`); empty: `backend`'s one device.
+    pub devices: Vec<DeviceSpec>,
     /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
     pub restart: bool,
@@ -101,7 +103,9 @@ pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
         None
     };
     let opts = RunOptions {
-        backend: o.backend,
+        // The first of several devices decides what the CPU-only paths (shards, timing) see.
+        backend: o.devices.first().map_or(o.backend, |d| d.backend),
+        devices: o.devices.clone(),
         resume: o.resume.clone(),
         restart: o.restart,
         progress: !o.quiet,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
-use tweedie_core::device::BackendKind;
+use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind};
 use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
@@ -52,6 +52,11 @@ struct Args {
     /// `[train] shards`; CPU backends).
     #[arg(long, value_name = "N")]
     shards: Option<usize>,
+    /// Data parallelism across devices, a comma-separated list: `flex,ndarray`, `wgpu:0,wgpu:1`
+    /// (`wgpu:N` is the N-th discrete GPU). Each step's batch is split into one contiguous shard
+    /// per device; the first device holds the model, the EMA and the checkpoints.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "shards"])]
+    devices: Option<String>,
     /// Start over in a run directory that already holds a run: the old run is moved to
     /// `<run_dir>.old-<n>` first (without this flag such a directory is refused).
     #[arg(long, conflicts_with = "resume")]
@@ -157,6 +162,10 @@ fn run(args: Args) -> Result<()> {
         &plan,
         &DiffusionRun {
             backend: args.backend,
+            devices: match &args.devices {
+                Some(list) => DeviceSpec::parse_list(list).context("--devices")?,
+                None => Vec::new(),
+            },
             resume: args.resume.clone(),
             restart: args.restart,
             no_eval: args.no_eval,

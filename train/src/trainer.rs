@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::CoreError;
 use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
 use tweedie_core::denoiser::{Conditioned, Denoiser};
-use tweedie_core::device::BackendKind;
+use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::parallel;
 use tweedie_core::rng::Rng;
@@ -56,6 +56,10 @@ const MASK_STREAM: u64 = 0x3A5C_D409;
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub backend: BackendKind,
+    /// Data parallelism across these devices (each step's batch split in contiguous shards, one
+    /// per device; the first holds the model, the EMA and the checkpoints). Empty: one device,
+    /// `backend`'s.
+    pub devices: Vec<DeviceSpec>,
     /// Continue from this checkpoint (run or step directory).
     pub resume: Option<PathBuf>,
     /// Start over in a run directory that holds another run: move that run aside to
@@ -137,6 +141,8 @@ pub struct Trainer<'a> {
     opts: &'a RunOptions,
     schedule: NoiseSchedule,
     device: Device,
+    /// The autodiff devices of a multi-device run (the first is `device`); empty otherwise.
+    devices: Vec<Device>,
     /// Conditional runs: the observation model the training pairs are drawn from.
     observer: Option<Observer>,
     model: UNet,
@@ -184,7 +190,35 @@ impl<'a> Trainer<'a> {
         if data.is_empty() {
             bail!("the dataset is empty");
         }
-        let device = opts.backend.device()?.autodiff();
+        let devices = opts
+            .devices
+            .iter()
+            .map(|d| Ok(d.device()?.autodiff()))
+            .collect::<Result<Vec<_>>>()?;
+        if devices.len() > 1 && tc.shards > 1 {
+            bail!(
+                "[train] shards = {} with {} devices: split a batch across devices or across one \
+                 CPU's cores, not both",
+                tc.shards,
+                devices.len()
+            );
+        }
+        if devices.len() > tc.batch_size {
+            bail!(
+                "{} devices for batches of {}: every device needs at least one image",
+                devices.len(),
+                tc.batch_size
+            );
+        }
+        let device = match devices.first() {
+            Some(d) => d.clone(),
+            None => opts.backend.device()?.autodiff(),
+        };
+        let devices = if devices.len() > 1 {
+            devices
+        } else {
+            Vec::new()
+        };
         let observer = match &plan.file.condition {
             Some(c) => Some(c.observer(data.shape, &device).context("[condition]")?),
             None => None,
@@ -254,6 +288,7 @@ impl<'a> Trainer<'a> {
             opts,
             schedule,
             device,
+            devices,
             observer,
             model,
             optim,
@@ -331,15 +366,23 @@ impl<'a> Trainer<'a> {
             }
         };
         let schedule = &self.schedule;
-        // Shard j's part of the batch; the whole batch when there is one shard.
+        // Shard j's part of the batch, on its model's device (the whole batch for one shard).
         let shard_loss = |m: &UNet, r: Range<usize>| {
-            let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
+            let on = m
+                .devices()
+                .into_iter()
+                .next()
+                .expect("a model with parameters");
+            let (x0, eps) = (
+                parallel::rows_on(&x0, &r, &on),
+                parallel::rows_on(&eps, &r, &on),
+            );
             let conditioned;
             let model: &dyn Denoiser = match &cond {
                 Some(c) => {
                     conditioned = Conditioned {
                         net: m,
-                        cond: parallel::rows(c, &r),
+                        cond: parallel::rows_on(c, &r, &on),
                     };
                     &conditioned
                 }
@@ -351,22 +394,28 @@ impl<'a> Trainer<'a> {
             }
         };
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
-        // masks, and hold the lock until the passes are done. Several shards at once draw from
-        // streams of their own, functions of (seed, step, shard), instead.
+        // masks, and hold the lock until the passes are done. Several shards at once (cores or
+        // devices) draw from streams of their own, functions of (seed, step, shard), instead.
+        let with_stream = |m: &UNet, j: usize, r: Range<usize>| {
+            let stream = Rng::derive(f.seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
+            tweedie_core::rng::with_mask_stream(stream, || shard_loss(m, r))
+        };
         let (loss_value, mut grads) = {
             let _guard = tweedie_core::rng::device_rng_lock();
             self.device
                 .seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let sharded = tc.shards > 1 && self.opts.backend.is_cpu();
-            parallel::loss_and_grads(self.opts.backend, tc.shards, &self.model, b, |m, j, r| {
-                if sharded {
-                    let stream =
-                        Rng::derive(f.seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
-                    tweedie_core::rng::with_mask_stream(stream, || shard_loss(m, r))
-                } else {
+            if !self.devices.is_empty() {
+                let (value, multi) =
+                    parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream);
+                (value, parallel::reduce(&self.model, multi))
+            } else if sharded {
+                parallel::loss_and_grads(self.opts.backend, tc.shards, &self.model, b, with_stream)
+            } else {
+                parallel::loss_and_grads(self.opts.backend, 1, &self.model, b, |m, _, r| {
                     shard_loss(m, r)
-                }
-            })
+                })
+            }
         };
         if !loss_value.is_finite() {
             self.bar.abandon();
@@ -378,7 +427,14 @@ impl<'a> Trainer<'a> {
         }
         let grad_norm = clip::clip_global_norm(&self.model, &mut grads, tc.grad_clip);
         let lr = lr_at(tc.lr, tc.warmup_steps, step);
-        self.model = self.optim.step(lr, self.model.clone(), grads);
+        let stepped = self.optim.step(lr, self.model.clone(), grads);
+        // Across devices, each parameter was updated on the device that owns its gradient (and
+        // keeps its Adam moments there); the model itself lives on the first device.
+        self.model = if self.devices.is_empty() {
+            stepped
+        } else {
+            stepped.fork(&self.device)
+        };
         if let Some(e) = self.ema.take() {
             self.ema = Some(ema::update(
                 e,

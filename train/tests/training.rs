@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use tweedie_core::checkpoint;
-use tweedie_core::device::BackendKind;
+use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::rng::Rng;
 use tweedie_datasets::ImageSet;
 use tweedie_sample::experiment::ExperimentFile;
@@ -44,6 +44,7 @@ fn plan(run_dir: &std::path::Path, steps: usize, extra: &str) -> tweedie_train::
 fn opts(resume: Option<PathBuf>) -> RunOptions {
     RunOptions {
         backend: BackendKind::Flex,
+        devices: Vec::new(),
         resume,
         restart: false,
         progress: false,
@@ -287,6 +288,70 @@ fn sharded_training_follows_the_whole_batch_and_reproduces_with_dropout() {
     assert_ne!(straight.losses, one.losses);
     for dir in [c, d, e] {
         std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+fn close_losses(a: &[f64], b: &[f64]) {
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(b) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "losses {x} vs {y}");
+    }
+}
+
+#[test]
+fn training_across_two_cpu_devices_follows_one_device_and_resumes_exactly() {
+    // Two burn devices in one process: flex and ndarray, each with half of every batch, the
+    // gradients reduced by burn's MultiGradientsParams and clipped (grad_clip = 1) before Adam.
+    let two_devices = |resume: Option<PathBuf>| RunOptions {
+        devices: DeviceSpec::parse_list("flex,ndarray").unwrap(),
+        ..opts(resume)
+    };
+    let no_dropout = |dir: &PathBuf| {
+        let mut p = plan(dir, 4, "grad_clip = 1.0");
+        p.unet.dropout = 0.0;
+        p
+    };
+    // No dropout: the same steps as one device, up to floating-point summation order.
+    let (a, b) = (tmp("dev-1"), tmp("dev-2"));
+    let one = trainer::train(&no_dropout(&a), &data(), &opts(None)).unwrap();
+    let two = trainer::train(&no_dropout(&b), &data(), &two_devices(None)).unwrap();
+    close_losses(&one.losses, &two.losses);
+    let err = max_abs_diff(&weights(&one.model), &weights(&two.model));
+    assert!(err < 1e-3, "weights differ by {err}");
+    // The trained model is back on the first device, whole.
+    assert_eq!(two.model.devices().len(), 1);
+    // Dropout: shard j draws the masks of stream (seed, step, j), as the CPU shards do, so two
+    // devices take the steps of two shards on one.
+    let (c, d, e) = (tmp("dev-c"), tmp("dev-d"), tmp("dev-e"));
+    let shards = trainer::train(&plan(&c, 4, "shards = 2"), &data(), &opts(None)).unwrap();
+    let devs = trainer::train(&plan(&d, 4, ""), &data(), &two_devices(None)).unwrap();
+    close_losses(&shards.losses, &devs.losses);
+    let err = max_abs_diff(&weights(&shards.model), &weights(&devs.model));
+    assert!(err < 1e-3, "weights differ by {err}");
+    // Resumed across devices (Adam's moments saved from both): bit-identical.
+    let first = trainer::train(&plan(&e, 2, ""), &data(), &two_devices(None)).unwrap();
+    let second = trainer::train(&plan(&e, 4, ""), &data(), &two_devices(Some(e.clone()))).unwrap();
+    let joined: Vec<f64> = first.losses.iter().chain(&second.losses).copied().collect();
+    assert_eq!(devs.losses, joined);
+    assert_eq!(weights(&devs.model), weights(&second.model));
+    // More devices than images is refused in one line.
+    let f = tmp("dev-f");
+    let mut small = plan(&f, 1, "");
+    small.file.train.batch_size = 1;
+    let err = trainer::train(&small, &data(), &two_devices(None))
+        .err()
+        .unwrap();
+    assert!(
+        format!("{err:#}").contains("every device needs at least one image"),
+        "{err:#}"
+    );
+    for dir in [a, b, c, d, e, f] {
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
 

@@ -60,6 +60,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     let plan = file.resolve("t").unwrap();
     let run = DiffusionRun {
         backend: BackendKind::Flex,
+        devices: Vec::new(),
         resume: None,
         restart: false,
         no_eval: true,
@@ -325,6 +326,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     assert_eq!(plan.unet.cond_channels, 2);
     let run = DiffusionRun {
         backend: BackendKind::Flex,
+        devices: Vec::new(),
         resume: None,
         restart: false,
         no_eval: true,
