@@ -39,20 +39,29 @@ for cfg in "${configs[@]}"; do
     done
   done
 done
-"$PYTHON" - "$log" <<'PY'
+# The machine's fp32 peak, for the fraction-of-peak column: cores × clock × FLOPs per cycle
+# (two FMA pipes at the widest vector width: 64 with AVX-512, 32 with AVX2). PEAK_GFLOPS overrides.
+mhz="$(awk -F: '/cpu MHz/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo 0)"
+per_cycle=$(grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo 64 || echo 32)
+peak="${PEAK_GFLOPS:-$(awk -v c="$(nproc)" -v m="$mhz" -v f="$per_cycle" 'BEGIN { printf "%.1f", c * m / 1000 * f }')}"
+"$PYTHON" - "$log" "$peak" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]
+peak = float(sys.argv[2])
 keys = sorted({(r["config"], r["mode"], r["batch"]) for r in rows})
 backend = next((r["device"] for r in rows if r["impl"] == "tweedie"), "?")
-print(f"Tweedie backend: {backend}")
-print("| config | mode | batch | PyTorch img/s | Tweedie img/s | ratio | passes |")
-print("|---|---|---|---|---|---|---|")
+print(f"Tweedie backend: {backend}; machine fp32 peak {peak:.0f} GFLOP/s (conv + matmul FLOPs of "
+      f"ddpm_ref.py's counter)")
+print("| config | mode | batch | PyTorch img/s | Tweedie img/s | ratio | PyTorch GFLOP/s (% peak) "
+      "| Tweedie GFLOP/s (% peak) | passes |")
+print("|---|---|---|---|---|---|---|---|---|")
 for k in keys:
-    med = {i: statistics.median(r["images_per_s"] for r in rows
-                                if (r["config"], r["mode"], r["batch"]) == k and r["impl"] == i)
-           for i in ("torch", "tweedie")}
-    n = sum(1 for r in rows if (r["config"], r["mode"], r["batch"]) == k and r["impl"] == "torch")
+    sel = lambda i: [r for r in rows if (r["config"], r["mode"], r["batch"]) == k and r["impl"] == i]
+    med = {i: statistics.median(r["images_per_s"] for r in sel(i)) for i in ("torch", "tweedie")}
+    gflop = next((r.get("gflop_per_image") for r in sel("torch") if r.get("gflop_per_image")), None)
+    rate = lambda i: ("-" if not gflop else
+                      f"{med[i] * gflop:.1f} ({100 * med[i] * gflop / peak:.1f} %)")
     print(f"| {k[0]} | {k[1]} | {k[2]} | {med['torch']:.1f} | {med['tweedie']:.1f} | "
-          f"{med['tweedie'] / med['torch']:.2f} | {n} |")
+          f"{med['tweedie'] / med['torch']:.2f} | {rate('torch')} | {rate('tweedie')} | {len(sel('torch'))} |")
 PY
 rm -f "$log"

@@ -6,12 +6,11 @@ use burn::prelude::*;
 use crate::error::CoreError;
 
 /// The backends a Tweedie binary can run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BackendKind {
-    /// burn-flex: pure-Rust CPU backend (SIMD + rayon). The default: on the DDPM U-Net it trains
-    /// many times faster than ndarray (see README).
-    #[default]
+    /// burn-flex: pure-Rust CPU backend (SIMD + rayon). The default unless the binary was built
+    /// with `tch`: on the DDPM U-Net it trains many times faster than ndarray (see README).
     #[serde(alias = "cpu")]
     Flex,
     /// burn-ndarray: the older CPU backend (deprecated upstream in burn 0.22).
@@ -23,6 +22,19 @@ pub enum BackendKind {
     /// cargo feature and a libtorch at build and run time (see BENCHMARKS.md).
     #[serde(alias = "libtorch")]
     Tch,
+}
+
+/// The fastest correct backend this binary has: libtorch's CPU kernels where it was built with
+/// them (`tch`: 0.85–1.12× PyTorch against flex's 0.5–0.6×, BENCHMARKS.md), else flex. A GPU is
+/// never the default: it is asked for (`--backend wgpu`), as its first call compiles shaders.
+impl Default for BackendKind {
+    fn default() -> Self {
+        if cfg!(feature = "tch") {
+            BackendKind::Tch
+        } else {
+            BackendKind::Flex
+        }
+    }
 }
 
 impl BackendKind {

@@ -22,6 +22,7 @@ pub mod linalg;
 pub mod loss;
 pub mod mlp;
 pub mod parallel;
+pub mod precision;
 pub mod rng;
 pub mod run_dir;
 pub mod schedule;

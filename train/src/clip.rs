@@ -49,6 +49,11 @@ pub fn global_norm<M: Module>(module: &M, grads: &GradientsParams) -> f64 {
         .map_or(0.0, |a| (a.into_scalar::<f32>() as f64).sqrt())
 }
 
+/// Multiplies every gradient of `module`'s parameters by `factor` (mixed precision's unscaling).
+pub fn scale<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
+    module.visit(&mut Scale { grads, factor });
+}
+
 /// Scales the gradients so their global norm is at most `max_norm` (no-op for `max_norm` = 0).
 /// Returns the norm before clipping.
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {

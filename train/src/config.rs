@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use tweedie_core::checkpoint::ScheduleSpec;
+use tweedie_core::precision::Precision;
 use tweedie_core::unet::{Precondition, UNetConfig, UNetPreset};
 use tweedie_datasets::{DatasetKind, DatasetName, ImageSet};
 use tweedie_sample::amortized::image::ConditionSpec;
@@ -128,6 +129,14 @@ pub struct TrainSection {
     /// faster with 2 (BENCHMARKS.md). The result differs from 1 shard only in the floating-point
     /// summation order and, with dropout, in the masks' random stream (one per shard).
     pub shards: usize,
+    /// `f32`, or `mixed-f16` (wgpu only): forward and backward in f16 on a copy of the f32
+    /// weights, with dynamic loss scaling; a step whose gradients overflow is skipped
+    /// (`tweedie_core::precision`).
+    #[serde(skip_serializing_if = "is_f32")]
+    pub precision: Precision,
+    /// `mixed-f16`: the loss scale to start from (2¹⁶, as torch's GradScaler).
+    #[serde(skip_serializing_if = "is_initial_scale")]
+    pub loss_scale: f64,
     /// EMA decay of the weights (paper: 0.9999). 0: no EMA.
     pub ema_decay: f64,
     /// Use decay min(ema_decay, (1 + n)/(10 + n)) at step n, so the EMA is useful early on.
@@ -167,6 +176,8 @@ impl Default for TrainSection {
             grad_clip: 1.0,
             adam_eps: 1e-8,
             shards: 1,
+            precision: Precision::F32,
+            loss_scale: tweedie_core::precision::INITIAL_SCALE,
             ema_decay: 0.9999,
             ema_warmup: true,
             checkpoint_every: 500,
@@ -322,6 +333,7 @@ impl TrainFile {
         check::float("train.lr", t.lr, Range::Positive)?;
         check::float("train.ema_decay", t.ema_decay, Range::UnitExclusiveOne)?;
         check::float("train.grad_clip", t.grad_clip, Range::NonNegative)?;
+        check::float("train.loss_scale", t.loss_scale, Range::Positive)?;
         check::float("train.adam_eps", t.adam_eps, Range::Positive)?;
         check::float("train.snr_gamma", t.snr_gamma, Range::Positive)?;
         if t.sample_every > 0
@@ -360,6 +372,14 @@ impl TrainFile {
             run_dir,
         })
     }
+}
+
+fn is_f32(p: &Precision) -> bool {
+    *p == Precision::F32
+}
+
+fn is_initial_scale(s: &f64) -> bool {
+    *s == tweedie_core::precision::INITIAL_SCALE
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tweedie_core::device::{BackendKind, DeviceSpec};
+use tweedie_core::precision::Precision;
 use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_datasets::{DatasetKind, Split, download, load, resolve_dir};
 
@@ -21,6 +22,7 @@ pub struct Overrides {
     pub run_dir: Option<PathBuf>,
     pub checkpoint_every: Option<usize>,
     pub shards: Option<usize>,
+    pub precision: Option<Precision>,
 }
 
 impl Overrides {
@@ -39,6 +41,9 @@ impl Overrides {
         }
         if let Some(n) = self.shards {
             file.train.shards = n;
+        }
+        if let Some(p) = self.precision {
+            file.train.precision = p;
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct DiffusionRun {
     pub backend: BackendKind,
     /// Data parallelism across these devices (`--devices`); empty: `backend`'s one device.
     pub devices: Vec<DeviceSpec>,
+    /// Stop after this many seconds of training (`--time-limit`), saving as at the last step.
+    pub time_limit: Option<f64>,
     /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
     pub restart: bool,
@@ -106,6 +113,7 @@ pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
         // The first of several devices decides what the CPU-only paths (shards, timing) see.
         backend: o.devices.first().map_or(o.backend, |d| d.backend),
         devices: o.devices.clone(),
+        time_limit: o.time_limit,
         resume: o.resume.clone(),
         restart: o.restart,
         progress: !o.quiet,
@@ -120,9 +128,15 @@ pub fn summary(r: &Report) -> String {
     let k = 20.min(n).max(1) as f64;
     let head = r.losses.iter().take(20).sum::<f64>() / k;
     let tail = r.losses.iter().skip(n.saturating_sub(20)).sum::<f64>() / k;
+    let mixed = r.loss_scale.as_ref().map_or(String::new(), |s| {
+        format!(
+            "; mixed precision: loss scale {}, {} steps skipped for overflow in all",
+            s.scale, s.skipped
+        )
+    });
     format!(
         "done: steps {}..{} in {:.1} s ({:.3} s/step), loss {head:.4} → {tail:.4} (mean of \
-         first/last 20), checkpoint {}",
+         first/last 20), checkpoint {}{mixed}",
         r.first_step,
         r.last_step,
         r.seconds,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use tweedie_core::device::{BackendKind, DeviceSpec};
+use tweedie_core::precision::Precision;
 use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind};
 use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
@@ -33,8 +34,8 @@ struct Args {
     /// Continue a run from its newest checkpoint (a run directory) or from a step directory.
     #[arg(long)]
     resume: Option<PathBuf>,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
     /// Seed of the run (overrides the file's `seed`).
     #[arg(long)]
@@ -57,6 +58,14 @@ struct Args {
     /// per device; the first device holds the model, the EMA and the checkpoints.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "shards"])]
     devices: Option<String>,
+    /// Arithmetic of a training step: f32, or mixed-f16 (wgpu: f16 forward and backward on a copy
+    /// of the f32 weights, dynamic loss scaling; overrides `[train] precision`).
+    #[arg(long, value_parser = tweedie_core::choice::parse::<Precision>)]
+    precision: Option<Precision>,
+    /// Stop after the step during which this many seconds of training have passed, saving a
+    /// checkpoint and samples as at the last step (`--resume` continues the run).
+    #[arg(long, value_name = "SECONDS")]
+    time_limit: Option<f64>,
     /// Start over in a run directory that already holds a run: the old run is moved to
     /// `<run_dir>.old-<n>` first (without this flag such a directory is refused).
     #[arg(long, conflicts_with = "resume")]
@@ -128,6 +137,7 @@ fn run(args: Args) -> Result<()> {
         run_dir: args.run_dir.clone(),
         checkpoint_every: args.checkpoint_every,
         shards: args.shards,
+        precision: args.precision,
     };
     let (mut file, stem, source) = match (&args.config, &args.resume) {
         (Some(p), _) => {
@@ -165,6 +175,12 @@ fn run(args: Args) -> Result<()> {
             devices: match &args.devices {
                 Some(list) => DeviceSpec::parse_list(list).context("--devices")?,
                 None => Vec::new(),
+            },
+            time_limit: match args.time_limit {
+                Some(s) if !(s.is_finite() && s > 0.0) => {
+                    bail!("--time-limit must be a positive number of seconds, got {s}")
+                }
+                s => s,
             },
             resume: args.resume.clone(),
             restart: args.restart,

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamConfig, ModuleOptimizer};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use burn::tensor::Bytes;
+use burn::tensor::{Bytes, FloatDType};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Serialize};
 use tweedie_core::CoreError;
@@ -19,6 +19,7 @@ use tweedie_core::denoiser::{Conditioned, Denoiser};
 use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::parallel;
+use tweedie_core::precision::{self, LossScale, Precision};
 use tweedie_core::rng::Rng;
 use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_core::schedule::NoiseSchedule;
@@ -46,6 +47,9 @@ pub struct TrainerState {
     pub step: usize,
     pub seed: u64,
     pub backend: String,
+    /// Mixed precision: the loss scale to go on with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScale>,
 }
 
 const DATA_STREAM: u64 = 0xDA7A_0DE5;
@@ -60,6 +64,9 @@ pub struct RunOptions {
     /// per device; the first holds the model, the EMA and the checkpoints). Empty: one device,
     /// `backend`'s.
     pub devices: Vec<DeviceSpec>,
+    /// Stop after the step during which this many seconds of training have passed, as if it
+    /// were the run's last (checkpoint, samples, evaluation); `--resume` goes on from there.
+    pub time_limit: Option<f64>,
     /// Continue from this checkpoint (run or step directory).
     pub resume: Option<PathBuf>,
     /// Start over in a run directory that holds another run: move that run aside to
@@ -79,6 +86,9 @@ pub struct StepLog {
     pub lr: f64,
     pub grad_norm: f64,
     pub seconds: f64,
+    /// Mixed precision: the gradients overflowed and the update was skipped (not logged).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// What a run did.
@@ -91,6 +101,8 @@ pub struct Report {
     pub seconds: f64,
     pub checkpoint: PathBuf,
     pub model: UNet,
+    /// Mixed precision: the loss scale at the end (and the steps skipped for overflow).
+    pub loss_scale: Option<LossScale>,
 }
 
 /// The learning rate at `step` (0-based): linear warm-up to `lr` over `warmup` steps.
@@ -162,6 +174,10 @@ pub struct Trainer<'a> {
     losses: Vec<f64>,
     smooth: Option<f64>,
     last_checkpoint: PathBuf,
+    /// `time_limit` was reached at the last step (set by [`Trainer::periodic`]).
+    time_up: bool,
+    /// Mixed precision's dynamic loss scale (`None` in f32).
+    loss_scale: Option<LossScale>,
     _run_dir: RunDir,
 }
 
@@ -227,6 +243,14 @@ impl<'a> Trainer<'a> {
         let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
         let mut ema = (tc.ema_decay > 0.0).then(|| model.valid());
         let mut start = 0;
+        let mut loss_scale = match tc.precision {
+            Precision::F32 => None,
+            Precision::MixedF16 if opts.backend.is_cpu() => bail!(
+                "[train] precision = \"mixed-f16\" is for the GPU backend (wgpu): the CPU \
+                 backends compute f16 no faster than f32"
+            ),
+            Precision::MixedF16 => Some(LossScale::new(tc.loss_scale)),
+        };
 
         let run_dir = claim_run_dir(&plan, opts)?;
         if let Some(old) = run_dir.moved_to() {
@@ -242,6 +266,10 @@ impl<'a> Trainer<'a> {
         if let Some(resume) = &opts.resume {
             let r = load_resumed(&plan, resume, model, ema, optim)?;
             (model, ema, optim, start) = (r.model, r.ema, r.optim, r.step);
+            if loss_scale.is_some() {
+                // A run that was f32 until now starts at the initial scale.
+                loss_scale = r.loss_scale.or(loss_scale);
+            }
             if start >= tc.steps {
                 bail!(
                     "{}: already at step {start}, and the run has {} steps (raise --steps)",
@@ -305,6 +333,8 @@ impl<'a> Trainer<'a> {
             losses: Vec::new(),
             smooth: None,
             last_checkpoint: PathBuf::new(),
+            time_up: false,
+            loss_scale,
             _run_dir: run_dir,
         };
         t.announce_evaluations();
@@ -315,9 +345,9 @@ impl<'a> Trainer<'a> {
         })
     }
 
-    /// Whether the run has taken all its steps.
+    /// Whether the run has taken all its steps, or used its time (`time_limit`).
     pub fn is_done(&self) -> bool {
-        self.step >= self.plan.file.train.steps
+        self.step >= self.plan.file.train.steps || self.time_up
     }
 
     /// One optimiser step: the step's batch, t and ε from `Rng::derive(seed, step)`, the loss and
@@ -366,8 +396,18 @@ impl<'a> Trainer<'a> {
             }
         };
         let schedule = &self.schedule;
-        // Shard j's part of the batch, on its model's device (the whole batch for one shard).
+        let scale = self.loss_scale.as_ref().map(|s| s.scale);
+        // Shard j's part of the batch, on its model's device (the whole batch for one shard);
+        // under mixed precision through an f16 copy of the weights, the loss times the scale.
         let shard_loss = |m: &UNet, r: Range<usize>| {
+            let half;
+            let m = match scale {
+                Some(_) => {
+                    half = precision::half_copy(m, FloatDType::F16);
+                    &half
+                }
+                None => m,
+            };
             let on = m
                 .devices()
                 .into_iter()
@@ -388,9 +428,13 @@ impl<'a> Trainer<'a> {
                 }
                 None => m,
             };
-            match &weights {
+            let l = match &weights {
                 None => l_simple(model, schedule, x0, &t[r], eps),
                 Some(w) => l_weighted(model, schedule, x0, &t[r.clone()], eps, &w[r]),
+            };
+            match scale {
+                Some(s) => l.mul_scalar(s),
+                None => l,
             }
         };
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
@@ -400,7 +444,7 @@ impl<'a> Trainer<'a> {
             let stream = Rng::derive(f.seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
             tweedie_core::rng::with_mask_stream(stream, || shard_loss(m, r))
         };
-        let (loss_value, mut grads) = {
+        let (loss_value, grads) = {
             let _guard = tweedie_core::rng::device_rng_lock();
             self.device
                 .seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
@@ -417,7 +461,18 @@ impl<'a> Trainer<'a> {
                 })
             }
         };
-        if !loss_value.is_finite() {
+        self.update(loss_value, grads)
+    }
+
+    /// The second half of [`Trainer::step`]: from the step's loss and gradients to the new
+    /// weights, EMA and progress. Under mixed precision the gradients are unscaled first, and a
+    /// step whose loss or gradients are not finite is skipped (the scale halves).
+    fn update(&mut self, mut loss_value: f64, mut grads: GradientsParams) -> Result<StepLog> {
+        let (step, tc) = (self.step, &self.plan.file.train);
+        if let Some(s) = &self.loss_scale {
+            loss_value /= s.scale;
+            clip::scale(&self.model, &mut grads, 1.0 / s.scale);
+        } else if !loss_value.is_finite() {
             self.bar.abandon();
             bail!(
                 "loss became {loss_value} at step {}; stopping (the last good checkpoint in {} is intact)",
@@ -427,6 +482,30 @@ impl<'a> Trainer<'a> {
         }
         let grad_norm = clip::clip_global_norm(&self.model, &mut grads, tc.grad_clip);
         let lr = lr_at(tc.lr, tc.warmup_steps, step);
+        if let Some(s) = &mut self.loss_scale
+            && !s.update(loss_value.is_finite() && grad_norm.is_finite())
+        {
+            if s.exhausted() {
+                self.bar.abandon();
+                bail!(
+                    "step {}: f16 overflows even at loss scale {:e}: the forward pass leaves f16's \
+                     range; train with precision = \"f32\" (the last good checkpoint in {} is intact)",
+                    step + 1,
+                    s.scale * 2.0,
+                    self.plan.run_dir.display()
+                );
+            }
+            self.step += 1;
+            self.bar.set_position(self.step as u64);
+            return Ok(StepLog {
+                step: self.step,
+                loss: loss_value,
+                lr,
+                grad_norm,
+                seconds: self.clock.elapsed().as_secs_f64(),
+                skipped: true,
+            });
+        }
         let stepped = self.optim.step(lr, self.model.clone(), grads);
         // Across devices, each parameter was updated on the device that owns its gradient (and
         // keeps its Adam moments there); the model itself lives on the first device.
@@ -456,6 +535,7 @@ impl<'a> Trainer<'a> {
             lr,
             grad_norm,
             seconds: self.clock.elapsed().as_secs_f64(),
+            skipped: false,
         })
     }
 
@@ -465,9 +545,14 @@ impl<'a> Trainer<'a> {
     pub fn periodic(&mut self, log: &StepLog) -> Result<()> {
         let tc = self.plan.file.train.clone();
         let done = log.step;
-        let last = done == tc.steps;
+        // Decided once here, so the step that ends a timed run is also the one that saves it.
+        self.time_up = self
+            .opts
+            .time_limit
+            .is_some_and(|limit| self.clock.elapsed().as_secs_f64() >= limit);
+        let last = done == tc.steps || self.time_up;
         let every = |n: usize| n > 0 && done.is_multiple_of(n);
-        if done.is_multiple_of(tc.log_every.max(1)) || last {
+        if (done.is_multiple_of(tc.log_every.max(1)) || last) && !log.skipped {
             writeln!(self.metrics, "{}", serde_json::to_string(log)?)
                 .with_context(|| self.metrics_path.display().to_string())?;
             self.metrics.flush().ok();
@@ -484,9 +569,8 @@ impl<'a> Trainer<'a> {
                 &self.plan,
                 self.opts,
                 done,
-                &self.model,
-                self.ema.as_ref(),
-                &self.optim,
+                (&self.model, self.ema.as_ref(), &self.optim),
+                self.loss_scale.as_ref(),
             )?;
             let title = format!("{} — L_simple", self.plan.run_dir.display());
             let png = plot::loss_curve_png(&self.curve, &title)?;
@@ -501,10 +585,11 @@ impl<'a> Trainer<'a> {
         Report {
             losses: self.losses,
             first_step: self.first_step,
-            last_step: self.plan.file.train.steps,
+            last_step: self.step,
             seconds: self.clock.elapsed().as_secs_f64(),
             checkpoint: self.last_checkpoint,
             model: self.model.valid(),
+            loss_scale: self.loss_scale,
         }
     }
 
@@ -585,6 +670,7 @@ struct Resumed {
     ema: Option<UNet>,
     optim: ModuleOptimizer,
     step: usize,
+    loss_scale: Option<LossScale>,
 }
 
 /// Loads the checkpoint `resume` names into the freshly built `model`, `ema` and `optim`,
@@ -646,6 +732,7 @@ fn load_resumed(
         ema,
         optim,
         step: state.step,
+        loss_scale: state.loss_scale,
     })
 }
 
@@ -721,9 +808,8 @@ fn save(
     plan: &Plan,
     opts: &RunOptions,
     step: usize,
-    model: &UNet,
-    ema_model: Option<&UNet>,
-    optim: &ModuleOptimizer,
+    (model, ema_model, optim): (&UNet, Option<&UNet>, &ModuleOptimizer),
+    loss_scale: Option<&LossScale>,
 ) -> Result<PathBuf> {
     let meta = CheckpointMeta {
         format: FORMAT_VERSION,
@@ -738,6 +824,7 @@ fn save(
         step,
         seed: plan.file.seed,
         backend: opts.backend.name().into(),
+        loss_scale: loss_scale.cloned(),
     };
     let mut files: Vec<(&str, Vec<u8>)> = vec![
         (checkpoint::META_FILE, serde_json::to_vec_pretty(&meta)?),

@@ -45,6 +45,7 @@ fn opts(resume: Option<PathBuf>) -> RunOptions {
     RunOptions {
         backend: BackendKind::Flex,
         devices: Vec::new(),
+        time_limit: None,
         resume,
         restart: false,
         progress: false,
@@ -352,6 +353,27 @@ fn training_across_two_cpu_devices_follows_one_device_and_resumes_exactly() {
     );
     for dir in [a, b, c, d, e, f] {
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn a_timed_run_stops_with_a_checkpoint_and_resumes_exactly() {
+    let (a, b) = (tmp("timed-straight"), tmp("timed"));
+    let straight = trainer::train(&plan(&a, 4, ""), &data(), &opts(None)).unwrap();
+    // A limit every step exceeds: the first step is the last, saved as a run's last step is.
+    let timed = RunOptions {
+        time_limit: Some(1e-9),
+        ..opts(None)
+    };
+    let first = trainer::train(&plan(&b, 4, ""), &data(), &timed).unwrap();
+    assert_eq!((first.losses.len(), first.last_step), (1, 1));
+    assert_eq!(checkpoint::list_steps(&b).unwrap(), vec![1]);
+    let rest = trainer::train(&plan(&b, 4, ""), &data(), &opts(Some(b.clone()))).unwrap();
+    let joined: Vec<f64> = first.losses.iter().chain(&rest.losses).copied().collect();
+    assert_eq!(straight.losses, joined);
+    assert_eq!(weights(&straight.model), weights(&rest.model));
+    for dir in [a, b] {
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
 

@@ -61,6 +61,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     let run = DiffusionRun {
         backend: BackendKind::Flex,
         devices: Vec::new(),
+        time_limit: None,
         resume: None,
         restart: false,
         no_eval: true,
@@ -327,6 +328,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     let run = DiffusionRun {
         backend: BackendKind::Flex,
         devices: Vec::new(),
+        time_limit: None,
         resume: None,
         restart: false,
         no_eval: true,

@@ -5,6 +5,7 @@ use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 
@@ -90,7 +91,8 @@ fn dropout(layer: &Dropout, h: Tensor<4>) -> Tensor<4> {
     if layer.prob > 0.0 && device.is_autodiff() && layer.training.is_enabled() {
         let keep = 1.0 - layer.prob;
         if let Some(mask) = crate::rng::stream_mask(h.dims(), keep, &device) {
-            return h * mask * (1.0 / keep);
+            let dtype = h.dtype();
+            return h * mask.cast(dtype) * (1.0 / keep);
         }
     }
     layer.forward(h)
@@ -177,7 +179,10 @@ impl AttnBlock {
             .swap_dims(1, 2); // [B, N, C]
         let k = conv2d(&self.k, hn.clone()).reshape([b, c, n]); // [B, C, N]
         let v = conv2d(&self.v, hn).reshape([b, c, n]); // [B, C, N]
-        let att = softmax(q.matmul(k).mul_scalar((c as f64).powf(-0.5))); // [B, N(query), N(key)]
+        // [B, N(query), N(key)]; the softmax in f32 under mixed precision.
+        let logits = q.matmul(k).mul_scalar((c as f64).powf(-0.5));
+        let dtype = logits.dtype();
+        let att = softmax(logits.cast(FloatDType::F32)).cast(dtype);
         // out[c, i] = Σ_j v[c, j] att[i, j], computed as v attᵀ so that the product is already
         // [B, C, N] and contiguous: (att v)ᵀ reshaped to [B, C, H, W] would be a channels-last
         // view, and on libtorch that layout then spreads through every later residual sum and

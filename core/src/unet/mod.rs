@@ -361,8 +361,13 @@ fn apply_attn(attn: &Option<AttnBlock>, h: Tensor<4>) -> Tensor<4> {
 impl UNet {
     /// # Shapes
     /// - `x`: `[B, C, H, W]`, `t`: `[B]` (float timesteps) → `[B, C, H, W]`.
+    ///
+    /// The network computes in its weights' dtype (f16 for the copy of a mixed-precision step,
+    /// [`crate::precision`]): `x` and the embedding are cast to it, the output back to `x`'s.
     pub fn forward(&self, x: Tensor<4>, t: Tensor<1>) -> Tensor<4> {
-        let temb = timestep_embedding(t, self.ch);
+        let (out_dtype, dtype) = (x.dtype(), self.conv_in.weight.val().dtype());
+        let x = x.cast(dtype);
+        let temb = timestep_embedding(t, self.ch).cast(dtype);
         let temb = self
             .temb_dense1
             .forward(silu(self.temb_dense0.forward(temb)));
@@ -394,7 +399,7 @@ impl UNet {
                 h = upsample(u, h);
             }
         }
-        conv2d(&self.conv_out, self.norm_out.forward_silu(h))
+        conv2d(&self.conv_out, self.norm_out.forward_silu(h)).cast(out_dtype)
     }
 
     /// Image channels the network expects.

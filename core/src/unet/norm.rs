@@ -10,6 +10,7 @@
 use crate::kernel;
 use burn::module::Param;
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 /// GroupNorm over `num_groups` groups of channels with a per-channel affine (γ = 1, β = 0 at
 /// initialisation).
@@ -63,7 +64,11 @@ impl GroupNorm {
     }
 
     /// The formula composed from tensor operations, for backends without [`kernel::FusedOps`].
+    /// Statistics and affine in f32 whatever `x`'s dtype (f16 under mixed precision, where a
+    /// mean of squares over a group overflows or loses its digits); the result in `x`'s dtype.
     fn compose(&self, x: Tensor<4>) -> Tensor<4> {
+        let dtype = x.dtype();
+        let x = x.cast(FloatDType::F32);
         let [b, c, h, w] = x.dims();
         let g = self.num_groups;
         let per_group = c / g;
@@ -76,8 +81,9 @@ impl GroupNorm {
         let scale = inv_std
             .expand([b, g, per_group])
             .reshape([b, c, 1, 1])
-            .mul(self.gamma.val().reshape([1, c, 1, 1]));
-        centred.reshape([b, c, h, w]) * scale + self.beta.val().reshape([1, c, 1, 1])
+            .mul(self.gamma.val().cast(FloatDType::F32).reshape([1, c, 1, 1]));
+        let beta = self.beta.val().cast(FloatDType::F32).reshape([1, c, 1, 1]);
+        (centred.reshape([b, c, h, w]) * scale + beta).cast(dtype)
     }
 }
 

@@ -42,7 +42,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "train")]
     mode: Mode,
     /// Backend: flex, ndarray, wgpu (needs the `wgpu` feature) or tch (needs the `tch` feature).
-    #[arg(long, default_value = "flex")]
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
     #[arg(long, default_value_t = 32)]
     batch: usize,

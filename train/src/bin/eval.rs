@@ -48,8 +48,8 @@ struct Args {
     /// Seed of t, ε and the noise of the bound's terms.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
     /// No progress bar.
     #[arg(long)]

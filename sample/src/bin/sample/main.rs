@@ -90,8 +90,8 @@ struct Args {
     /// Seed of the initial noise and of every sampler draw [default: 0, or the file's `seed`].
     #[arg(long)]
     seed: Option<u64>,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
     /// No progress bar.
     #[arg(long)]
@@ -148,8 +148,8 @@ struct EpsArgs {
     /// Use the raw trained weights instead of their EMA.
     #[arg(long)]
     raw_weights: bool,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu or tch.
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
 }
 
@@ -173,8 +173,8 @@ struct TuneArgs {
     /// Where the tuned copy goes [default: out/<file stem>/tuned.toml].
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu or tch.
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
     /// No progress bar.
     #[arg(long)]
@@ -188,8 +188,8 @@ struct FidArgs {
     samples: PathBuf,
     #[command(flatten)]
     reference: ReferenceArgs,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu or tch.
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
 }
 
@@ -263,8 +263,8 @@ struct NfeArgs {
     /// Output directory.
     #[arg(long, default_value = "nfe")]
     out: PathBuf,
-    /// Backend: flex (CPU, default), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
-    #[arg(long, default_value = "flex")]
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
+    #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
     /// No progress bar.
     #[arg(long)]
