@@ -245,10 +245,14 @@ impl<'a> Trainer<'a> {
         let mut start = 0;
         let mut loss_scale = match tc.precision {
             Precision::F32 => None,
-            Precision::MixedF16 if opts.backend.is_cpu() => bail!(
-                "[train] precision = \"mixed-f16\" is for the GPU backend (wgpu): the CPU \
+            Precision::MixedF16
+                if opts.backend.is_cpu() || opts.devices.iter().any(|d| d.backend.is_cpu()) =>
+            {
+                bail!(
+                    "[train] precision = \"mixed-f16\" is for the GPU backend (wgpu): the CPU \
                  backends compute f16 no faster than f32"
-            ),
+                )
+            }
             Precision::MixedF16 => Some(LossScale::new(tc.loss_scale)),
         };
 

@@ -225,13 +225,24 @@ fn a_few_training_steps_on_wgpu_follow_flex() {
     let cpu = train_on(BackendKind::Flex, &a, 3, "");
     let gpu = train_on(BackendKind::Wgpu, &b, 3, "");
     assert_eq!(cpu.losses.len(), 3);
-    for (x, y) in cpu.losses.iter().zip(&gpu.losses) {
-        assert!((x - y).abs() <= 1e-3 * x.abs(), "losses {x} vs {y}");
-    }
     // The checkpoint a GPU run writes reads back on the CPU, with the CPU run's weights.
-    let (wa, wb) = (checkpoint_weights(&a), checkpoint_weights(&b));
-    assert!(max_rel(&wa, &wb) < 1e-3, "weights: {}", max_rel(&wa, &wb));
-    for d in [a, b] {
+    same_run((&cpu, a), (&gpu, b), 1e-3);
+}
+
+/// Two runs took the same steps: losses and checkpointed weights within `tol` (relative); their
+/// directories are then removed.
+fn same_run(
+    (x, dir_x): (&trainer::Report, std::path::PathBuf),
+    (y, dir_y): (&trainer::Report, std::path::PathBuf),
+    tol: f32,
+) {
+    assert_eq!(x.losses.len(), y.losses.len());
+    for (a, b) in x.losses.iter().zip(&y.losses) {
+        assert!((a - b).abs() <= tol as f64 * a.abs(), "losses {a} vs {b}");
+    }
+    let (wa, wb) = (checkpoint_weights(&dir_x), checkpoint_weights(&dir_y));
+    assert!(max_rel(&wa, &wb) < tol, "weights: {}", max_rel(&wa, &wb));
+    for d in [dir_x, dir_y] {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
@@ -243,14 +254,7 @@ fn training_across_the_cpu_and_the_gpu_follows_one_device() {
     let one = train_on(BackendKind::Flex, &a, 3, "");
     let devices = DeviceSpec::parse_list("wgpu,flex").unwrap();
     let two = train_with(BackendKind::Wgpu, devices, &b, 3, "");
-    for (x, y) in one.losses.iter().zip(&two.losses) {
-        assert!((x - y).abs() <= 1e-3 * x.abs(), "losses {x} vs {y}");
-    }
-    let (wa, wb) = (checkpoint_weights(&a), checkpoint_weights(&b));
-    assert!(max_rel(&wa, &wb) < 1e-3, "weights: {}", max_rel(&wa, &wb));
-    for d in [a, b] {
-        std::fs::remove_dir_all(d).unwrap();
-    }
+    same_run((&one, a), (&two, b), 1e-3);
 }
 
 #[test]
@@ -260,17 +264,9 @@ fn mixed_precision_follows_f32_and_skips_overflowing_steps() {
     let (a, b, c) = (tmp("f32"), tmp("f16"), tmp("f16-overflow"));
     let f32_run = train_on(BackendKind::Wgpu, &a, 4, "");
     let mixed = train_on(BackendKind::Wgpu, &b, 4, "precision = \"mixed-f16\"\n");
-    assert_eq!(mixed.losses.len(), 4);
-    for (x, y) in f32_run.losses.iter().zip(&mixed.losses) {
-        assert!(
-            (x - y).abs() <= 1e-2 * x.abs(),
-            "losses {x} (f32) vs {y} (mixed)"
-        );
-    }
     let scale = mixed.loss_scale.as_ref().unwrap();
     assert_eq!((scale.scale, scale.skipped), (65536.0, 0));
-    let (wa, wb) = (checkpoint_weights(&a), checkpoint_weights(&b));
-    assert!(max_rel(&wa, &wb) < 1e-2, "weights: {}", max_rel(&wa, &wb));
+    same_run((&f32_run, a), (&mixed, b), 1e-2);
     // A scale of 2¹²⁰ overflows f16 in the backward pass: every step is skipped, the weights
     // stay as initialised, and the scale halves once per step.
     let over = train_on(
@@ -286,7 +282,5 @@ fn mixed_precision_follows_f32_and_skips_overflowing_steps() {
     cfg.resolution = 8;
     let fresh = weights(&cfg.init_seeded(&Device::flex(), 5));
     assert_eq!(checkpoint_weights(&c), fresh);
-    for d in [a, b, c] {
-        std::fs::remove_dir_all(d).unwrap();
-    }
+    std::fs::remove_dir_all(c).unwrap();
 }

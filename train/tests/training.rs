@@ -377,6 +377,30 @@ fn a_timed_run_stops_with_a_checkpoint_and_resumes_exactly() {
     }
 }
 
+#[test]
+fn mixed_precision_is_refused_on_the_cpu_and_a_bad_scale_in_the_file() {
+    let a = tmp("mixed-cpu");
+    let err = trainer::train(
+        &plan(&a, 1, "precision = \"mixed-f16\""),
+        &data(),
+        &opts(None),
+    )
+    .err()
+    .unwrap();
+    assert!(
+        format!("{err:#}").contains("is for the GPU backend"),
+        "{err:#}"
+    );
+    let _ = std::fs::remove_dir_all(&a);
+    let text = "kind = \"diffusion-training\"\n[data]\ndataset = \"mnist\"\n[model]\npreset = \"tiny\"\n\
+                [train]\nloss_scale = 0\n";
+    let err = TrainFile::parse(text)
+        .and_then(|f| f.resolve("t"))
+        .err()
+        .unwrap();
+    assert!(format!("{err:#}").contains("train.loss_scale"), "{err:#}");
+}
+
 /// Every file under `dir` (but the lock) with its bytes, in path order.
 fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
