@@ -120,10 +120,9 @@ impl DeviceSpec {
             .collect::<Result<Vec<DeviceSpec>, _>>()?;
         for (i, a) in specs.iter().enumerate() {
             if specs[..i].contains(a) {
-                return Err(CoreError::Backend {
-                    name: a.to_string(),
-                    why: "named twice in the device list (one device, one shard)".into(),
-                });
+                return Err(CoreError::InvalidConfig(format!(
+                    "`{a}` is named twice in the device list (each device takes one shard)"
+                )));
             }
         }
         Ok(specs)

@@ -93,14 +93,23 @@ pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
     if plan.file.data.limit > 0 {
         data.truncate(plan.file.data.limit);
     }
+    let on = if o.devices.is_empty() {
+        o.backend.to_string()
+    } else {
+        let names: Vec<String> = o.devices.iter().map(|d| d.to_string()).collect();
+        format!("devices {}", names.join(", "))
+    };
+    let until = match o.time_limit {
+        Some(s) => format!(", or {s} s of training, whichever comes first"),
+        None => String::new(),
+    };
     eprintln!(
-        "training {} ({} parameters) on {} {} images from {} with {} for {} steps → {}",
+        "training {} ({} parameters) on {} {} images from {} with {on} for {} steps{until} → {}",
         tweedie_core::choice::name(&plan.file.model.preset),
         plan.unet.num_params(),
         data.len(),
         plan.dataset.name(),
         dir.display(),
-        o.backend,
         plan.file.train.steps,
         plan.run_dir.display()
     );

@@ -55,7 +55,8 @@ struct Args {
     shards: Option<usize>,
     /// Data parallelism across devices, a comma-separated list: `flex,ndarray`, `wgpu:0,wgpu:1`
     /// (`wgpu:N` is the N-th discrete GPU). Each step's batch is split into one contiguous shard
-    /// per device; the first device holds the model, the EMA and the checkpoints.
+    /// per device (in place of the file's `[train] shards`); the first device holds the model, the
+    /// EMA and the checkpoints.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "shards"])]
     devices: Option<String>,
     /// Arithmetic of a training step: f32, or mixed-f16 (wgpu: f16 forward and backward on a copy
@@ -136,7 +137,12 @@ fn run(args: Args) -> Result<()> {
         steps: args.steps,
         run_dir: args.run_dir.clone(),
         checkpoint_every: args.checkpoint_every,
-        shards: args.shards,
+        // Several devices split the batch themselves: the file's CPU shards do not apply.
+        shards: if args.devices.is_some() {
+            Some(1)
+        } else {
+            args.shards
+        },
         precision: args.precision,
     };
     let (mut file, stem, source) = match (&args.config, &args.resume) {
