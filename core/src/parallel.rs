@@ -13,9 +13,8 @@
 //!
 //! - Several devices ([`loss_and_grads_across`], [`reduce`]): shard j's forward and backward pass
 //!   runs on device j, on a fork of the model there, from a thread of its own; the per-device
-//!   gradients go to burn's [`MultiGradientsParams`], whose reduction sums each parameter's
-//!   gradient on the device that owns it, where the optimiser then updates it (burn's
-//!   `ModuleOptimizer::step_multi`, and burn-train's multi-device strategy).
+//!   gradients (burn's [`MultiGradientsParams`]) are summed on the first device in device order,
+//!   where the optimiser steps (burn-train's `OptimMainDevice` strategy).
 //!
 //! Why: at batch 32 on 2 cores, burn-flex parallelises each kernel over both cores and scales
 //! only 1.65× from one core; k independent one-core passes scale nearly k× because they share
@@ -25,7 +24,6 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
-use burn::module::{ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, MultiGradientsParams};
 use burn::prelude::*;
 
@@ -188,7 +186,7 @@ pub fn rows_on<const D: usize>(x: &Tensor<D>, r: &Range<usize>, device: &Device)
 /// from a thread of its own on a fork of the model on its device. `loss(fork, j, range)` gets
 /// shard `j`'s fork and must return the mean of per-sample terms over `range`, computed on the
 /// fork's device ([`rows_on`]). The gradients stay on the devices that made them; [`reduce`]
-/// or `optim.step_multi` sums them.
+/// sums them.
 pub fn loss_and_grads_across<M, F>(
     devices: &[Device],
     model: &M,
@@ -227,29 +225,18 @@ where
     (total, MultiGradientsParams { grads })
 }
 
-/// burn's reduction of per-device gradients: each parameter's gradients summed on the device
-/// that owns it (`MultiGradientsParams::remove`, what `step_multi` does parameter by parameter),
-/// gathered into one [`GradientsParams`] whose tensors stay on their owners. The optimiser then
-/// updates each parameter there; taking the reduction out of `step_multi` leaves room for the
-/// global-norm clip between the two.
-pub fn reduce<M: Module>(model: &M, multi: MultiGradientsParams) -> GradientsParams {
-    struct Gather {
-        multi: MultiGradientsParams,
-        out: GradientsParams,
+/// The per-device gradients summed on `main`, in device order: each device's gradients are moved
+/// there (`GradientsParams::to_device`) and accumulated, so that one optimiser step on `main`
+/// follows (burn-train's `MultiDeviceOptim::OptimMainDevice`). Not `step_multi`: it sums and
+/// updates each parameter on a device picked from its `ParamId`, which burn draws at random in
+/// every process, so with devices of different backends the same seed would not give the same
+/// weights twice (a resumed flex + ndarray run differed from the straight one in its last digits).
+pub fn reduce<M: Module>(model: &M, multi: MultiGradientsParams, main: &Device) -> GradientsParams {
+    let mut acc = GradientsAccumulator::<M>::new();
+    for (grads, _) in multi.grads {
+        acc.accumulate(model, grads.to_device(main, model));
     }
-    impl ModuleVisitor for Gather {
-        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
-            if let Some((g, _)) = self.multi.remove::<D>(p.id) {
-                self.out.register(p.id, g);
-            }
-        }
-    }
-    let mut v = Gather {
-        multi,
-        out: GradientsParams::new(),
-    };
-    model.visit(&mut v);
-    v.out
+    acc.grads()
 }
 
 /// A [`Denoiser`] evaluated in `k` shards of the batch, concurrently, one core each (CPU
@@ -287,7 +274,6 @@ mod tests {
     use crate::rng::Rng;
     use crate::schedule::{BetaSchedule, NoiseSchedule};
     use crate::unet::{UNet, UNetConfig};
-    use burn::module::{ModuleVisitor, Param};
 
     /// Every parameter's gradient in `a` and `b`, side by side.
     struct Pairs<'a>(

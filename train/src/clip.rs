@@ -16,11 +16,6 @@ impl ModuleVisitor for SquaredNorm<'_> {
         if let Some(g) = self.grads.get::<D>(p.id) {
             let s = g.square().sum();
             self.acc = Some(match self.acc.take() {
-                // Gradients reduced across devices live on their parameters' owners.
-                Some(a) if a.device() != s.device() => {
-                    let s = s.to_device(&a.device());
-                    a + s
-                }
                 Some(a) => a + s,
                 None => s,
             });

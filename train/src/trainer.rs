@@ -456,7 +456,7 @@ impl<'a> Trainer<'a> {
             if !self.devices.is_empty() {
                 let (value, multi) =
                     parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream);
-                (value, parallel::reduce(&self.model, multi))
+                (value, parallel::reduce(&self.model, multi, &self.device))
             } else if sharded {
                 parallel::loss_and_grads(self.opts.backend, tc.shards, &self.model, b, with_stream)
             } else {
@@ -510,14 +510,7 @@ impl<'a> Trainer<'a> {
                 skipped: true,
             });
         }
-        let stepped = self.optim.step(lr, self.model.clone(), grads);
-        // Across devices, each parameter was updated on the device that owns its gradient (and
-        // keeps its Adam moments there); the model itself lives on the first device.
-        self.model = if self.devices.is_empty() {
-            stepped
-        } else {
-            stepped.fork(&self.device)
-        };
+        self.model = self.optim.step(lr, self.model.clone(), grads);
         if let Some(e) = self.ema.take() {
             self.ema = Some(ema::update(
                 e,
