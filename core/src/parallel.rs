@@ -274,6 +274,7 @@ mod tests {
     use crate::rng::Rng;
     use crate::schedule::{BetaSchedule, NoiseSchedule};
     use crate::unet::{UNet, UNetConfig};
+    use burn::module::{ModuleVisitor, Param};
 
     /// Every parameter's gradient in `a` and `b`, side by side.
     struct Pairs<'a>(
