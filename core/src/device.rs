@@ -46,7 +46,7 @@ impl BackendKind {
             BackendKind::Flex => Ok(Device::flex()),
             #[allow(deprecated)]
             BackendKind::Ndarray => Ok(Device::ndarray()),
-            BackendKind::Wgpu => wgpu_device_default(),
+            BackendKind::Wgpu => wgpu_device(DeviceKind::DefaultDevice),
             BackendKind::Tch => tch_device(),
         }
     }
@@ -163,10 +163,6 @@ impl std::fmt::Display for DeviceSpec {
             None => write!(f, "{}", self.backend),
         }
     }
-}
-
-fn wgpu_device_default() -> Result<Device, CoreError> {
-    wgpu_device(DeviceKind::DefaultDevice)
 }
 
 #[cfg(feature = "wgpu")]

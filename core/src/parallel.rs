@@ -11,10 +11,10 @@
 //! - Sampling ([`Sharded`]): a [`Denoiser`] wrapper that evaluates the shards concurrently and
 //!   concatenates them; every sampler works through it unchanged.
 //!
-//! - Several devices ([`loss_and_grads_across`], [`reduce`]): shard j's forward and backward pass
-//!   runs on device j, on a fork of the model there, from a thread of its own; the per-device
-//!   gradients (burn's [`MultiGradientsParams`]) are summed on the first device in device order,
-//!   where the optimiser steps (burn-train's `OptimMainDevice` strategy).
+//! - Several devices ([`loss_and_grads_across`]): shard j's forward and backward pass runs on
+//!   device j, on a fork of the model there, from a thread of its own; the per-device gradients
+//!   are summed on the first device in device order, where the optimiser steps (burn-train's
+//!   `OptimMainDevice` strategy).
 //!
 //! Why: at batch 32 on 2 cores, burn-flex parallelises each kernel over both cores and scales
 //! only 1.65× from one core; k independent one-core passes scale nearly k× because they share
@@ -24,7 +24,7 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams, MultiGradientsParams};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 
 use crate::denoiser::Denoiser;
@@ -156,16 +156,48 @@ where
         .next()
         .expect("a model with parameters");
     let parts = run_shards(backend, ranges, |j, r| {
-        let fork = model.clone().fork(&device);
-        let weight = r.len() as f64 / batch as f64;
-        let l = loss(&fork, j, r).mul_scalar(weight);
-        let value = l.clone().into_scalar::<f32>() as f64;
-        (value, GradientsParams::from_grads(l.backward(), &fork))
+        shard_pass(model, &device, j, r, batch, &loss)
     });
+    sum_shards(model, parts, None)
+}
+
+/// Shard `j`'s pass: `loss` on a fork of `model` on `device` (fresh autodiff leaves, the same
+/// parameter ids), weighted by |r| / `batch` so that the shards' losses sum to the full batch's
+/// mean; its value and gradients.
+fn shard_pass<M, F>(
+    model: &M,
+    device: &Device,
+    j: usize,
+    r: Range<usize>,
+    batch: usize,
+    loss: &F,
+) -> (f64, GradientsParams)
+where
+    M: Module,
+    F: Fn(&M, usize, Range<usize>) -> Tensor<1>,
+{
+    let fork = model.clone().fork(device);
+    let weight = r.len() as f64 / batch as f64;
+    let l = loss(&fork, j, r).mul_scalar(weight);
+    let value = l.clone().into_scalar::<f32>() as f64;
+    (value, GradientsParams::from_grads(l.backward(), &fork))
+}
+
+/// The shards' loss values and gradients summed, in shard order; the gradients moved to `to`
+/// first when they were made on other devices.
+fn sum_shards<M: Module>(
+    model: &M,
+    parts: Vec<(f64, GradientsParams)>,
+    to: Option<&Device>,
+) -> (f64, GradientsParams) {
     let mut total = 0.0;
     let mut acc = GradientsAccumulator::<M>::new();
     for (value, grads) in parts {
         total += value;
+        let grads = match to {
+            Some(device) => grads.to_device(device, model),
+            None => grads,
+        };
         acc.accumulate(model, grads);
     }
     (total, acc.grads())
@@ -185,34 +217,33 @@ pub fn rows_on<const D: usize>(x: &Tensor<D>, r: &Range<usize>, device: &Device)
 /// `devices` (autodiff devices), one contiguous shard each, all passes running at once, each
 /// from a thread of its own on a fork of the model on its device. `loss(fork, j, range)` gets
 /// shard `j`'s fork and must return the mean of per-sample terms over `range`, computed on the
-/// fork's device ([`rows_on`]). The gradients stay on the devices that made them; [`reduce`]
-/// sums them.
+/// fork's device ([`rows_on`]).
+///
+/// The gradients are moved to the first device and summed there in device order, for one
+/// optimiser step there (burn-train's `MultiDeviceOptim::OptimMainDevice`). Not `step_multi`:
+/// it sums and updates each parameter on a device picked from its `ParamId`, which burn draws at
+/// random in every process, so with devices of different backends the same seed would not give
+/// the same weights twice (a resumed flex + ndarray run differed from the straight one in its
+/// last digits).
 pub fn loss_and_grads_across<M, F>(
     devices: &[Device],
     model: &M,
     batch: usize,
     loss: F,
-) -> (f64, MultiGradientsParams)
+) -> (f64, GradientsParams)
 where
     M: Module + Sync,
     F: Fn(&M, usize, Range<usize>) -> Tensor<1> + Sync,
 {
     let ranges = shard_ranges(batch, devices.len());
     let loss = &loss;
-    let parts: Vec<(f64, GradientsParams, Device)> = std::thread::scope(|s| {
+    let parts: Vec<(f64, GradientsParams)> = std::thread::scope(|s| {
         let handles: Vec<_> = ranges
             .into_iter()
             .enumerate()
             .map(|(j, r)| {
-                let device = devices[j].clone();
-                s.spawn(move || {
-                    let fork = model.clone().fork(&device);
-                    let weight = r.len() as f64 / batch as f64;
-                    let l = loss(&fork, j, r).mul_scalar(weight);
-                    let value = l.clone().into_scalar::<f32>() as f64;
-                    let grads = GradientsParams::from_grads(l.backward(), &fork);
-                    (value, grads, device)
-                })
+                let device = &devices[j];
+                s.spawn(move || shard_pass(model, device, j, r, batch, loss))
             })
             .collect();
         handles
@@ -220,23 +251,7 @@ where
             .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
             .collect()
     });
-    let total = parts.iter().map(|p| p.0).sum();
-    let grads = parts.into_iter().map(|(_, g, d)| (g, d)).collect();
-    (total, MultiGradientsParams { grads })
-}
-
-/// The per-device gradients summed on `main`, in device order: each device's gradients are moved
-/// there (`GradientsParams::to_device`) and accumulated, so that one optimiser step on `main`
-/// follows (burn-train's `MultiDeviceOptim::OptimMainDevice`). Not `step_multi`: it sums and
-/// updates each parameter on a device picked from its `ParamId`, which burn draws at random in
-/// every process, so with devices of different backends the same seed would not give the same
-/// weights twice (a resumed flex + ndarray run differed from the straight one in its last digits).
-pub fn reduce<M: Module>(model: &M, multi: MultiGradientsParams, main: &Device) -> GradientsParams {
-    let mut acc = GradientsAccumulator::<M>::new();
-    for (grads, _) in multi.grads {
-        acc.accumulate(model, grads.to_device(main, model));
-    }
-    acc.grads()
+    sum_shards(model, parts, devices.first())
 }
 
 /// A [`Denoiser`] evaluated in `k` shards of the batch, concurrently, one core each (CPU

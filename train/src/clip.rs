@@ -54,8 +54,7 @@ pub fn scale<M: Module>(module: &M, grads: &mut GradientsParams, factor: f64) {
 pub fn clip_global_norm<M: Module>(module: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
     let norm = global_norm(module, grads);
     if max_norm > 0.0 && norm > max_norm {
-        let factor = max_norm / (norm + 1e-6);
-        module.visit(&mut Scale { grads, factor });
+        scale(module, grads, max_norm / (norm + 1e-6));
     }
     norm
 }

@@ -31,7 +31,7 @@ use tweedie_sample::amortized::image::Observer;
 use tweedie_sample::output::{grid_png, to_u8_nhwc};
 use tweedie_sample::sampler::{self, NoiseSource};
 
-use crate::config::{LossWeighting, Plan, TrainFile};
+use crate::config::{LossWeighting, Plan, TrainFile, TrainSection};
 use crate::eval::{EvalOptions, evaluate};
 use crate::{clip, ema, plot};
 
@@ -206,35 +206,7 @@ impl<'a> Trainer<'a> {
         if data.is_empty() {
             bail!("the dataset is empty");
         }
-        let devices = opts
-            .devices
-            .iter()
-            .map(|d| Ok(d.device()?.autodiff()))
-            .collect::<Result<Vec<_>>>()?;
-        if devices.len() > 1 && tc.shards > 1 {
-            bail!(
-                "[train] shards = {} with {} devices: split a batch across devices or across one \
-                 CPU's cores, not both",
-                tc.shards,
-                devices.len()
-            );
-        }
-        if devices.len() > tc.batch_size {
-            bail!(
-                "{} devices for batches of {}: every device needs at least one image",
-                devices.len(),
-                tc.batch_size
-            );
-        }
-        let device = match devices.first() {
-            Some(d) => d.clone(),
-            None => opts.backend.device()?.autodiff(),
-        };
-        let devices = if devices.len() > 1 {
-            devices
-        } else {
-            Vec::new()
-        };
+        let (device, devices) = training_devices(opts, tc)?;
         let observer = match &plan.file.condition {
             Some(c) => Some(c.observer(data.shape, &device).context("[condition]")?),
             None => None,
@@ -243,18 +215,7 @@ impl<'a> Trainer<'a> {
         let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
         let mut ema = (tc.ema_decay > 0.0).then(|| model.valid());
         let mut start = 0;
-        let mut loss_scale = match tc.precision {
-            Precision::F32 => None,
-            Precision::MixedF16
-                if opts.backend.is_cpu() || opts.devices.iter().any(|d| d.backend.is_cpu()) =>
-            {
-                bail!(
-                    "[train] precision = \"mixed-f16\" is for the GPU backend (wgpu): the CPU \
-                 backends compute f16 no faster than f32"
-                )
-            }
-            Precision::MixedF16 => Some(LossScale::new(tc.loss_scale)),
-        };
+        let mut loss_scale = initial_loss_scale(opts, tc)?;
 
         let run_dir = claim_run_dir(&plan, opts)?;
         if let Some(old) = run_dir.moved_to() {
@@ -454,9 +415,7 @@ impl<'a> Trainer<'a> {
                 .seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let sharded = tc.shards > 1 && self.opts.backend.is_cpu();
             if !self.devices.is_empty() {
-                let (value, multi) =
-                    parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream);
-                (value, parallel::reduce(&self.model, multi, &self.device))
+                parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream)
             } else if sharded {
                 parallel::loss_and_grads(self.opts.backend, tc.shards, &self.model, b, with_stream)
             } else {
@@ -731,6 +690,49 @@ fn load_resumed(
         step: state.step,
         loss_scale: state.loss_scale,
     })
+}
+
+/// The autodiff device that holds the model, and the devices a step's batch is split across
+/// (empty for one device), from `opts.devices` or else `opts.backend`.
+fn training_devices(opts: &RunOptions, tc: &TrainSection) -> Result<(Device, Vec<Device>)> {
+    let devices = opts
+        .devices
+        .iter()
+        .map(|d| Ok(d.device()?.autodiff()))
+        .collect::<Result<Vec<_>>>()?;
+    if devices.len() > 1 && tc.shards > 1 {
+        bail!(
+            "[train] shards = {} with {} devices: split a batch across devices or across one \
+             CPU's cores, not both",
+            tc.shards,
+            devices.len()
+        );
+    }
+    if devices.len() > tc.batch_size {
+        bail!(
+            "{} devices for batches of {}: every device needs at least one image",
+            devices.len(),
+            tc.batch_size
+        );
+    }
+    match devices.first() {
+        Some(d) if devices.len() > 1 => Ok((d.clone(), devices)),
+        Some(d) => Ok((d.clone(), Vec::new())),
+        None => Ok((opts.backend.device()?.autodiff(), Vec::new())),
+    }
+}
+
+/// Mixed precision's loss scale at the start of a fresh run (`None` in f32); refused on the CPU.
+fn initial_loss_scale(opts: &RunOptions, tc: &TrainSection) -> Result<Option<LossScale>> {
+    let on_cpu = opts.backend.is_cpu() || opts.devices.iter().any(|d| d.backend.is_cpu());
+    match tc.precision {
+        Precision::F32 => Ok(None),
+        Precision::MixedF16 if on_cpu => bail!(
+            "[train] precision = \"mixed-f16\" is for the GPU backend (wgpu): the CPU backends \
+             compute f16 no faster than f32"
+        ),
+        Precision::MixedF16 => Ok(Some(LossScale::new(tc.loss_scale))),
+    }
 }
 
 /// Claims the run directory (see `tweedie_core::run_dir`): a resume continues its own directory;

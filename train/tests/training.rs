@@ -259,15 +259,8 @@ fn sharded_training_follows_the_whole_batch_and_reproduces_with_dropout() {
     };
     let one = trainer::train(&no_dropout(&a, ""), &data(), &opts(None)).unwrap();
     let two = trainer::train(&no_dropout(&b, "shards = 2"), &data(), &opts(None)).unwrap();
-    assert_eq!(one.losses.len(), two.losses.len());
-    for (x, y) in one.losses.iter().zip(&two.losses) {
-        assert!((x - y).abs() <= 1e-4 * x.abs(), "losses {x} vs {y}");
-    }
-    let (wa, wb) = (weights(&one.model), weights(&two.model));
-    let err = wa
-        .iter()
-        .zip(&wb)
-        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    close_losses(&one.losses, &two.losses);
+    let err = max_abs_diff(&weights(&one.model), &weights(&two.model));
     assert!(err < 1e-3, "weights differ by {err}");
     for d in [a, b] {
         std::fs::remove_dir_all(d).unwrap();
