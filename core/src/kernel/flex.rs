@@ -6,14 +6,68 @@
 //! per-channel sums Σdz, Σdz·x while writing dz, then dx = A·dz + B·x + C in place), against about
 //! twenty for the autodiff composition.
 
-use super::{FusedOps, composite};
+use super::{FusedOps, composite, conv};
 use burn::backend::Flex;
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{DType, TensorData, TensorMetadata};
 use burn::tensor::Shape;
+use burn::tensor::ops::ConvOptions;
 use rayon::prelude::*;
+use std::cell::Cell;
+
+thread_local! {
+    /// Whether this thread's convolutions on flex run [`conv`]'s kernels (true unless
+    /// `TWEEDIE_CONV=burn`) or burn-flex's own im2col path; see [`use_own_convolutions`].
+    static OWN_CONV: Cell<bool> = Cell::new(std::env::var("TWEEDIE_CONV").as_deref() != Ok("burn"));
+}
+
+/// Run this thread's flex convolutions on [`conv`]'s kernels (`true`, the default) or on burn-flex's
+/// own path (`false`, as before the kernels; also `TWEEDIE_CONV=burn` for a whole process). For
+/// side-by-side checks and measurements; work on other threads (rayon's) is not affected.
+pub fn use_own_convolutions(on: bool) {
+    OWN_CONV.with(|c| c.set(on));
+}
+
+/// The kernel's geometry for a convolution with these options and f32 operands, or `None` where
+/// burn's path runs (dilation, groups, asymmetric padding, another dtype, or switched off).
+fn conv_geometry(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    options: &ConvOptions<2>,
+) -> Option<conv::Geometry> {
+    let symmetric = options.padding.iter().all(|(a, b)| a == b);
+    if !OWN_CONV.with(Cell::get)
+        || !symmetric
+        || options.dilation != [1, 1]
+        || options.groups != 1
+        || x.dtype() != DType::F32
+        || weight.dtype() != DType::F32
+    {
+        return None;
+    }
+    let (xs, ws) = (x.shape(), weight.shape());
+    if xs.num_dims() != 4 || ws.num_dims() != 4 {
+        return None;
+    }
+    conv::Geometry::new(
+        [xs[0], xs[1], xs[2], xs[3]],
+        [ws[0], ws[1], ws[2], ws[3]],
+        options.stride,
+        [options.padding[0].0, options.padding[1].0],
+    )
+}
 
 type FlexTensor = FloatTensor<Flex>;
+
+/// Runs `f` compiled for the widest SIMD the CPU has (pulp's run-time dispatch: AVX-512, AVX2 +
+/// FMA, or the baseline), so that its loops are vectorised at that width; the crate's own code is
+/// otherwise built for the x86-64 baseline (SSE2). `f` is inlined into the dispatched function
+/// where it is marked `#[inline(always)]`.
+#[inline(always)]
+pub(crate) fn vectorized<R>(f: impl FnOnce() -> R) -> R {
+    pulp::Arch::new().dispatch(f)
+}
 
 /// Contiguous f32 values, or `None` for another dtype.
 fn values(t: &FlexTensor) -> Option<std::borrow::Cow<'_, [f32]>> {
@@ -64,6 +118,7 @@ fn silu_grad(z: f32) -> f32 {
 
 /// Σ f(a_i, b_i) over two slices of equal length with eight independent accumulators
 /// (vectorised, and more accurate than one).
+#[inline(always)]
 fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0.0f32; 8];
@@ -82,6 +137,7 @@ fn sum_zip(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) -> f32 {
 }
 
 /// Σ f(v_i), as [`sum_zip`].
+#[inline(always)]
 fn sum(v: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     sum_zip(v, v, |x, _| f(x))
 }
@@ -115,6 +171,42 @@ impl Dims {
 }
 
 impl FusedOps for Flex {
+    fn fused_conv2d(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        options: ConvOptions<2>,
+    ) -> FlexTensor {
+        if let Some(g) = conv_geometry(&x, &weight, &options)
+            && let (Some(xs), Some(ws), Some(bs)) = (values(&x), values(&weight), values(&bias))
+        {
+            return tensor(conv::forward(&g, &xs, &ws, Some(&bs)), g.output());
+        }
+        <Self as ModuleOps<Self>>::conv2d(x, weight, Some(bias), options)
+    }
+
+    fn conv2d_backward(
+        x: FlexTensor,
+        weight: FlexTensor,
+        dy: FlexTensor,
+        options: ConvOptions<2>,
+        needed: [bool; 3],
+    ) -> (Option<FlexTensor>, Option<FlexTensor>, Option<FlexTensor>) {
+        if let Some(g) = conv_geometry(&x, &weight, &options)
+            && let (Some(xs), Some(ws), Some(dys)) = (values(&x), values(&weight), values(&dy))
+        {
+            let [_, cout, ho, wo] = g.output();
+            let (dx, dw) = conv::backward(&g, &xs, &ws, &dys, needed[0], needed[1]);
+            let db = needed[2].then(|| tensor(conv::bias_grad(&dys, cout, ho * wo), [cout]));
+            return (
+                dx.map(|v| tensor(v, x.shape())),
+                dw.map(|v| tensor(v, weight.shape())),
+                db,
+            );
+        }
+        composite::conv2d_backward::<Self>(x, weight, dy, options, needed)
+    }
+
     fn group_norm_forward(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -137,27 +229,33 @@ impl FusedOps for Flex {
             .zip(stats.par_iter_mut())
             .enumerate()
             .for_each(|(block, ((out, xs), stat))| {
-                let g = block % groups;
-                let mean = sum(xs, |v| v) / n as f32;
-                let var = sum(xs, |v| (v - mean) * (v - mean)) / n as f32;
-                let rstd = 1.0 / (var + eps as f32).sqrt();
-                *stat = (mean, rstd);
-                for k in 0..per {
-                    let ch = g * per + k;
-                    let a = gs[ch] * rstd;
-                    let shift = bs[ch] - mean * a;
-                    let (o, xv) = (&mut out[k * hw..(k + 1) * hw], &xs[k * hw..(k + 1) * hw]);
-                    if silu {
-                        for (o, &xv) in o.iter_mut().zip(xv) {
-                            let z = a * xv + shift;
-                            *o = z * sigmoid(z);
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let g = block % groups;
+                        let mean = sum(xs, |v| v) / n as f32;
+                        let var = sum(xs, |v| (v - mean) * (v - mean)) / n as f32;
+                        let rstd = 1.0 / (var + eps as f32).sqrt();
+                        *stat = (mean, rstd);
+                        for k in 0..per {
+                            let ch = g * per + k;
+                            let a = gs[ch] * rstd;
+                            let shift = bs[ch] - mean * a;
+                            let (o, xv) =
+                                (&mut out[k * hw..(k + 1) * hw], &xs[k * hw..(k + 1) * hw]);
+                            if silu {
+                                for (o, &xv) in o.iter_mut().zip(xv) {
+                                    let z = a * xv + shift;
+                                    *o = z * sigmoid(z);
+                                }
+                            } else {
+                                for (o, &xv) in o.iter_mut().zip(xv) {
+                                    *o = a * xv + shift;
+                                }
+                            }
                         }
-                    } else {
-                        for (o, &xv) in o.iter_mut().zip(xv) {
-                            *o = a * xv + shift;
-                        }
-                    }
-                }
+                    },
+                )
             });
         let (mean, rstd): (Vec<f32>, Vec<f32>) = stats.into_iter().unzip();
         let shape = x.shape();
@@ -205,39 +303,45 @@ impl FusedOps for Flex {
             .zip(sums.par_chunks_mut(per))
             .enumerate()
             .for_each(|(block, (((dx, xs), dys), sums))| {
-                let g = block % groups;
-                let (mu, r) = (ms[block], rs[block]);
-                let (mut m1, mut m2) = (0.0f32, 0.0f32);
-                for (k, sum_k) in sums.iter_mut().enumerate() {
-                    let ch = g * per + k;
-                    let span = k * hw..(k + 1) * hw;
-                    let (dz, xv, dyv) = (&mut dx[span.clone()], &xs[span.clone()], &dys[span]);
-                    if silu {
-                        let a = gs[ch] * r;
-                        let shift = bs[ch] - mu * a;
-                        for ((o, &xv), &dy) in dz.iter_mut().zip(xv).zip(dyv) {
-                            *o = dy * silu_grad(a * xv + shift);
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        let g = block % groups;
+                        let (mu, r) = (ms[block], rs[block]);
+                        let (mut m1, mut m2) = (0.0f32, 0.0f32);
+                        for (k, sum_k) in sums.iter_mut().enumerate() {
+                            let ch = g * per + k;
+                            let span = k * hw..(k + 1) * hw;
+                            let (dz, xv, dyv) =
+                                (&mut dx[span.clone()], &xs[span.clone()], &dys[span]);
+                            if silu {
+                                let a = gs[ch] * r;
+                                let shift = bs[ch] - mu * a;
+                                for ((o, &xv), &dy) in dz.iter_mut().zip(xv).zip(dyv) {
+                                    *o = dy * silu_grad(a * xv + shift);
+                                }
+                            } else {
+                                dz.copy_from_slice(dyv);
+                            }
+                            let s1 = sum(dz, |v| v);
+                            let s2 = sum_zip(dz, xv, |p, q| p * q);
+                            let t = (s2 - mu * s1) * r;
+                            *sum_k = (s1, t);
+                            m1 += gs[ch] * s1;
+                            m2 += gs[ch] * t;
                         }
-                    } else {
-                        dz.copy_from_slice(dyv);
-                    }
-                    let s1 = sum(dz, |v| v);
-                    let s2 = sum_zip(dz, xv, |p, q| p * q);
-                    let t = (s2 - mu * s1) * r;
-                    *sum_k = (s1, t);
-                    m1 += gs[ch] * s1;
-                    m2 += gs[ch] * t;
-                }
-                let (m1, m2) = (m1 * inv_n, m2 * inv_n);
-                let coef_x = -r * r * m2;
-                let coef_1 = r * (mu * r * m2 - m1);
-                for k in 0..per {
-                    let coef_dz = r * gs[g * per + k];
-                    let span = k * hw..(k + 1) * hw;
-                    for (o, &xv) in dx[span.clone()].iter_mut().zip(&xs[span]) {
-                        *o = coef_dz * *o + coef_x * xv + coef_1;
-                    }
-                }
+                        let (m1, m2) = (m1 * inv_n, m2 * inv_n);
+                        let coef_x = -r * r * m2;
+                        let coef_1 = r * (mu * r * m2 - m1);
+                        for k in 0..per {
+                            let coef_dz = r * gs[g * per + k];
+                            let span = k * hw..(k + 1) * hw;
+                            for (o, &xv) in dx[span.clone()].iter_mut().zip(&xs[span]) {
+                                *o = coef_dz * *o + coef_x * xv + coef_1;
+                            }
+                        }
+                    },
+                )
             });
         let mut dgamma = vec![0.0f32; d.c];
         let mut dbeta = vec![0.0f32; d.c];
@@ -262,9 +366,14 @@ impl FusedOps for Flex {
         out.par_chunks_mut(CHUNK)
             .zip(zs.par_chunks(CHUNK))
             .for_each(|(o, z)| {
-                for (o, &z) in o.iter_mut().zip(z) {
-                    *o = z * sigmoid(z);
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for (o, &z) in o.iter_mut().zip(z) {
+                            *o = z * sigmoid(z);
+                        }
+                    },
+                )
             });
         tensor(out, z.shape())
     }
@@ -277,9 +386,14 @@ impl FusedOps for Flex {
         out.par_chunks_mut(CHUNK)
             .zip(zs.par_chunks(CHUNK).zip(dys.par_chunks(CHUNK)))
             .for_each(|(o, (z, dy))| {
-                for ((o, &z), &dy) in o.iter_mut().zip(z).zip(dy) {
-                    *o = dy * silu_grad(z);
-                }
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for ((o, &z), &dy) in o.iter_mut().zip(z).zip(dy) {
+                            *o = dy * silu_grad(z);
+                        }
+                    },
+                )
             });
         tensor(out, z.shape())
     }

@@ -21,9 +21,12 @@
 
 mod autodiff;
 pub mod composite;
+pub mod conv;
 mod flex;
 #[cfg(feature = "tch")]
 mod tch;
+
+pub use flex::use_own_convolutions;
 
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Backend, Dispatch, DispatchDevice, backend_extension};
@@ -236,12 +239,41 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     };
     let options =
         ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
+    RECORDED.with(|r| {
+        if let Some(calls) = r.borrow_mut().as_mut() {
+            let [o, c, kh, kw] = layer.weight.dims();
+            calls.push(conv::Geometry {
+                batch: x.dims()[0],
+                cin: c,
+                h: x.dims()[2],
+                w: x.dims()[3],
+                cout: o,
+                kh,
+                kw,
+                stride: layer.stride,
+                padding: [padding[0].0, padding[1].0],
+            });
+        }
+    });
     Tensor::from_dispatch(Dispatch::fused_conv2d(
         x.into_dispatch(),
         layer.weight.val().into_dispatch(),
         bias.val().into_dispatch(),
         options,
     ))
+}
+
+thread_local! {
+    static RECORDED: std::cell::RefCell<Option<Vec<conv::Geometry>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` and returns the convolutions [`conv2d`] was called with on this thread, in call order
+/// (asymmetric padding already applied): the shapes of a network's convolutions, for `bench`.
+pub fn record_convolutions(f: impl FnOnce()) -> Vec<conv::Geometry> {
+    RECORDED.with(|r| *r.borrow_mut() = Some(Vec::new()));
+    f();
+    RECORDED.with(|r| r.borrow_mut().take().unwrap_or_default())
 }
 
 /// `x: [B, C, H, W]` with `[top, bottom, left, right]` rows and columns of zeros around it; the
@@ -375,6 +407,120 @@ mod tests {
             };
             let case = format!("{device:?}");
             assert_close(&eval(true), &eval(false), &["y", "dx"], 1e-5, &case);
+        }
+    }
+
+    /// A burn `Conv2d` on larger batches and awkward shapes (batch 1 and 33, odd sizes, channels
+    /// off multiples of 16, stride 2 with symmetric padding): the op (flex: [`conv`]'s kernels)
+    /// against the layer's own forward and burn's gradients.
+    #[test]
+    fn conv2d_kernels_match_burn_on_batches_of_one_and_thirty_three() {
+        use burn::nn::conv::Conv2dConfig;
+        let cases = [
+            (1, 17, 19, 3, 1, 1, 9, 7),
+            (33, 3, 5, 3, 1, 1, 7, 5),
+            (33, 5, 6, 3, 2, 1, 9, 8),
+            (1, 20, 18, 1, 1, 0, 5, 3),
+        ];
+        let device = Device::flex().autodiff();
+        for (batch, cin, cout, k, stride, pad, h, w) in cases {
+            let layer = Conv2dConfig::new([cin, cout], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
+                .init(&device);
+            let mut rng = crate::rng::Rng::new(9);
+            let x0 = rng.normal_tensor([batch, cin, h, w], &device);
+            let eval = |fused: bool| {
+                let x = x0.clone().require_grad();
+                let y = if fused {
+                    conv2d(&layer, x.clone())
+                } else {
+                    layer.forward(x.clone())
+                };
+                let r = y.clone().detach().sin();
+                let grads = (y.clone() * r).sum().backward();
+                [
+                    host_values(y),
+                    host_values(x.grad(&grads).unwrap()),
+                    host_values(layer.weight.grad(&grads).unwrap()),
+                    host_values(layer.bias.as_ref().unwrap().grad(&grads).unwrap()),
+                ]
+            };
+            let case = format!("batch {batch} {cin}→{cout} k={k} s={stride} p={pad} {h}×{w}");
+            assert_close(
+                &eval(true),
+                &eval(false),
+                &["y", "dx", "dW", "db"],
+                1e-4,
+                &case,
+            );
+        }
+    }
+
+    /// The whole U-Net on flex (attention, a stride-2 convolution with asymmetric padding,
+    /// up-sampling) with the convolution kernels against burn-flex's own convolutions: ε̂, ∂x₀ and
+    /// every parameter's gradient of L_simple within 1e-4 of the largest.
+    #[test]
+    fn the_unet_on_the_convolution_kernels_matches_burns_convolutions() {
+        use crate::loss::l_simple;
+        use crate::schedule::{BetaSchedule, NoiseSchedule};
+        use crate::unet::UNetConfig;
+        use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+        struct Redraw(crate::rng::Rng);
+        impl ModuleMapper for Redraw {
+            fn map_float<const D: usize>(&mut self, p: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                let (id, t, mapper) = p.consume();
+                let dims = t.dims();
+                let v: Vec<f32> = self
+                    .0
+                    .normals(dims.iter().product())
+                    .iter()
+                    .map(|z| 0.2 * z)
+                    .collect();
+                let fresh = Tensor::<1>::from_floats(v.as_slice(), &t.device()).reshape(dims);
+                Param::from_mapped_value(id, fresh.require_grad(), mapper)
+            }
+        }
+        struct Grads<'a>(&'a burn::tensor::Gradients, Vec<Vec<f32>>);
+        impl ModuleVisitor for Grads<'_> {
+            fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<D>>) {
+                if let Some(g) = p.val().grad(self.0) {
+                    self.1.push(host_values(g));
+                }
+            }
+        }
+        let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+        let t = [3, 250, 999];
+        let dev = Device::flex().autodiff();
+        let run = |own: bool| {
+            use_own_convolutions(own);
+            let net = UNetConfig::new(1, 10, 32, vec![1, 2], 1, vec![5], 0.0).init_seeded(&dev, 7);
+            let net = net.map(&mut Redraw(crate::rng::Rng::new(11)));
+            let mut rng = crate::rng::Rng::new(2);
+            let x0 = rng.normal_tensor([3, 1, 10, 10], &dev).require_grad();
+            let eps = rng.normal_tensor([3, 1, 10, 10], &dev);
+            let out = host_values(crate::denoiser::Denoiser::eps(&net, x0.clone(), &t));
+            let grads = l_simple(&net, &s, x0.clone(), &t, eps).backward();
+            let mut each = Grads(&grads, vec![host_values(x0.grad(&grads).unwrap())]);
+            net.visit(&mut each);
+            use_own_convolutions(true);
+            (out, each.1)
+        };
+        let (ours, theirs) = (run(true), run(false));
+        // Different summation orders: the two runs did take different paths.
+        assert_ne!(ours.1, theirs.1, "both runs took the same convolution path");
+        let max_abs = |v: &[f32]| v.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let diff =
+            |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(diff(&ours.0, &theirs.0) < 1e-4 * max_abs(&theirs.0), "ε̂");
+        assert_eq!(ours.1.len(), theirs.1.len());
+        let scale = theirs.1.iter().fold(0f32, |m, g| m.max(max_abs(g)));
+        for (i, (a, b)) in ours.1.iter().zip(&theirs.1).enumerate() {
+            assert!(
+                diff(a, b) < 1e-4 * scale,
+                "gradient {i}: {} of {scale}",
+                diff(a, b)
+            );
         }
     }
 

@@ -26,6 +26,10 @@ enum Mode {
     Train,
     /// One no-grad U-Net forward plus the DDPM ancestral update.
     Sample,
+    /// Every distinct convolution of the U-Net at this batch on flex: forward, input gradient and
+    /// weight gradient of Tweedie's kernels, and burn-flex's own path, in GFLOP/s and % of the
+    /// machine's nominal fp32 peak; one JSON line per shape, then a total.
+    Conv,
 }
 
 /// Time DDPM U-Net steps; prints one JSON line (impl, config, device, mode, batch, params,
@@ -121,6 +125,9 @@ fn run(a: Args) -> Result<()> {
         }
         None => UNetConfig::preset(a.config),
     };
+    if matches!(a.mode, Mode::Conv) {
+        return conv_bench(&a, &cfg);
+    }
     let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000)?;
     let plain = a.backend.device()?;
     let mut rng = Rng::new(a.seed);
@@ -156,6 +163,7 @@ fn run(a: Args) -> Result<()> {
                 loss as f32
             })
         }
+        Mode::Conv => unreachable!("handled above"),
         Mode::Sample => {
             let model = cfg.init_seeded(&plain, a.seed);
             params = model.num_params();
@@ -224,5 +232,168 @@ fn run(a: Args) -> Result<()> {
         json["phases_ms"] = map.into();
     }
     println!("{json}");
+    Ok(())
+}
+
+/// The machine's nominal fp32 peak in GFLOP/s, as `scripts/bench-vs-torch.sh` computes it: threads
+/// × clock × FLOPs per cycle (two FMA pipes: 64 with AVX-512, 32 with AVX2).
+fn nominal_peak_gflops() -> f64 {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let mhz: f64 = info
+        .lines()
+        .find(|l| l.starts_with("cpu MHz"))
+        .and_then(|l| l.split(':').nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    let avx512 = info.split_whitespace().any(|w| w == "avx512f");
+    let per_cycle = if avx512 { 64.0 } else { 32.0 };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    threads as f64 * mhz / 1000.0 * per_cycle
+}
+
+/// Median seconds of `steps` calls of `f` after `warmup` untimed ones.
+fn median_secs(warmup: usize, steps: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut t: Vec<f64> = (0..steps.max(1))
+        .map(|_| {
+            let clock = Instant::now();
+            f();
+            clock.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn conv_bench(a: &Args, cfg: &UNetConfig) -> Result<()> {
+    use burn::prelude::{Device, Tensor};
+    use tweedie_core::kernel::{self, conv};
+    let device = Device::flex();
+    let model = cfg.init_seeded(&device, a.seed);
+    let mut rng = Rng::new(a.seed);
+    let shape = [a.batch, cfg.in_channels, cfg.resolution, cfg.resolution];
+    let x = rng.normal_tensor(shape, &device);
+    let calls = kernel::record_convolutions(|| {
+        model.eps(x, &vec![500; a.batch]);
+    });
+    let mut shapes: Vec<(conv::Geometry, usize)> = Vec::new();
+    for g in calls {
+        match shapes.iter_mut().find(|(s, _)| *s == g) {
+            Some((_, n)) => *n += 1,
+            None => shapes.push((g, 1)),
+        }
+    }
+    let peak = nominal_peak_gflops();
+    let config = tweedie_core::choice::name(&a.config);
+    // Seconds per U-Net pass spent in convolutions: (ours fwd, ours fwd+dx+dW, burn fwd, burn train).
+    let mut total = [0.0f64; 4];
+    let mut flops_total = [0.0f64; 2];
+    for (g, count) in &shapes {
+        let [_, _, ho, wo] = g.output();
+        let flops = 2.0 * (g.batch * g.cout * g.cin * g.kh * g.kw * ho * wo) as f64;
+        let xs = rng.normals(g.batch * g.cin * g.h * g.w);
+        let ws = rng.normals(g.cout * g.cin * g.kh * g.kw);
+        let bs = rng.normals(g.cout);
+        let dys = rng.normals(g.batch * g.cout * ho * wo);
+        let (warm, steps) = (a.warmup, a.steps);
+        // Each algorithm that fits, for the forward pass and the input gradient.
+        let mut by_algorithm = serde_json::Map::new();
+        let mut times = |alg: conv::Algorithm| {
+            let fwd = median_secs(warm, steps, || {
+                std::hint::black_box(conv::forward_by(g, alg, &xs, &ws, Some(&bs)));
+            });
+            let dx = median_secs(warm, steps, || {
+                std::hint::black_box(conv::backward_by(g, alg, &xs, &ws, &dys, true, false));
+            });
+            let name = format!("{alg:?}").to_lowercase();
+            by_algorithm.insert(
+                format!("{name}_forward_gflops"),
+                serde_json::json!((flops / fwd / 1e8).round() / 10.0),
+            );
+            by_algorithm.insert(
+                format!("{name}_input_grad_gflops"),
+                serde_json::json!((flops / dx / 1e8).round() / 10.0),
+            );
+            (fwd, dx)
+        };
+        let chosen = g.algorithm();
+        let (fwd, dx) = times(chosen);
+        if g.winograd_fits() {
+            times(match chosen {
+                conv::Algorithm::Winograd => conv::Algorithm::Shifted,
+                conv::Algorithm::Shifted => conv::Algorithm::Winograd,
+            });
+        }
+        let dw = median_secs(warm, steps, || {
+            std::hint::black_box(conv::backward(g, &xs, &ws, &dys, false, true));
+        });
+        // burn-flex's own path (the same op with the kernels switched off on this thread).
+        kernel::use_own_convolutions(false);
+        let ad = device.clone().autodiff();
+        let layer = burn::nn::conv::Conv2dConfig::new([g.cin, g.cout], [g.kh, g.kw])
+            .with_stride(g.stride)
+            .with_padding(burn::nn::PaddingConfig2d::Explicit(
+                g.padding[0],
+                g.padding[1],
+                g.padding[0],
+                g.padding[1],
+            ));
+        let plain_layer = layer.init(&device);
+        let train_layer = layer.init(&ad);
+        let xt =
+            Tensor::<1>::from_floats(xs.as_slice(), &device).reshape([g.batch, g.cin, g.h, g.w]);
+        let xa = Tensor::<1>::from_floats(xs.as_slice(), &ad)
+            .reshape([g.batch, g.cin, g.h, g.w])
+            .require_grad();
+        let burn_fwd = median_secs(warm, steps, || {
+            let y = kernel::conv2d(&plain_layer, xt.clone());
+            std::hint::black_box(tweedie_core::host_values(y.slice([0..1, 0..1, 0..1, 0..1])));
+        });
+        let burn_train = median_secs(warm, steps, || {
+            let grads = kernel::conv2d(&train_layer, xa.clone()).sum().backward();
+            std::hint::black_box(
+                xa.grad(&grads)
+                    .map(|g| g.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>()),
+            );
+        });
+        kernel::use_own_convolutions(true);
+        let rate = |secs: f64, ops: f64| {
+            let gflops = ops / secs / 1e9;
+            serde_json::json!({"gflops": (gflops * 10.0).round() / 10.0, "percent_of_peak": (gflops / peak * 1000.0).round() / 10.0})
+        };
+        println!(
+            "{}",
+            serde_json::json!({
+                "impl": "tweedie", "config": config, "mode": "conv", "batch": g.batch,
+                "input": [g.batch, g.cin, g.h, g.w], "weight": [g.cout, g.cin, g.kh, g.kw],
+                "stride": g.stride, "padding": g.padding, "per_forward": count,
+                "algorithm": format!("{chosen:?}").to_lowercase(), "algorithms": by_algorithm,
+                "forward": rate(fwd, flops), "input_grad": rate(dx, flops), "weight_grad": rate(dw, flops),
+                "train": rate(fwd + dx + dw, 3.0 * flops),
+                "burn_forward": rate(burn_fwd, flops), "burn_train": rate(burn_train, 3.0 * flops),
+            })
+        );
+        let n = *count as f64;
+        total[0] += n * fwd;
+        total[1] += n * (fwd + dx + dw);
+        total[2] += n * burn_fwd;
+        total[3] += n * burn_train;
+        flops_total[0] += n * flops;
+        flops_total[1] += 3.0 * n * flops;
+    }
+    let gf = |ops: f64, secs: f64| ((ops / secs / 1e9) * 10.0).round() / 10.0;
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "tweedie", "config": config, "mode": "conv-total", "batch": a.batch,
+            "peak_gflops": (peak * 10.0).round() / 10.0, "shapes": shapes.len(),
+            "forward_ms": (total[0] * 1e4).round() / 10.0, "train_ms": (total[1] * 1e4).round() / 10.0,
+            "burn_forward_ms": (total[2] * 1e4).round() / 10.0, "burn_train_ms": (total[3] * 1e4).round() / 10.0,
+            "forward_gflops": gf(flops_total[0], total[0]), "train_gflops": gf(flops_total[1], total[1]),
+            "burn_forward_gflops": gf(flops_total[0], total[2]), "burn_train_gflops": gf(flops_total[1], total[3]),
+        })
+    );
     Ok(())
 }
