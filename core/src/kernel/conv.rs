@@ -30,6 +30,34 @@ use faer::linalg::matmul::matmul;
 use faer::{Accum, MatMut, MatRef, Par};
 use rayon::prelude::*;
 
+thread_local! {
+    /// Buffers of finished calls on this thread, reused by [`scratch`]: each convolution needs a
+    /// few activation-sized temporaries, and fresh ones cost page faults every call.
+    static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A zeroed buffer of `len` values, from this thread's pool where it has one.
+fn scratch(len: usize) -> Vec<f32> {
+    match POOL.with(|p| p.borrow_mut().pop()) {
+        Some(mut v) => {
+            v.clear();
+            v.resize(len, 0.0);
+            v
+        }
+        None => vec![0.0f32; len],
+    }
+}
+
+/// Returns a buffer from [`scratch`] to this thread's pool (which keeps at most four).
+fn recycle(v: Vec<f32>) {
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        if pool.len() < 4 {
+            pool.push(v);
+        }
+    });
+}
+
 /// The shape of one convolution: input `[batch, cin, h, w]`, weight `[cout, cin, kh, kw]`,
 /// stride and symmetric zero padding per axis.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,7 +245,7 @@ fn gather_phases(g: &Geometry, l: &Layout, x: &[f32], n: usize) -> Vec<f32> {
     let [ph, pw] = g.padding;
     let (c, h, w) = (g.cin, g.h, g.w);
     let channel = l.channel(g, n);
-    let mut out = vec![0.0f32; l.phases * c * channel];
+    let mut out = scratch(l.phases * c * channel);
     if l.compact {
         for ci in 0..c {
             for img in 0..n {
@@ -289,7 +317,7 @@ fn scatter_phases(g: &Geometry, l: &Layout, dph: &[f32], n: usize, dx: &mut [f32
 /// = (n − 1)·plane + wide, zero off the output pixels.
 fn widen(g: &Geometry, l: &Layout, dy: &[f32], n: usize) -> Vec<f32> {
     let rows = (n - 1) * l.plane + l.wide;
-    let mut out = vec![0.0f32; rows * g.cout];
+    let mut out = scratch(rows * g.cout);
     for o in 0..g.cout {
         for img in 0..n {
             let src = (img * g.cout + o) * l.ho * l.wo;
@@ -354,7 +382,7 @@ pub fn forward_by(
             let phases = gather_phases(g, &l, x, n);
             let rows = (n - 1) * l.plane + l.wide;
             let stride = l.channel(g, n);
-            let mut wide = vec![0.0f32; rows * o];
+            let mut wide = scratch(rows * o);
             for t in 0..g.taps() {
                 let start = g.tap_start(&l, t, n);
                 let lhs =
@@ -381,6 +409,8 @@ pub fn forward_by(
                     }
                 },
             );
+            recycle(phases);
+            recycle(wide);
             return;
         }
         if let Some(bias) = bias {
@@ -494,10 +524,10 @@ fn backward_shifted(
         }
         let rows = (n - 1) * l.plane + l.wide;
         let stride = l.channel(g, n);
-        let dyw = widen(g, &l, dy, n);
-        let dyw = MatRef::from_column_major_slice(&dyw, rows, o);
+        let dy_wide = widen(g, &l, dy, n);
+        let dyw = MatRef::from_column_major_slice(&dy_wide, rows, o);
         if want_dx {
-            let mut dph = vec![0.0f32; l.phases * c * stride];
+            let mut dph = scratch(l.phases * c * stride);
             for t in 0..taps {
                 let start = g.tap_start(&l, t, n);
                 let dst = MatMut::from_column_major_slice_with_stride_mut(
@@ -509,6 +539,7 @@ fn backward_shifted(
                 matmul(dst, Accum::Add, dyw, tap(t), 1.0f32, par);
             }
             scatter_phases(g, &l, &dph, n, dx);
+            recycle(dph);
         }
         if want_dw {
             let phases = gather_phases(g, &l, x, n);
@@ -519,7 +550,9 @@ fn backward_shifted(
                 let dst = MatMut::from_column_major_slice_mut(&mut dw[t * o * c..][..o * c], c, o);
                 matmul(dst, Accum::Replace, lhs.transpose(), dyw, 1.0f32, par);
             }
+            recycle(phases);
         }
+        recycle(dy_wide);
     });
     let dw = want_dw.then(|| {
         let mut dw = vec![0.0f32; taps * o * c];
@@ -648,7 +681,7 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
         let n = x.len() / in_img;
         let tiles = n * th * tw;
         // V = Bᵀ d B, stored [ξ][c][tile]: for each ξ a column-major [tiles, cin].
-        let mut v = vec![0.0f32; 16 * c * tiles];
+        let mut v = scratch(16 * c * tiles);
         vectorized(
             #[inline(always)]
             || {
@@ -715,14 +748,14 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
             },
         );
         // M_ξ = V_ξ U_ξ: [tiles, cout] per ξ, stored [ξ][o][tile].
-        let mut m = vec![0.0f32; 16 * o * tiles];
+        let mut m = scratch(16 * o * tiles);
         for (xi, mx) in m.chunks_exact_mut(o * tiles).enumerate() {
             let lhs = MatRef::from_column_major_slice(&v[xi * c * tiles..][..c * tiles], tiles, c);
             let rhs = MatRef::from_column_major_slice(&u[xi * o * c..][..o * c], c, o);
             let dst = MatMut::from_column_major_slice_mut(mx, tiles, o);
             matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
         }
-        drop(v);
+        recycle(v);
         // Y = Aᵀ M A per tile, plus the bias; tiles past the edge of an odd size are cut.
         vectorized(
             #[inline(always)]
@@ -774,6 +807,7 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
                 }
             },
         );
+        recycle(m);
     });
     out
 }
