@@ -48,6 +48,22 @@ fn scratch(len: usize) -> Vec<f32> {
     }
 }
 
+/// A buffer of `len` values for the caller to overwrite in full (its contents are left from an
+/// earlier call), from this thread's pool where it has one.
+fn scratch_overwritten(len: usize) -> Vec<f32> {
+    match POOL.with(|p| p.borrow_mut().pop()) {
+        Some(mut v) if v.len() >= len => {
+            v.truncate(len);
+            v
+        }
+        Some(mut v) => {
+            v.resize(len, 0.0);
+            v
+        }
+        None => vec![0.0f32; len],
+    }
+}
+
 /// Returns a buffer from [`scratch`] to this thread's pool (which keeps at most four).
 fn recycle(v: Vec<f32>) {
     POOL.with(|p| {
@@ -221,17 +237,16 @@ impl Geometry {
 /// each tap a column-major `[cin, cout]`) or `[tap][cin][cout]` (true: column-major `[cout, cin]`).
 fn tap_matrices(g: &Geometry, weight: &[f32], transpose: bool) -> Vec<f32> {
     let (o, c, taps) = (g.cout, g.cin, g.taps());
-    let mut out = vec![0.0f32; weight.len()];
-    for oi in 0..o {
-        for ci in 0..c {
-            for t in 0..taps {
-                let v = weight[(oi * c + ci) * taps + t];
-                let at = if transpose {
-                    (t * c + ci) * o + oi
-                } else {
-                    (t * o + oi) * c + ci
-                };
-                out[at] = v;
+    // Written in order, read with a stride of `taps`.
+    let mut out = Vec::with_capacity(weight.len());
+    for t in 0..taps {
+        if transpose {
+            for ci in 0..c {
+                out.extend((0..o).map(|oi| weight[(oi * c + ci) * taps + t]));
+            }
+        } else {
+            for oi in 0..o {
+                out.extend((0..c).map(|ci| weight[(oi * c + ci) * taps + t]));
             }
         }
     }
@@ -382,7 +397,7 @@ pub fn forward_by(
             let phases = gather_phases(g, &l, x, n);
             let rows = (n - 1) * l.plane + l.wide;
             let stride = l.channel(g, n);
-            let mut wide = scratch(rows * o);
+            let mut wide = scratch_overwritten(rows * o);
             for t in 0..g.taps() {
                 let start = g.tap_start(&l, t, n);
                 let lhs =
@@ -681,7 +696,7 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
         let n = x.len() / in_img;
         let tiles = n * th * tw;
         // V = Bᵀ d B, stored [ξ][c][tile]: for each ξ a column-major [tiles, cin].
-        let mut v = scratch(16 * c * tiles);
+        let mut v = scratch_overwritten(16 * c * tiles);
         vectorized(
             #[inline(always)]
             || {
@@ -748,7 +763,7 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
             },
         );
         // M_ξ = V_ξ U_ξ: [tiles, cout] per ξ, stored [ξ][o][tile].
-        let mut m = scratch(16 * o * tiles);
+        let mut m = scratch_overwritten(16 * o * tiles);
         for (xi, mx) in m.chunks_exact_mut(o * tiles).enumerate() {
             let lhs = MatRef::from_column_major_slice(&v[xi * c * tiles..][..c * tiles], tiles, c);
             let rhs = MatRef::from_column_major_slice(&u[xi * o * c..][..o * c], c, o);

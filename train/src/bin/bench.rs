@@ -150,10 +150,15 @@ fn run(a: Args) -> Result<()> {
                 let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
                 let eps = rng.normal_tensor(shape, &device);
                 ph.mark("data");
+                // Dropout masks from a stream per shard, as the trainer draws them.
+                let stream = rng.next_u64();
                 let (loss, mut grads) =
-                    parallel::loss_and_grads(a.backend, a.shards, &model, a.batch, |m, _, r| {
+                    parallel::loss_and_grads(a.backend, a.shards, &model, a.batch, |m, j, r| {
                         let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
-                        l_simple(m, &schedule, x0, &t[r], eps)
+                        let masks = Rng::derive(stream, j as u64);
+                        tweedie_core::rng::with_mask_stream(masks, || {
+                            l_simple(m, &schedule, x0, &t[r], eps)
+                        })
                     });
                 ph.mark("backward");
                 clip_global_norm(&model, &mut grads, 1.0);
