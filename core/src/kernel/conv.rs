@@ -233,6 +233,18 @@ impl Geometry {
     }
 }
 
+/// The wide grid's `rows` in blocks that run all their taps before the next block starts, so that
+/// a block's output (and its rows of the input) stay in the core's cache across the taps instead
+/// of streaming through memory once per tap: about [`BLOCK_BYTES`] of both, in multiples of the
+/// GEMM's 48-row tiles.
+fn row_blocks(rows: usize, c: usize, o: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let len = (BLOCK_BYTES / 4 / (c + o)).max(96) / 48 * 48;
+    (0..rows.div_ceil(len)).map(move |b| b * len..((b + 1) * len).min(rows))
+}
+
+/// The cache budget of one block of [`row_blocks`].
+const BLOCK_BYTES: usize = 256 << 10;
+
 /// The weight `[cout, cin, kh, kw]` as one matrix per tap: `[tap][cout][cin]` (`transpose` false:
 /// each tap a column-major `[cin, cout]`) or `[tap][cin][cout]` (true: column-major `[cout, cin]`).
 fn tap_matrices(g: &Geometry, weight: &[f32], transpose: bool) -> Vec<f32> {
@@ -398,13 +410,24 @@ pub fn forward_by(
             let rows = (n - 1) * l.plane + l.wide;
             let stride = l.channel(g, n);
             let mut wide = scratch_overwritten(rows * o);
-            for t in 0..g.taps() {
-                let start = g.tap_start(&l, t, n);
-                let lhs =
-                    MatRef::from_column_major_slice_with_stride(&phases[start..], rows, c, stride);
-                let acc = if t == 0 { Accum::Replace } else { Accum::Add };
-                let dst = MatMut::from_column_major_slice_mut(&mut wide, rows, o);
-                matmul(dst, acc, lhs, tap(t), 1.0f32, par);
+            for blk in row_blocks(rows, c, o) {
+                for t in 0..g.taps() {
+                    let start = g.tap_start(&l, t, n) + blk.start;
+                    let lhs = MatRef::from_column_major_slice_with_stride(
+                        &phases[start..],
+                        blk.len(),
+                        c,
+                        stride,
+                    );
+                    let acc = if t == 0 { Accum::Replace } else { Accum::Add };
+                    let dst = MatMut::from_column_major_slice_with_stride_mut(
+                        &mut wide[blk.start..],
+                        blk.len(),
+                        o,
+                        rows,
+                    );
+                    matmul(dst, acc, lhs, tap(t), 1.0f32, par);
+                }
             }
             // The output pixels of the wide grid, plus the bias.
             vectorized(
@@ -540,30 +563,42 @@ fn backward_shifted(
         let rows = (n - 1) * l.plane + l.wide;
         let stride = l.channel(g, n);
         let dy_wide = widen(g, &l, dy, n);
-        let dyw = MatRef::from_column_major_slice(&dy_wide, rows, o);
+        let dyw = |blk: &std::ops::Range<usize>| {
+            MatRef::from_column_major_slice_with_stride(&dy_wide[blk.start..], blk.len(), o, rows)
+        };
         if want_dx {
             let mut dph = scratch(l.phases * c * stride);
-            for t in 0..taps {
-                let start = g.tap_start(&l, t, n);
-                let dst = MatMut::from_column_major_slice_with_stride_mut(
-                    &mut dph[start..],
-                    rows,
-                    c,
-                    stride,
-                );
-                matmul(dst, Accum::Add, dyw, tap(t), 1.0f32, par);
+            for blk in row_blocks(rows, c, o) {
+                for t in 0..taps {
+                    let start = g.tap_start(&l, t, n) + blk.start;
+                    let dst = MatMut::from_column_major_slice_with_stride_mut(
+                        &mut dph[start..],
+                        blk.len(),
+                        c,
+                        stride,
+                    );
+                    matmul(dst, Accum::Add, dyw(&blk), tap(t), 1.0f32, par);
+                }
             }
             scatter_phases(g, &l, &dph, n, dx);
             recycle(dph);
         }
         if want_dw {
             let phases = gather_phases(g, &l, x, n);
-            for t in 0..taps {
-                let start = g.tap_start(&l, t, n);
-                let lhs =
-                    MatRef::from_column_major_slice_with_stride(&phases[start..], rows, c, stride);
-                let dst = MatMut::from_column_major_slice_mut(&mut dw[t * o * c..][..o * c], c, o);
-                matmul(dst, Accum::Replace, lhs.transpose(), dyw, 1.0f32, par);
+            for (b, blk) in row_blocks(rows, c, o).enumerate() {
+                let acc = if b == 0 { Accum::Replace } else { Accum::Add };
+                for t in 0..taps {
+                    let start = g.tap_start(&l, t, n) + blk.start;
+                    let lhs = MatRef::from_column_major_slice_with_stride(
+                        &phases[start..],
+                        blk.len(),
+                        c,
+                        stride,
+                    );
+                    let dst =
+                        MatMut::from_column_major_slice_mut(&mut dw[t * o * c..][..o * c], c, o);
+                    matmul(dst, acc, lhs.transpose(), dyw(&blk), 1.0f32, par);
+                }
             }
             recycle(phases);
         }
