@@ -666,27 +666,18 @@ impl Geometry {
         self.kh == 3 && self.kw == 3 && self.stride == [1, 1] && self.padding == [1, 1]
     }
 
-    /// The algorithm [`forward`] and [`backward`] use: Winograd where it fits and the channels are
-    /// enough for its transforms to pay (`bench --mode conv` times both).
+    /// The algorithm [`forward`] and [`backward`] use: shifted products everywhere. Winograd's
+    /// F(2×2, 3×3) does 2.25× fewer multiplications, but its transforms (the tiles of the input
+    /// and of the output, four times their size, through memory) cost more than that saves next
+    /// to the cache-blocked shifted products on every U-Net shape measured (`bench --mode conv`
+    /// times both; BENCHMARKS.md), so it runs only when asked for ([`forward_by`]).
     pub fn algorithm(&self) -> Algorithm {
-        if self.winograd_fits()
-            && self.cin >= WINOGRAD_MIN_CHANNELS[0]
-            && self.cout >= WINOGRAD_MIN_CHANNELS[1]
-        {
-            Algorithm::Winograd
-        } else {
-            Algorithm::Shifted
-        }
+        Algorithm::Shifted
     }
 }
 
 /// The fewest pixels at which a 1×1 convolution runs as one product per image.
 const POINTWISE_MIN_PIXELS: usize = 512;
-
-/// The fewest input and output channels at which [`Geometry::algorithm`] picks Winograd: below
-/// them its transforms (four times the input and the output, through memory) cost more than the
-/// multiplications saved (`bench --mode conv`, BENCHMARKS.md).
-const WINOGRAD_MIN_CHANNELS: [usize; 2] = [256, 128];
 
 /// 3×3 correlation at unit stride and padding 1 by Winograd's minimal filtering F(2×2, 3×3)
 /// (Lavin & Gray 2016, "Fast Algorithms for Convolutional Neural Networks", eq. 7–8:
