@@ -205,6 +205,14 @@ impl Geometry {
         }
     }
 
+    /// Images gathered (and products run) at once inside a thread's chunk: as many as keep the
+    /// padded buffer within [`PASS_BYTES`] (at least one). The row blocks make the products no
+    /// faster for more, and a smaller buffer stays in cache and adds less to peak memory.
+    fn images_per_pass(&self, l: &Layout) -> usize {
+        let per_image = self.cin * l.phases * l.plane * size_of::<f32>();
+        (PASS_BYTES / per_image.max(1)).max(1)
+    }
+
     /// Where tap (i, j) starts reading inside a chunk's buffer of `n` images: output pixel m of
     /// the wide grid reads element `tap_start + m` of each channel.
     fn tap_start(&self, l: &Layout, tap: usize, n: usize) -> usize {
@@ -241,6 +249,9 @@ fn row_blocks(rows: usize, c: usize, o: usize) -> impl Iterator<Item = std::ops:
     let len = (BLOCK_BYTES / 4 / (c + o)).max(96) / 48 * 48;
     (0..rows.div_ceil(len)).map(move |b| b * len..((b + 1) * len).min(rows))
 }
+
+/// The budget of the padded input buffer of one pass ([`Geometry::images_per_pass`]).
+const PASS_BYTES: usize = 2 << 20;
 
 /// The cache budget of one block of [`row_blocks`].
 const BLOCK_BYTES: usize = 256 << 10;
@@ -390,78 +401,91 @@ pub fn forward_by(
         pieces.push((&x[r.start * in_img..r.end * in_img], head));
         rest = tail;
     }
-    pieces.into_par_iter().for_each(|(x, y)| {
-        let n = x.len() / in_img;
-        if g.pointwise() {
-            for (xi, yi) in x.chunks_exact(in_img).zip(y.chunks_exact_mut(out_img)) {
-                let hw = g.h * g.w;
-                let lhs = MatRef::from_column_major_slice(xi, hw, c);
-                matmul(
-                    MatMut::from_column_major_slice_mut(yi, hw, o),
-                    Accum::Replace,
-                    lhs,
-                    tap(0),
-                    1.0f32,
-                    par,
-                );
-            }
-        } else {
-            let phases = gather_phases(g, &l, x, n);
-            let rows = (n - 1) * l.plane + l.wide;
-            let stride = l.channel(g, n);
-            let mut wide = scratch_overwritten(rows * o);
-            for blk in row_blocks(rows, c, o) {
-                for t in 0..g.taps() {
-                    let start = g.tap_start(&l, t, n) + blk.start;
-                    let lhs = MatRef::from_column_major_slice_with_stride(
-                        &phases[start..],
-                        blk.len(),
-                        c,
-                        stride,
+    let per = g.images_per_pass(&l);
+    pieces.into_par_iter().for_each(|(x_all, y_all)| {
+        let images = x_all.len() / in_img;
+        for s in (0..images).step_by(per) {
+            let e = (s + per).min(images);
+            let (x, y) = (
+                &x_all[s * in_img..e * in_img],
+                &mut y_all[s * out_img..e * out_img],
+            );
+            let n = e - s;
+            if g.pointwise() {
+                for (xi, yi) in x.chunks_exact(in_img).zip(y.chunks_exact_mut(out_img)) {
+                    let hw = g.h * g.w;
+                    let lhs = MatRef::from_column_major_slice(xi, hw, c);
+                    matmul(
+                        MatMut::from_column_major_slice_mut(yi, hw, o),
+                        Accum::Replace,
+                        lhs,
+                        tap(0),
+                        1.0f32,
+                        par,
                     );
-                    let acc = if t == 0 { Accum::Replace } else { Accum::Add };
-                    let dst = MatMut::from_column_major_slice_with_stride_mut(
-                        &mut wide[blk.start..],
-                        blk.len(),
-                        o,
-                        rows,
-                    );
-                    matmul(dst, acc, lhs, tap(t), 1.0f32, par);
                 }
-            }
-            // The output pixels of the wide grid, plus the bias.
-            vectorized(
-                #[inline(always)]
-                || {
-                    for (img, yi) in y.chunks_exact_mut(out_img).enumerate() {
-                        for (oi, map) in yi.chunks_exact_mut(l.ho * l.wo).enumerate() {
-                            let src = oi * rows + img * l.plane;
-                            let b = bias.map_or(0.0, |b| b[oi]);
-                            for (yrow, out_row) in map.chunks_exact_mut(l.wo).enumerate() {
-                                let at = src + yrow * l.wph;
-                                for (o, &v) in out_row.iter_mut().zip(&wide[at..at + l.wo]) {
-                                    *o = v + b;
+            } else {
+                let phases = gather_phases(g, &l, x, n);
+                let rows = (n - 1) * l.plane + l.wide;
+                let stride = l.channel(g, n);
+                // One block of the wide grid at a time, copied out (with the bias) while in cache.
+                let blocks: Vec<_> = row_blocks(rows, c, o).collect();
+                let mut block = scratch_overwritten(blocks[0].len() * o);
+                for blk in blocks {
+                    let len = blk.len();
+                    for t in 0..g.taps() {
+                        let start = g.tap_start(&l, t, n) + blk.start;
+                        let lhs = MatRef::from_column_major_slice_with_stride(
+                            &phases[start..],
+                            len,
+                            c,
+                            stride,
+                        );
+                        let acc = if t == 0 { Accum::Replace } else { Accum::Add };
+                        let dst =
+                            MatMut::from_column_major_slice_mut(&mut block[..len * o], len, o);
+                        matmul(dst, acc, lhs, tap(t), 1.0f32, par);
+                    }
+                    vectorized(
+                        #[inline(always)]
+                        || {
+                            // Grid rows r overlapping the block: image r / hph, output row r % hph.
+                            for r in blk.start / l.wph..blk.end.div_ceil(l.wph) {
+                                let (img, yy) = (r / l.hph, r % l.hph);
+                                let row0 = r * l.wph;
+                                let x0 = blk.start.saturating_sub(row0);
+                                let x1 = (blk.end - row0).min(l.wo);
+                                if yy >= l.ho || x0 >= x1 {
+                                    continue;
+                                }
+                                for oi in 0..o {
+                                    let b = bias.map_or(0.0, |b| b[oi]);
+                                    let src = &block[oi * len + row0 + x0 - blk.start..][..x1 - x0];
+                                    let at = ((img * o + oi) * l.ho + yy) * l.wo + x0;
+                                    for (d, &v) in y[at..at + x1 - x0].iter_mut().zip(src) {
+                                        *d = v + b;
+                                    }
                                 }
                             }
+                        },
+                    );
+                }
+                recycle(phases);
+                recycle(block);
+                continue;
+            }
+            if let Some(bias) = bias {
+                vectorized(
+                    #[inline(always)]
+                    || {
+                        for yi in y.chunks_exact_mut(out_img) {
+                            for (map, &b) in yi.chunks_exact_mut(l.ho * l.wo).zip(bias) {
+                                map.iter_mut().for_each(|v| *v += b);
+                            }
                         }
-                    }
-                },
-            );
-            recycle(phases);
-            recycle(wide);
-            return;
-        }
-        if let Some(bias) = bias {
-            vectorized(
-                #[inline(always)]
-                || {
-                    for yi in y.chunks_exact_mut(out_img) {
-                        for (map, &b) in yi.chunks_exact_mut(l.ho * l.wo).zip(bias) {
-                            map.iter_mut().for_each(|v| *v += b);
-                        }
-                    }
-                },
-            );
+                    },
+                );
+            }
         }
     });
     out
@@ -538,72 +562,106 @@ fn backward_shifted(
         ));
         rest = tail;
     }
-    pieces.par_iter_mut().for_each(|(x, dy, dx, dw)| {
-        let n = dy.len() / out_img;
-        if g.pointwise() {
-            let hw = g.h * g.w;
-            for img in 0..n {
-                let dyi = MatRef::from_column_major_slice(&dy[img * out_img..][..out_img], hw, o);
+    let per = g.images_per_pass(&l);
+    pieces
+        .par_iter_mut()
+        .for_each(|(x_all, dy_all, dx_all, dw)| {
+            let images = dy_all.len() / out_img;
+            for s in (0..images).step_by(per) {
+                let e = (s + per).min(images);
+                let (x, dy) = (
+                    &x_all[s * in_img..e * in_img],
+                    &dy_all[s * out_img..e * out_img],
+                );
+                let dx: &mut [f32] = if want_dx {
+                    &mut dx_all[s * in_img..e * in_img]
+                } else {
+                    &mut []
+                };
+                let n = e - s;
+                if g.pointwise() {
+                    let hw = g.h * g.w;
+                    for img in 0..n {
+                        let dyi =
+                            MatRef::from_column_major_slice(&dy[img * out_img..][..out_img], hw, o);
+                        if want_dx {
+                            let dst = MatMut::from_column_major_slice_mut(
+                                &mut dx[img * in_img..][..in_img],
+                                hw,
+                                c,
+                            );
+                            matmul(dst, Accum::Replace, dyi, tap(0), 1.0f32, par);
+                        }
+                        if want_dw {
+                            let xi = MatRef::from_column_major_slice(
+                                &x[img * in_img..][..in_img],
+                                hw,
+                                c,
+                            );
+                            let dst = MatMut::from_column_major_slice_mut(dw, c, o);
+                            matmul(dst, Accum::Add, xi.transpose(), dyi, 1.0f32, par);
+                        }
+                    }
+                    continue;
+                }
+                let rows = (n - 1) * l.plane + l.wide;
+                let stride = l.channel(g, n);
+                let dy_wide = widen(g, &l, dy, n);
+                let dyw = |blk: &std::ops::Range<usize>| {
+                    MatRef::from_column_major_slice_with_stride(
+                        &dy_wide[blk.start..],
+                        blk.len(),
+                        o,
+                        rows,
+                    )
+                };
                 if want_dx {
-                    let dst = MatMut::from_column_major_slice_mut(
-                        &mut dx[img * in_img..][..in_img],
-                        hw,
-                        c,
-                    );
-                    matmul(dst, Accum::Replace, dyi, tap(0), 1.0f32, par);
+                    let mut dph = scratch(l.phases * c * stride);
+                    for blk in row_blocks(rows, c, o) {
+                        for t in 0..taps {
+                            let start = g.tap_start(&l, t, n) + blk.start;
+                            let dst = MatMut::from_column_major_slice_with_stride_mut(
+                                &mut dph[start..],
+                                blk.len(),
+                                c,
+                                stride,
+                            );
+                            matmul(dst, Accum::Add, dyw(&blk), tap(t), 1.0f32, par);
+                        }
+                    }
+                    scatter_phases(g, &l, &dph, n, dx);
+                    recycle(dph);
                 }
                 if want_dw {
-                    let xi = MatRef::from_column_major_slice(&x[img * in_img..][..in_img], hw, c);
-                    let dst = MatMut::from_column_major_slice_mut(dw, c, o);
-                    matmul(dst, Accum::Add, xi.transpose(), dyi, 1.0f32, par);
+                    let phases = gather_phases(g, &l, x, n);
+                    for (b, blk) in row_blocks(rows, c, o).enumerate() {
+                        // The piece's dW: replaced by its first pass's first block, then summed into.
+                        let acc = if s == 0 && b == 0 {
+                            Accum::Replace
+                        } else {
+                            Accum::Add
+                        };
+                        for t in 0..taps {
+                            let start = g.tap_start(&l, t, n) + blk.start;
+                            let lhs = MatRef::from_column_major_slice_with_stride(
+                                &phases[start..],
+                                blk.len(),
+                                c,
+                                stride,
+                            );
+                            let dst = MatMut::from_column_major_slice_mut(
+                                &mut dw[t * o * c..][..o * c],
+                                c,
+                                o,
+                            );
+                            matmul(dst, acc, lhs.transpose(), dyw(&blk), 1.0f32, par);
+                        }
+                    }
+                    recycle(phases);
                 }
+                recycle(dy_wide);
             }
-            return;
-        }
-        let rows = (n - 1) * l.plane + l.wide;
-        let stride = l.channel(g, n);
-        let dy_wide = widen(g, &l, dy, n);
-        let dyw = |blk: &std::ops::Range<usize>| {
-            MatRef::from_column_major_slice_with_stride(&dy_wide[blk.start..], blk.len(), o, rows)
-        };
-        if want_dx {
-            let mut dph = scratch(l.phases * c * stride);
-            for blk in row_blocks(rows, c, o) {
-                for t in 0..taps {
-                    let start = g.tap_start(&l, t, n) + blk.start;
-                    let dst = MatMut::from_column_major_slice_with_stride_mut(
-                        &mut dph[start..],
-                        blk.len(),
-                        c,
-                        stride,
-                    );
-                    matmul(dst, Accum::Add, dyw(&blk), tap(t), 1.0f32, par);
-                }
-            }
-            scatter_phases(g, &l, &dph, n, dx);
-            recycle(dph);
-        }
-        if want_dw {
-            let phases = gather_phases(g, &l, x, n);
-            for (b, blk) in row_blocks(rows, c, o).enumerate() {
-                let acc = if b == 0 { Accum::Replace } else { Accum::Add };
-                for t in 0..taps {
-                    let start = g.tap_start(&l, t, n) + blk.start;
-                    let lhs = MatRef::from_column_major_slice_with_stride(
-                        &phases[start..],
-                        blk.len(),
-                        c,
-                        stride,
-                    );
-                    let dst =
-                        MatMut::from_column_major_slice_mut(&mut dw[t * o * c..][..o * c], c, o);
-                    matmul(dst, acc, lhs.transpose(), dyw(&blk), 1.0f32, par);
-                }
-            }
-            recycle(phases);
-        }
-        recycle(dy_wide);
-    });
+        });
     let dw = want_dw.then(|| {
         let mut dw = vec![0.0f32; taps * o * c];
         for (.., part) in &pieces {
@@ -991,6 +1049,11 @@ mod tests {
         check([2, 6, 5, 5], [4, 6, 1, 1], [1, 1], [0, 0]);
         check([1, 18, 3, 7], [20, 18, 1, 1], [1, 1], [0, 0]);
         check([3, 5, 23, 24], [7, 5, 1, 1], [1, 1], [0, 0]);
+        // Inputs whose padded buffer exceeds PASS_BYTES, so each thread's images go in several
+        // passes (dW summed across them): compact, strided and per-image 1×1.
+        check([5, 256, 30, 30], [8, 256, 3, 3], [1, 1], [1, 1]);
+        check([3, 300, 29, 29], [4, 300, 3, 3], [2, 2], [0, 0]);
+        check([3, 600, 23, 24], [5, 600, 1, 1], [1, 1], [0, 0]);
         check([33, 2, 4, 4], [3, 2, 1, 1], [2, 2], [0, 0]);
         check([2, 3, 9, 8], [2, 3, 5, 5], [1, 1], [2, 2]);
         check([2, 3, 9, 8], [2, 3, 5, 5], [3, 2], [2, 1]);
@@ -1070,6 +1133,14 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn large_inputs_are_taken_in_several_passes() {
+        let g = Geometry::new([5, 256, 30, 30], [8, 256, 3, 3], [1, 1], [1, 1]).unwrap();
+        assert_eq!(g.images_per_pass(&g.layout()), 2);
+        let g = Geometry::new([3, 300, 29, 29], [4, 300, 3, 3], [2, 2], [0, 0]).unwrap();
+        assert_eq!(g.images_per_pass(&g.layout()), 1);
     }
 
     #[test]
