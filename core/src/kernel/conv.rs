@@ -530,6 +530,9 @@ pub fn backward_by(
     backward_shifted(g, x, weight, dy, want_dx, want_dw)
 }
 
+/// One thread's part of [`backward`]: its images of x and dy, its part of dx, its dW.
+type BackwardPiece<'a> = (&'a [f32], &'a [f32], &'a mut [f32], Vec<f32>);
+
 /// [`backward`] by shifted matrix products.
 fn backward_shifted(
     g: &Geometry,
@@ -548,7 +551,7 @@ fn backward_shifted(
     let (chunks, par) = g.chunks();
     // Per chunk: its images of x and dy, its part of dx, and its dW (each tap a column-major
     // [cin, cout]), summed over chunks in chunk order below.
-    let mut pieces: Vec<(&[f32], &[f32], &mut [f32], Vec<f32>)> = Vec::new();
+    let mut pieces: Vec<BackwardPiece> = Vec::new();
     let mut rest = dx.as_mut_slice();
     for r in &chunks {
         let take = if want_dx { r.len() * in_img } else { 0 };
