@@ -20,10 +20,20 @@
 //! (dP[c, m + offset] += Σ_o dY_wide[m, o] · W[o, c, i, j], the wide grid's extra columns held at
 //! zero), then un-split; the weight gradient is dW[o, c, i, j] = Σ_m dY_wide[m, o] · P[c, m +
 //! offset]: products whose long dimension is the inner one. 1×1 convolutions at unit stride
-//! without padding read and write the NCHW tensors in place, one product per image.
+//! without padding over images of 512+ pixels read and write the NCHW tensors in place, one
+//! product per image. At unit stride the buffer is compact ([`Layout`]): padding rows and columns
+//! are shared between neighbours, so the wide grid wastes (h + p)(w + p)/hw, not (h + 2p)(w + 2p)/hw.
+//!
+//! **Cache.** The wide grid runs in row blocks ([`row_blocks`]) that go through all their taps
+//! before the next block starts, so the output block and its input rows stay in the core's cache
+//! instead of streaming through memory once per tap; the forward output is copied out of the
+//! block while it is there. Each thread gathers at most [`PASS_BYTES`] of padded input at a time,
+//! and temporaries come from a per-thread pool.
 //!
 //! Work is split across the rayon pool in one contiguous chunk of images per thread (a chunk's
 //! products run on one core); with fewer images than threads the products themselves are split.
+//! [`Algorithm::Winograd`] (F(2×2, 3×3)) is here for comparison (`bench --mode conv`); it is not
+//! the default ([`Geometry::algorithm`]).
 
 use super::flex::vectorized;
 use faer::linalg::matmul::matmul;
@@ -1113,28 +1123,24 @@ mod tests {
             };
             let (dx, dw) = backward(&g, &xs, &ws, &r, true, true);
             let (dx, dw) = (dx.unwrap(), dw.unwrap());
-            for k in (0..xs.len()).step_by(37) {
-                let (mut up, mut down) = (xs.clone(), xs.clone());
-                up[k] += 1.0;
-                down[k] -= 1.0;
-                let fd = (loss(&up, &ws) - loss(&down, &ws)) / 2.0;
-                assert!(
-                    (fd - dx[k] as f64).abs() < 1e-4 * (1.0 + fd.abs()),
-                    "dx[{k}]: {fd} vs {}",
-                    dx[k]
-                );
-            }
-            for k in (0..ws.len()).step_by(5) {
-                let (mut up, mut down) = (ws.clone(), ws.clone());
-                up[k] += 1.0;
-                down[k] -= 1.0;
-                let fd = (loss(&xs, &up) - loss(&xs, &down)) / 2.0;
-                assert!(
-                    (fd - dw[k] as f64).abs() < 1e-4 * (1.0 + fd.abs()),
-                    "dW[{k}]: {fd} vs {}",
-                    dw[k]
-                );
-            }
+            central(&xs, &dx, 37, |v| loss(v, &ws), "dx");
+            central(&ws, &dw, 5, |v| loss(&xs, v), "dW");
+        }
+    }
+
+    /// Every `step`-th coordinate of `grad` against the central difference of `loss` at `at`
+    /// (unit step: exact for a linear map up to rounding).
+    fn central(at: &[f32], grad: &[f32], step: usize, loss: impl Fn(&[f32]) -> f64, name: &str) {
+        for k in (0..at.len()).step_by(step) {
+            let (mut up, mut down) = (at.to_vec(), at.to_vec());
+            up[k] += 1.0;
+            down[k] -= 1.0;
+            let fd = (loss(&up) - loss(&down)) / 2.0;
+            let g = grad[k] as f64;
+            assert!(
+                (fd - g).abs() < 1e-4 * (1.0 + fd.abs()),
+                "{name}[{k}]: {fd} vs {g}"
+            );
         }
     }
 

@@ -313,6 +313,25 @@ mod tests {
         }
     }
 
+    /// The layer applied to `x0` through [`conv2d`] (`fused`) or its own forward: y and the
+    /// gradients of x, W and b for a loss whose gradient differs per output element.
+    fn conv_eval(layer: &burn::nn::conv::Conv2d, x0: &Tensor<4>, fused: bool) -> [Vec<f32>; 4] {
+        let x = x0.clone().require_grad();
+        let y = if fused {
+            conv2d(layer, x.clone())
+        } else {
+            layer.forward(x.clone())
+        };
+        let r = y.clone().detach().sin();
+        let grads = (y.clone() * r).sum().backward();
+        [
+            host_values(y),
+            host_values(x.grad(&grads).unwrap()),
+            host_values(layer.weight.grad(&grads).unwrap()),
+            host_values(layer.bias.as_ref().unwrap().grad(&grads).unwrap()),
+        ]
+    }
+
     /// The fused SiLU (Flex's loop, NdArray's composition) against burn's in value and gradient,
     /// over the range where σ saturates, on both autodiff and plain devices.
     #[test]
@@ -360,26 +379,10 @@ mod tests {
                     .init(&device);
                 let mut rng = crate::rng::Rng::new(7);
                 let x0 = rng.normal_tensor([2, cin, 7, 6], &device);
-                let eval = |fused: bool| {
-                    let x = x0.clone().require_grad();
-                    let y = if fused {
-                        conv2d(&layer, x.clone())
-                    } else {
-                        layer.forward(x.clone())
-                    };
-                    // A loss whose gradient differs per output element.
-                    let r = y.clone().detach().sin();
-                    let grads = (y.clone() * r).sum().backward();
-                    [
-                        host_values(y),
-                        host_values(x.grad(&grads).unwrap()),
-                        host_values(layer.weight.grad(&grads).unwrap()),
-                        host_values(layer.bias.as_ref().unwrap().grad(&grads).unwrap()),
-                    ]
-                };
                 let case = format!("{device:?} k={k} s={stride}");
                 let names = ["y", "dx", "dW", "db"];
-                assert_close(&eval(true), &eval(false), &names, 1e-4, &case);
+                let (ours, theirs) = (conv_eval(&layer, &x0, true), conv_eval(&layer, &x0, false));
+                assert_close(&ours, &theirs, &names, 1e-4, &case);
             }
         }
     }
@@ -430,30 +433,9 @@ mod tests {
                 .init(&device);
             let mut rng = crate::rng::Rng::new(9);
             let x0 = rng.normal_tensor([batch, cin, h, w], &device);
-            let eval = |fused: bool| {
-                let x = x0.clone().require_grad();
-                let y = if fused {
-                    conv2d(&layer, x.clone())
-                } else {
-                    layer.forward(x.clone())
-                };
-                let r = y.clone().detach().sin();
-                let grads = (y.clone() * r).sum().backward();
-                [
-                    host_values(y),
-                    host_values(x.grad(&grads).unwrap()),
-                    host_values(layer.weight.grad(&grads).unwrap()),
-                    host_values(layer.bias.as_ref().unwrap().grad(&grads).unwrap()),
-                ]
-            };
+            let (ours, theirs) = (conv_eval(&layer, &x0, true), conv_eval(&layer, &x0, false));
             let case = format!("batch {batch} {cin}→{cout} k={k} s={stride} p={pad} {h}×{w}");
-            assert_close(
-                &eval(true),
-                &eval(false),
-                &["y", "dx", "dW", "db"],
-                1e-4,
-                &case,
-            );
+            assert_close(&ours, &theirs, &["y", "dx", "dW", "db"], 1e-4, &case);
         }
     }
 
