@@ -404,13 +404,7 @@ pub fn forward_by(
     let tap = |t: usize| MatRef::from_column_major_slice(&wt[t * o * c..(t + 1) * o * c], c, o);
     let mut out = vec![0.0f32; g.batch * out_img];
     let (chunks, par) = g.chunks();
-    let mut pieces: Vec<(&[f32], &mut [f32])> = Vec::with_capacity(chunks.len());
-    let mut rest = out.as_mut_slice();
-    for r in &chunks {
-        let (head, tail) = rest.split_at_mut(r.len() * out_img);
-        pieces.push((&x[r.start * in_img..r.end * in_img], head));
-        rest = tail;
-    }
+    let pieces = split_images(x, &mut out, &chunks, in_img, out_img);
     let per = g.images_per_pass(&l);
     pieces.into_par_iter().for_each(|(x_all, y_all)| {
         let images = x_all.len() / in_img;
@@ -782,13 +776,7 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
     let (in_img, out_img) = (c * h * w, o * h * w);
     let mut out = vec![0.0f32; g.batch * out_img];
     let (chunks, par) = g.chunks();
-    let mut pieces: Vec<(&[f32], &mut [f32])> = Vec::with_capacity(chunks.len());
-    let mut rest = out.as_mut_slice();
-    for r in &chunks {
-        let (head, tail) = rest.split_at_mut(r.len() * out_img);
-        pieces.push((&x[r.start * in_img..r.end * in_img], head));
-        rest = tail;
-    }
+    let pieces = split_images(x, &mut out, &chunks, in_img, out_img);
     pieces.into_par_iter().for_each(|(x, y)| {
         let n = x.len() / in_img;
         let tiles = n * th * tw;
@@ -922,6 +910,25 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
         recycle(m);
     });
     out
+}
+
+/// Each chunk of images' part of the input `x` and of the output `out` (`in_img` and `out_img`
+/// values per image).
+fn split_images<'a>(
+    x: &'a [f32],
+    out: &'a mut [f32],
+    chunks: &[std::ops::Range<usize>],
+    in_img: usize,
+    out_img: usize,
+) -> Vec<(&'a [f32], &'a mut [f32])> {
+    let mut pieces = Vec::with_capacity(chunks.len());
+    let mut rest = out;
+    for r in chunks {
+        let (head, tail) = rest.split_at_mut(r.len() * out_img);
+        pieces.push((&x[r.start * in_img..r.end * in_img], head));
+        rest = tail;
+    }
+    pieces
 }
 
 /// The weight of the input gradient of a 3×3 unit-stride convolution as a forward one:
