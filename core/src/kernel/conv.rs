@@ -46,32 +46,29 @@ thread_local! {
     static POOL: std::cell::RefCell<Vec<Vec<f32>>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// A buffer from this thread's pool (empty when the pool is).
+fn pooled() -> Vec<f32> {
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
 /// A zeroed buffer of `len` values, from this thread's pool where it has one.
 fn scratch(len: usize) -> Vec<f32> {
-    match POOL.with(|p| p.borrow_mut().pop()) {
-        Some(mut v) => {
-            v.clear();
-            v.resize(len, 0.0);
-            v
-        }
-        None => vec![0.0f32; len],
-    }
+    let mut v = pooled();
+    v.clear();
+    v.resize(len, 0.0);
+    v
 }
 
 /// A buffer of `len` values for the caller to overwrite in full (its contents are left from an
 /// earlier call), from this thread's pool where it has one.
 fn scratch_overwritten(len: usize) -> Vec<f32> {
-    match POOL.with(|p| p.borrow_mut().pop()) {
-        Some(mut v) if v.len() >= len => {
-            v.truncate(len);
-            v
-        }
-        Some(mut v) => {
-            v.resize(len, 0.0);
-            v
-        }
-        None => vec![0.0f32; len],
+    let mut v = pooled();
+    if v.len() >= len {
+        v.truncate(len);
+    } else {
+        v.resize(len, 0.0);
     }
+    v
 }
 
 /// Returns a buffer from [`scratch`] to this thread's pool (which keeps at most four).
@@ -109,7 +106,7 @@ pub struct Geometry {
 struct Layout {
     ho: usize,
     wo: usize,
-    /// Rows of one phase plane (strided layout only).
+    /// Rows per image in the buffer and the wide grid (of one phase plane at stride > 1).
     hph: usize,
     /// Length of a row of the buffer (and of the wide grid).
     wph: usize,
@@ -752,7 +749,35 @@ const POINTWISE_MIN_PIXELS: usize = 512;
 fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Vec<f32> {
     let (c, o, h, w) = (g.cin, g.cout, g.h, g.w);
     let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
-    // U = G g Gᵀ per (o, c), stored [ξ][o][c]: for each ξ a column-major [cin, cout].
+    let u = winograd_weights(o, c, weight);
+    let (in_img, out_img) = (c * h * w, o * h * w);
+    let mut out = vec![0.0f32; g.batch * out_img];
+    let (chunks, par) = g.chunks();
+    let pieces = split_images(x, &mut out, &chunks, in_img, out_img);
+    pieces.into_par_iter().for_each(|(x, y)| {
+        let n = x.len() / in_img;
+        let tiles = n * th * tw;
+        // V = Bᵀ d B, stored [ξ][c][tile]: for each ξ a column-major [tiles, cin].
+        let mut v = scratch_overwritten(16 * c * tiles);
+        winograd_input(&mut v, x, n, [c, h, w]);
+        // M_ξ = V_ξ U_ξ: [tiles, cout] per ξ, stored [ξ][o][tile].
+        let mut m = scratch_overwritten(16 * o * tiles);
+        for (xi, mx) in m.chunks_exact_mut(o * tiles).enumerate() {
+            let lhs = MatRef::from_column_major_slice(&v[xi * c * tiles..][..c * tiles], tiles, c);
+            let rhs = MatRef::from_column_major_slice(&u[xi * o * c..][..o * c], c, o);
+            let dst = MatMut::from_column_major_slice_mut(mx, tiles, o);
+            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
+        }
+        recycle(v);
+        winograd_output(y, &m, n, [o, h, w], bias);
+        recycle(m);
+    });
+    out
+}
+
+/// Winograd's weight transform U = G g Gᵀ of each (o, c) 3×3 kernel of `weight` `[o, c, 3, 3]`,
+/// stored `[ξ][o][c]`: for each of the 16 tile elements ξ a column-major `[c, o]`.
+fn winograd_weights(o: usize, c: usize, weight: &[f32]) -> Vec<f32> {
     let mut u = vec![0.0f32; 16 * o * c];
     for oc in 0..o * c {
         let k = &weight[oc * 9..oc * 9 + 9];
@@ -773,143 +798,141 @@ fn winograd(g: &Geometry, x: &[f32], weight: &[f32], bias: Option<&[f32]>) -> Ve
             }
         }
     }
-    let (in_img, out_img) = (c * h * w, o * h * w);
-    let mut out = vec![0.0f32; g.batch * out_img];
-    let (chunks, par) = g.chunks();
-    let pieces = split_images(x, &mut out, &chunks, in_img, out_img);
-    pieces.into_par_iter().for_each(|(x, y)| {
-        let n = x.len() / in_img;
-        let tiles = n * th * tw;
-        // V = Bᵀ d B, stored [ξ][c][tile]: for each ξ a column-major [tiles, cin].
-        let mut v = scratch_overwritten(16 * c * tiles);
-        vectorized(
-            #[inline(always)]
-            || {
-                // Four padded input rows (one column of padding left, up to two right), their Bᵀ
-                // combinations, and those split into even and odd columns (tw + 1 each).
-                let wp = 2 * tw + 2;
-                let mut rows = [
-                    vec![0.0f32; wp],
-                    vec![0.0f32; wp],
-                    vec![0.0f32; wp],
-                    vec![0.0f32; wp],
-                ];
-                let mut even = vec![0.0f32; tw + 1];
-                let mut odd = vec![0.0f32; tw + 1];
-                for ci in 0..c {
-                    for img in 0..n {
-                        let plane = &x[(img * c + ci) * h * w..][..h * w];
-                        for ty in 0..th {
-                            for (a, row) in rows.iter_mut().enumerate() {
-                                let yy = (2 * ty + a).wrapping_sub(1);
-                                if yy < h {
-                                    row[1..w + 1].copy_from_slice(&plane[yy * w..(yy + 1) * w]);
-                                } else {
-                                    row[1..w + 1].fill(0.0);
-                                }
+    u
+}
+
+/// Winograd's input transform V = Bᵀ d B of every 4×4 tile d (stride 2, one pixel of padding) of
+/// the `n` images of `x` `[n, c, h, w]`, written to `v` as `[ξ][c][tile]`: for each ξ a
+/// column-major `[tiles, c]`.
+fn winograd_input(v: &mut [f32], x: &[f32], n: usize, [c, h, w]: [usize; 3]) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let tiles = n * th * tw;
+    vectorized(
+        #[inline(always)]
+        || {
+            // Four padded input rows (one column of padding left, up to two right), their Bᵀ
+            // combinations, and those split into even and odd columns (tw + 1 each).
+            let wp = 2 * tw + 2;
+            let mut rows = [
+                vec![0.0f32; wp],
+                vec![0.0f32; wp],
+                vec![0.0f32; wp],
+                vec![0.0f32; wp],
+            ];
+            let mut even = vec![0.0f32; tw + 1];
+            let mut odd = vec![0.0f32; tw + 1];
+            for ci in 0..c {
+                for img in 0..n {
+                    let plane = &x[(img * c + ci) * h * w..][..h * w];
+                    for ty in 0..th {
+                        for (a, row) in rows.iter_mut().enumerate() {
+                            let yy = (2 * ty + a).wrapping_sub(1);
+                            if yy < h {
+                                row[1..w + 1].copy_from_slice(&plane[yy * w..(yy + 1) * w]);
+                            } else {
+                                row[1..w + 1].fill(0.0);
                             }
-                            let base = (img * th + ty) * tw;
-                            for i in 0..4 {
-                                // Bᵀ over the rows: t0 = r0 − r2, t1 = r1 + r2, t2 = r2 − r1,
-                                // t3 = r1 − r3; then split by column parity.
-                                let [r0, r1, r2, r3] = &rows;
-                                for (k, (e, od)) in even.iter_mut().zip(odd.iter_mut()).enumerate()
-                                {
-                                    let (p, q) = (2 * k, 2 * k + 1);
-                                    let (tp, tq) = match i {
-                                        0 => (r0[p] - r2[p], r0[q] - r2[q]),
-                                        1 => (r1[p] + r2[p], r1[q] + r2[q]),
-                                        2 => (r2[p] - r1[p], r2[q] - r1[q]),
-                                        _ => (r1[p] - r3[p], r1[q] - r3[q]),
-                                    };
-                                    *e = tp;
-                                    *od = tq;
-                                }
-                                // B over the columns of tile tx: d = (e[tx], o[tx], e[tx+1], o[tx+1]).
-                                let slot = |j: usize| ((i * 4 + j) * c + ci) * tiles + base;
-                                let (e0, e1, o0, o1) =
-                                    (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
-                                for (k, out) in v[slot(0)..][..tw].iter_mut().enumerate() {
-                                    *out = e0[k] - e1[k];
-                                }
-                                for (k, out) in v[slot(1)..][..tw].iter_mut().enumerate() {
-                                    *out = o0[k] + e1[k];
-                                }
-                                for (k, out) in v[slot(2)..][..tw].iter_mut().enumerate() {
-                                    *out = e1[k] - o0[k];
-                                }
-                                for (k, out) in v[slot(3)..][..tw].iter_mut().enumerate() {
-                                    *out = o0[k] - o1[k];
-                                }
+                        }
+                        let base = (img * th + ty) * tw;
+                        for i in 0..4 {
+                            // Bᵀ over the rows: t0 = r0 − r2, t1 = r1 + r2, t2 = r2 − r1,
+                            // t3 = r1 − r3; then split by column parity.
+                            let [r0, r1, r2, r3] = &rows;
+                            for (k, (e, od)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                                let (p, q) = (2 * k, 2 * k + 1);
+                                let (tp, tq) = match i {
+                                    0 => (r0[p] - r2[p], r0[q] - r2[q]),
+                                    1 => (r1[p] + r2[p], r1[q] + r2[q]),
+                                    2 => (r2[p] - r1[p], r2[q] - r1[q]),
+                                    _ => (r1[p] - r3[p], r1[q] - r3[q]),
+                                };
+                                *e = tp;
+                                *od = tq;
+                            }
+                            // B over the columns of tile tx: d = (e[tx], o[tx], e[tx+1], o[tx+1]).
+                            let slot = |j: usize| ((i * 4 + j) * c + ci) * tiles + base;
+                            let (e0, e1, o0, o1) = (&even[..tw], &even[1..], &odd[..tw], &odd[1..]);
+                            for (k, out) in v[slot(0)..][..tw].iter_mut().enumerate() {
+                                *out = e0[k] - e1[k];
+                            }
+                            for (k, out) in v[slot(1)..][..tw].iter_mut().enumerate() {
+                                *out = o0[k] + e1[k];
+                            }
+                            for (k, out) in v[slot(2)..][..tw].iter_mut().enumerate() {
+                                *out = e1[k] - o0[k];
+                            }
+                            for (k, out) in v[slot(3)..][..tw].iter_mut().enumerate() {
+                                *out = o0[k] - o1[k];
                             }
                         }
                     }
                 }
-            },
-        );
-        // M_ξ = V_ξ U_ξ: [tiles, cout] per ξ, stored [ξ][o][tile].
-        let mut m = scratch_overwritten(16 * o * tiles);
-        for (xi, mx) in m.chunks_exact_mut(o * tiles).enumerate() {
-            let lhs = MatRef::from_column_major_slice(&v[xi * c * tiles..][..c * tiles], tiles, c);
-            let rhs = MatRef::from_column_major_slice(&u[xi * o * c..][..o * c], c, o);
-            let dst = MatMut::from_column_major_slice_mut(mx, tiles, o);
-            matmul(dst, Accum::Replace, lhs, rhs, 1.0f32, par);
-        }
-        recycle(v);
-        // Y = Aᵀ M A per tile, plus the bias; tiles past the edge of an odd size are cut.
-        vectorized(
-            #[inline(always)]
-            || {
-                let (mut s, mut d) = (
-                    [
-                        vec![0.0f32; tw],
-                        vec![0.0f32; tw],
-                        vec![0.0f32; tw],
-                        vec![0.0f32; tw],
-                    ],
-                    [
-                        vec![0.0f32; tw],
-                        vec![0.0f32; tw],
-                        vec![0.0f32; tw],
-                        vec![0.0f32; tw],
-                    ],
-                );
-                let mut pair = [vec![0.0f32; 2 * tw], vec![0.0f32; 2 * tw]];
-                for oi in 0..o {
-                    let b = bias.map_or(0.0, |b| b[oi]);
-                    for img in 0..n {
-                        let map = &mut y[(img * o + oi) * h * w..][..h * w];
-                        for ty in 0..th {
-                            let t0 = (img * th + ty) * tw;
-                            let row = |xi: usize| &m[(xi * o + oi) * tiles + t0..][..tw];
-                            for j in 0..4 {
-                                let (m0, m1, m2, m3) =
-                                    (row(j), row(4 + j), row(8 + j), row(12 + j));
-                                for k in 0..tw {
-                                    s[j][k] = m0[k] + m1[k] + m2[k];
-                                    d[j][k] = m1[k] - m2[k] - m3[k];
-                                }
+            }
+        },
+    );
+}
+
+/// Winograd's output transform Y = Aᵀ M A of every tile of `m` (`[ξ][o][tile]`) into the `n`
+/// images of `y` `[n, o, h, w]`, plus the bias.
+fn winograd_output(
+    y: &mut [f32],
+    m: &[f32],
+    n: usize,
+    [o, h, w]: [usize; 3],
+    bias: Option<&[f32]>,
+) {
+    let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
+    let tiles = n * th * tw;
+    // Y = Aᵀ M A per tile, plus the bias; tiles past the edge of an odd size are cut.
+    vectorized(
+        #[inline(always)]
+        || {
+            let (mut s, mut d) = (
+                [
+                    vec![0.0f32; tw],
+                    vec![0.0f32; tw],
+                    vec![0.0f32; tw],
+                    vec![0.0f32; tw],
+                ],
+                [
+                    vec![0.0f32; tw],
+                    vec![0.0f32; tw],
+                    vec![0.0f32; tw],
+                    vec![0.0f32; tw],
+                ],
+            );
+            let mut pair = [vec![0.0f32; 2 * tw], vec![0.0f32; 2 * tw]];
+            for oi in 0..o {
+                let b = bias.map_or(0.0, |b| b[oi]);
+                for img in 0..n {
+                    let map = &mut y[(img * o + oi) * h * w..][..h * w];
+                    for ty in 0..th {
+                        let t0 = (img * th + ty) * tw;
+                        let row = |xi: usize| &m[(xi * o + oi) * tiles + t0..][..tw];
+                        for j in 0..4 {
+                            let (m0, m1, m2, m3) = (row(j), row(4 + j), row(8 + j), row(12 + j));
+                            for k in 0..tw {
+                                s[j][k] = m0[k] + m1[k] + m2[k];
+                                d[j][k] = m1[k] - m2[k] - m3[k];
                             }
-                            for (r, sd) in [&s, &d].into_iter().enumerate() {
-                                for k in 0..tw {
-                                    pair[r][2 * k] = sd[0][k] + sd[1][k] + sd[2][k] + b;
-                                    pair[r][2 * k + 1] = sd[1][k] - sd[2][k] - sd[3][k] + b;
-                                }
+                        }
+                        for (r, sd) in [&s, &d].into_iter().enumerate() {
+                            for k in 0..tw {
+                                pair[r][2 * k] = sd[0][k] + sd[1][k] + sd[2][k] + b;
+                                pair[r][2 * k + 1] = sd[1][k] - sd[2][k] - sd[3][k] + b;
                             }
-                            for (r, p) in pair.iter().enumerate() {
-                                let yy = 2 * ty + r;
-                                if yy < h {
-                                    map[yy * w..(yy + 1) * w].copy_from_slice(&p[..w]);
-                                }
+                        }
+                        for (r, p) in pair.iter().enumerate() {
+                            let yy = 2 * ty + r;
+                            if yy < h {
+                                map[yy * w..(yy + 1) * w].copy_from_slice(&p[..w]);
                             }
                         }
                     }
                 }
-            },
-        );
-        recycle(m);
-    });
-    out
+            }
+        },
+    );
 }
 
 /// Each chunk of images' part of the input `x` and of the output `out` (`in_img` and `out_img`
