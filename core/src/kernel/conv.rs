@@ -543,6 +543,9 @@ fn backward_shifted(
     want_dx: bool,
     want_dw: bool,
 ) -> (Option<Vec<f32>>, Option<Vec<f32>>) {
+    if !want_dx && !want_dw {
+        return (None, None);
+    }
     let l = g.layout();
     let (c, o, taps) = (g.cin, g.cout, g.taps());
     let (in_img, out_img) = (c * g.h * g.w, o * l.ho * l.wo);
@@ -666,26 +669,29 @@ fn backward_shifted(
                 recycle(dy_wide);
             }
         });
-    let dw = want_dw.then(|| {
-        let mut dw = vec![0.0f32; taps * o * c];
-        for (.., part) in &pieces {
-            for (a, b) in dw.iter_mut().zip(part) {
-                *a += b;
-            }
-        }
-        // [tap][cout][cin] → [cout][cin][tap]
-        let mut out = vec![0.0f32; dw.len()];
-        for t in 0..taps {
-            for oi in 0..o {
-                for ci in 0..c {
-                    out[(oi * c + ci) * taps + t] = dw[(t * o + oi) * c + ci];
-                }
-            }
-        }
-        out
-    });
+    let dw = want_dw.then(|| weight_grad(g, pieces.iter().map(|(.., part)| part.as_slice())));
     drop(pieces);
     (want_dx.then_some(dx), dw)
+}
+
+/// dW `[cout, cin, kh, kw]` from the threads' parts, each `[tap][cout][cin]`, summed in order.
+fn weight_grad<'a>(g: &Geometry, parts: impl Iterator<Item = &'a [f32]>) -> Vec<f32> {
+    let (o, c, taps) = (g.cout, g.cin, g.taps());
+    let mut dw = vec![0.0f32; taps * o * c];
+    for part in parts {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += b;
+        }
+    }
+    let mut out = vec![0.0f32; dw.len()];
+    for t in 0..taps {
+        for oi in 0..o {
+            for ci in 0..c {
+                out[(oi * c + ci) * taps + t] = dw[(t * o + oi) * c + ci];
+            }
+        }
+    }
+    out
 }
 
 /// The bias gradient Σ over batch and pixels of `dy` `[batch, cout, hw]`.

@@ -241,18 +241,9 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         ConvOptions::new_with_padding(layer.stride, padding, layer.dilation, layer.groups);
     RECORDED.with(|r| {
         if let Some(calls) = r.borrow_mut().as_mut() {
-            let [o, c, kh, kw] = layer.weight.dims();
-            calls.push(conv::Geometry {
-                batch: x.dims()[0],
-                cin: c,
-                h: x.dims()[2],
-                w: x.dims()[3],
-                cout: o,
-                kh,
-                kw,
-                stride: layer.stride,
-                padding: [padding[0].0, padding[1].0],
-            });
+            let padding = [padding[0].0, padding[1].0];
+            let g = conv::Geometry::new(x.dims(), layer.weight.dims(), layer.stride, padding);
+            calls.extend(g);
         }
     });
     Tensor::from_dispatch(Dispatch::fused_conv2d(
