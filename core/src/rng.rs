@@ -58,17 +58,22 @@ impl Rng {
     }
 
     /// An index drawn with probabilities `weights` (normalised, non-empty) by inverting their CDF
-    /// at one uniform; rounding that leaves the CDF short of 1 falls to the last index.
+    /// at one uniform; rounding that leaves the CDF short of 1 falls to the last index with weight.
     pub fn categorical(&mut self, weights: &[f64]) -> usize {
         let u = self.uniform();
         let mut acc = 0.0;
+        // Rounding can leave u at or past the last partial sum: then the last index with weight.
+        let last = weights
+            .iter()
+            .rposition(|w| *w > 0.0)
+            .unwrap_or(weights.len() - 1);
         weights
             .iter()
             .position(|w| {
                 acc += w;
                 u < acc
             })
-            .unwrap_or(weights.len() - 1)
+            .map_or(last, |i| i.min(last))
     }
 
     /// Uniform integer in 0..n (Lemire's multiply-shift with rejection: unbiased).

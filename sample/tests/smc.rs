@@ -2,6 +2,8 @@
 //! priors, whose posterior under a linear-Gaussian observation and evidence p(y) are known in
 //! closed form (`tweedie_core::gmm`). Small d, 100 steps, CPU: a few seconds.
 
+use tweedie_core::gaussian::{GaussianImage, posterior};
+use tweedie_core::schedule::Spacing;
 use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmMethod, GmmProblem, Nets, score};
 
 const TWO_MODES: &str = r#"
@@ -158,4 +160,86 @@ fn the_evidence_estimate_is_unbiased() {
         "TDS {m_tds} vs MC {m_mc} (se {se})"
     );
     assert!((m_tds / exact - 1.0).abs() < 0.2 && (m_mc / exact - 1.0).abs() < 0.2);
+}
+
+/// A 1-D Gaussian prior N(0, 1) observed once, y = x + N(0, 0.28²) at y = 1.5: the posterior is
+/// N(1.391, 0.270²). 20 steps, the bootstrap proposal, resampling every step, the papers' plain
+/// Tweedie reward log p(y | x̂_0) (the widened `pigdm` twist makes every potential's rewards
+/// nearly flat at large t and hides the over-tilt).
+fn one_d(potential: &str, k: usize, n: usize, seed: u64) -> String {
+    format!(
+        r#"
+kind = "gmm-benchmark"
+[gmm]
+weights = [1.0]
+means = [[0.0]]
+stds = [1.0]
+[observation]
+a = [[1.0]]
+sigma = 0.28
+y = [1.5]
+[run]
+methods = ["fk"]
+particles = [{k}]
+steps = 20
+n_samples = {n}
+seed = {seed}
+twist = "tweedie"
+[fk]
+potential = "{potential}"
+"#
+    )
+}
+
+#[test]
+fn every_potential_with_sane_intermediate_targets_reaches_the_posterior_mean() {
+    // Singhal et al.'s `rt` potential (this crate's `sum` before 2026-12-02) tilts the t-th
+    // intermediate target by the sum of the rewards so far: at 20 steps its posterior mean is off
+    // by more than a third of a posterior sd even at K = 4096. The cumulative tilts (difference,
+    // max, mean) tilt every intermediate target by one reward's worth and reach the posterior
+    // mean within Monte Carlo error, and their mean Ẑ estimates the evidence. The target is the
+    // posterior under the 20-step chain's own prior (Gaussian, in closed form), as in
+    // `tests/particles.rs`: the chain's discretisation is not the sampler's error.
+    let (k, n) = (4096, 200);
+    let (_, p) = bench(&one_d("mean", k, n, 0));
+    let timesteps = p.schedule.timesteps(20, Spacing::Trailing).unwrap();
+    let prior = GaussianImage::new(
+        [1, 1, 1],
+        vec![0.0],
+        &[1.0],
+        p.schedule.alphas_cumprod.clone(),
+    )
+    .unwrap();
+    let (m, v) = prior.chain_marginal(&p.schedule, &timesteps);
+    let chain = posterior(&m, &v, &[1.0], 0.28, &[1.5]).unwrap();
+    let (post_mean, post_sd) = (chain.mean[0], chain.cov[0].sqrt());
+    let se = post_sd / (n as f64).sqrt();
+    let mut results = Vec::new();
+    for (i, potential) in ["difference", "max", "mean", "paper-rt"].iter().enumerate() {
+        let (file, p) = bench(&one_d(potential, k, n, 11 + i as u64));
+        let d = p
+            .draw(&file, GmmMethod::Fk, k, n, 21 + i as u64, &Nets::default())
+            .unwrap();
+        let mean = d.samples.iter().sum::<f64>() / n as f64;
+        let z = d.log_z.unwrap();
+        let log_mean_z = tweedie_sample::smc::log_sum_exp(&z) - (z.len() as f64).ln();
+        eprintln!(
+            "{potential}: posterior mean {mean:.4} (chain's {post_mean:.4}, sd {post_sd:.4}, se \
+             {se:.4}), log mean Ẑ {log_mean_z:.3} (chain's log p(y) {:.3}, exact {:.3})",
+            chain.log_evidence, p.posterior.log_evidence
+        );
+        results.push((potential.to_string(), mean - post_mean, log_mean_z));
+    }
+    for (name, err, log_z) in &results[..3] {
+        assert!(err.abs() < 4.0 * se, "{name}: posterior mean off by {err}");
+        assert!(
+            (log_z - chain.log_evidence).abs() < 0.2,
+            "{name}: log mean Ẑ {log_z}"
+        );
+    }
+    let (_, rt_err, _) = &results[3];
+    assert!(
+        rt_err.abs() > 0.3 * post_sd,
+        "paper-rt's over-tilt: {rt_err}"
+    );
 }

@@ -254,7 +254,7 @@ pub fn draw(
     let per = c * h * w;
     let (values, ess_mean) = match smc.as_mut() {
         Some(s) => {
-            let picks = s.pick();
+            let picks = s.pick()?;
             let v = picks
                 .iter()
                 .flat_map(|&i| all[i * per..(i + 1) * per].to_vec())

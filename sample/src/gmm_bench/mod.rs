@@ -216,6 +216,7 @@ impl GmmProblem {
                         window: (w[0], w[1]),
                         clip: false,
                         inflate,
+                        max_shift: f64::INFINITY,
                     }
                 };
                 let dev = if config.guided { &grad_device } else { &device };
@@ -256,7 +257,7 @@ impl GmmProblem {
             .collect();
         // Particle methods: one draw per system from its final weights.
         let (samples, log_z, ess_mean) = if let Some(smc) = smc.as_mut() {
-            let picks = smc.pick();
+            let picks = smc.pick()?;
             let s = picks
                 .iter()
                 .flat_map(|&i| all[i * d..(i + 1) * d].to_vec())

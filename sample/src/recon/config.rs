@@ -429,6 +429,10 @@ pub struct TdsSection {
     pub twist: Option<Twist>,
     /// Clamp x̂_0 to [−1, 1] in the prior's mean (the twist uses the raw x̂_0). Default true.
     pub clip: bool,
+    /// Bound on the twisted proposal's shift of each pixel, in units of the step's σ_t (> 0;
+    /// the weights stay exact whatever it is). Default: 1 under Poisson noise (its twist's
+    /// gradient is unbounded near the intensity floor), none otherwise.
+    pub max_shift: Option<f64>,
 }
 
 impl Default for TdsSection {
@@ -442,6 +446,7 @@ impl Default for TdsSection {
             every: 1,
             twist: None,
             clip: true,
+            max_shift: None,
         }
     }
 }
@@ -478,6 +483,8 @@ pub struct FkSection {
     pub twist: Option<Twist>,
     /// Default true.
     pub clip: bool,
+    /// As `[tds] max_shift` (with `proposal = "twisted"`).
+    pub max_shift: Option<f64>,
 }
 
 impl Default for FkSection {
@@ -495,6 +502,7 @@ impl Default for FkSection {
             proposal: Proposal::Bootstrap,
             twist: None,
             clip: true,
+            max_shift: None,
         }
     }
 }
@@ -663,10 +671,17 @@ impl ReconFile {
         key: &str,
         op: Option<&dyn ForwardOperator>,
     ) -> Result<()> {
-        let (k, steps, th, every, twist) = match method {
+        let (k, steps, th, every, twist, max_shift) = match method {
             ReconMethod::Tds => {
                 let t = &self.tds;
-                (&t.particles, t.steps, t.ess_threshold, t.every, t.twist)
+                (
+                    &t.particles,
+                    t.steps,
+                    t.ess_threshold,
+                    t.every,
+                    t.twist,
+                    t.max_shift,
+                )
             }
             _ => {
                 let f = &self.fk;
@@ -674,9 +689,19 @@ impl ReconFile {
                 if f.window.is_some_and(|[a, b]| a >= b) {
                     bail!("fk.window must be [first, last) with first < last");
                 }
-                (&f.particles, f.steps, f.ess_threshold, f.every, f.twist)
+                (
+                    &f.particles,
+                    f.steps,
+                    f.ess_threshold,
+                    f.every,
+                    f.twist,
+                    f.max_shift,
+                )
             }
         };
+        if let Some(m) = max_shift {
+            check::float(&format!("{key}.max_shift"), m, Range::Positive)?;
+        }
         if k.is_empty() || k.contains(&0) {
             bail!("{key}.particles must be at least 1 (a number or a non-empty list), got {k:?}");
         }
@@ -787,6 +812,7 @@ impl ReconFile {
                         when: when(t.rule, t.ess_threshold, t.every),
                         clip: t.clip,
                         inflate: self.twist(t.twist) == Twist::Pigdm,
+                        max_shift: self.max_shift(t.max_shift),
                         ..SmcConfig::tds()
                     },
                 })
@@ -806,6 +832,7 @@ impl ReconFile {
                         window: (w[0], w[1]),
                         clip: f.clip,
                         inflate: self.twist(f.twist) == Twist::Pigdm,
+                        max_shift: self.max_shift(f.max_shift),
                     },
                 })
             }
@@ -848,6 +875,15 @@ impl ReconFile {
     }
 
     /// σ of Gaussian observation noise on the model's [−1, 1] scale (DiffPIR, ΠGDM).
+    /// The twisted proposal's shift bound: the file's, else [`crate::smc::POISSON_MAX_SHIFT`]
+    /// under Poisson noise and none otherwise.
+    pub fn max_shift(&self, set: Option<f64>) -> f64 {
+        set.unwrap_or(match self.noise {
+            NoiseSpec::Poisson { .. } => crate::smc::POISSON_MAX_SHIFT,
+            _ => f64::INFINITY,
+        })
+    }
+
     pub fn gaussian_sigma(&self) -> Option<f64> {
         match self.noise {
             NoiseSpec::Gaussian { sigma_y } => Some(2.0 * sigma_y),

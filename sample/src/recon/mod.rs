@@ -146,6 +146,8 @@ pub struct ParticleRun {
     pub ess_mean: Vec<f64>,
     /// Resampling events, per system.
     pub resamplings: Vec<usize>,
+    /// Particles whose weight became non-finite and was set to zero, per system.
+    pub dropped: Vec<usize>,
     /// log Ẑ, per system: an unbiased estimate (in Ẑ) of the model's p(y).
     pub log_z: Vec<f64>,
 }
@@ -352,9 +354,13 @@ pub struct ImageScore {
     /// …and of their resampling events…
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resamplings: Option<f64>,
-    /// …and log of the mean of their Ẑ: an estimate of log p(y) under the model.
+    /// …and log of the mean of their Ẑ: an estimate of log p(y) under the model…
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_z: Option<f64>,
+    /// …and the particles whose weight became non-finite (NaN or ±∞) and was set to zero,
+    /// summed over the systems.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<usize>,
 }
 
 /// One method's line of `metrics.json`.
@@ -437,6 +443,10 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
                 let l = &p.log_z[i * k..(i + 1) * k];
                 crate::smc::log_sum_exp(l) - (l.len() as f64).ln()
             }),
+            dropped: run
+                .particles
+                .as_ref()
+                .map(|p| p.dropped[i * k..(i + 1) * k].iter().sum()),
         });
     }
     let all = |f: fn(&ImageScore) -> &Vec<f64>| {

@@ -52,6 +52,7 @@ pub(super) fn reconstruct(
         k,
         ess_mean: Vec::with_capacity(systems),
         resamplings: Vec::with_capacity(systems),
+        dropped: Vec::with_capacity(systems),
         log_z: Vec::with_capacity(systems),
     };
     let mut start = 0;
@@ -79,10 +80,11 @@ pub(super) fn reconstruct(
             on_step()
         });
         let all = tweedie_core::host_values(x0.clamp(-1.0, 1.0));
-        for (g, row) in smc.pick().into_iter().enumerate() {
+        for (g, row) in smc.pick()?.into_iter().enumerate() {
             values.extend_from_slice(&all[row * per..(row + 1) * per]);
             stats.ess_mean.push(smc.ess_mean_of(g));
             stats.resamplings.push(smc.resamplings()[g]);
+            stats.dropped.push(smc.dropped()[g]);
             stats.log_z.push(smc.log_z()[g]);
         }
     }

@@ -4,5 +4,5 @@
 mod particles;
 mod resample;
 
-pub use particles::{Potential, ResampleWhen, Smc, SmcConfig, Twist};
+pub use particles::{POISSON_MAX_SHIFT, Potential, ResampleWhen, Smc, SmcConfig, SmcError, Twist};
 pub use resample::{Resampling, ess, log_sum_exp, normalise};

@@ -41,9 +41,11 @@ pub enum Resampling {
 /// Inverts the CDF of `w` at sorted points `u` in [0, 1).
 fn invert_sorted(w: &[f64], u: impl Iterator<Item = f64>) -> Vec<usize> {
     let mut out = Vec::with_capacity(w.len());
+    // Never past the last particle with weight (rounding can leave ui past the last partial sum).
+    let end = w.iter().rposition(|x| *x > 0.0).unwrap_or(w.len() - 1);
     let (mut i, mut cum) = (0usize, w[0]);
     for ui in u {
-        while ui >= cum && i + 1 < w.len() {
+        while ui >= cum && i < end {
             i += 1;
             cum += w[i];
         }
