@@ -9,7 +9,9 @@ use crate::operator::ForwardOperator;
 pub trait Likelihood {
     /// log p(y | x_0) for each sample of `x0` `[B, C, H, W]` → `[B]`.
     fn log_prob(&self, x0: Tensor<4>) -> Tensor<1>;
-    /// ‖y − A(x_0)‖₂ per sample, for likelihoods of an observation (DPS's step-size rule).
+    /// DPS's residual norm per sample, for likelihoods of an observation: ‖y − A(x_0)‖₂ for
+    /// additive noise, the Λ-weighted norm of the paper's Poisson rule for counts
+    /// ([`crate::noise::NoiseModel::residual_norm`]).
     fn residual_norm(&self, _x0: Tensor<4>) -> Option<Tensor<1>> {
         None
     }
@@ -96,15 +98,7 @@ impl Likelihood for Observation {
 
     fn residual_norm(&self, x0: Tensor<4>) -> Option<Tensor<1>> {
         let (y, mean) = self.observed_and_predicted(x0);
-        let [b, c, h, w] = y.dims();
-        Some(
-            (y - mean)
-                .square()
-                .reshape([b, c * h * w])
-                .sum_dim(1)
-                .reshape([b])
-                .sqrt(),
-        )
+        Some(self.noise.residual_norm(y, mean))
     }
 }
 

@@ -21,6 +21,11 @@ pub trait NoiseModel {
     fn mean_estimate(&self, y: Tensor<4>) -> Tensor<4> {
         y
     }
+    /// The residual norm of DPS's step-size rule (Chung et al. 2023, Algorithm 1): ‖y − m‖₂ per
+    /// sample for additive noise.
+    fn residual_norm(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
+        per_sample_sum((y - mean).square()).sqrt()
+    }
     /// log p(y | new) − log p(y | old) per sample, without the constants that cancel (what an
     /// optimiser compares: summed in f32, the constants would drown the change).
     fn log_prob_change(&self, y: Tensor<4>, new: Tensor<4>, old: Tensor<4>) -> Tensor<1> {
@@ -99,6 +104,13 @@ impl NoiseModel for Poisson {
     /// E[y] = rate · (A(x) + 1)/2, so A(x) ≈ 2 y/rate − 1.
     fn mean_estimate(&self, y: Tensor<4>) -> Tensor<4> {
         y.mul_scalar(2.0 / self.rate).sub_scalar(1.0)
+    }
+    /// DPS's rule for shot noise (Chung et al. 2023, §3.2, eq. 16 and Algorithm 2): the Gaussian
+    /// approximation of the counts, ‖y − λ(m)‖_Λ with Λ = diag(1/(2y)), in counts; a pixel with no
+    /// count is weighted as one count (its variance estimate y would be 0).
+    fn residual_norm(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
+        let weight = y.clone().clamp_min(1.0).mul_scalar(2.0).recip();
+        per_sample_sum((y - self.intensity(mean)).square() * weight).sqrt()
     }
     /// y log(λ_new/λ_old) − (λ_new − λ_old), summed: no log y!, and the log of a ratio.
     fn log_prob_change(&self, y: Tensor<4>, new: Tensor<4>, old: Tensor<4>) -> Tensor<1> {

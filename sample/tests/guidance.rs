@@ -368,9 +368,9 @@ fn pigdm_is_exact_for_a_unit_variance_prior_and_under_trusts_y_for_a_narrower_on
     }
 }
 
-#[test]
-fn dps_residual_norm_rule_steps_along_the_normalised_residual() {
-    // The paper's rule: x_prev += −2ζ' ∇_{x_t} ‖y − x̂_0‖ = 2ζ' J (y − x̂_0)/‖y − x̂_0‖ (identity A).
+/// DPS's residual-norm step from x at t = 300 (to 280) minus the plain DDPM step, with the
+/// denoiser of N(0.1, S²) per pixel (J = ∂x̂_0/∂x_t, the same for every pixel).
+fn dps_residual_shift(lik: Observation, zeta: f64, xv: &[f32]) -> (Vec<f64>, f64, Vec<f64>) {
     let s = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
     let den = GaussianDenoiser {
         mean: 0.1,
@@ -378,26 +378,18 @@ fn dps_residual_norm_rule_steps_along_the_normalised_residual() {
         alphas_cumprod: s.alphas_cumprod.clone(),
     };
     let dev = Device::flex().autodiff();
-    let yv = vec![0.5f32, -0.3, 0.9];
-    let y = Tensor::<4>::from_data(TensorData::new(yv.clone(), [1, 1, 1, 3]), &dev);
-    let lik = Observation {
-        op: Box::new(Identity),
-        noise: Box::new(Gaussian { sigma_y: 0.1 }),
-        y,
-    };
     let ddpm = Ddpm {
         variance: ModelVariance::Small,
         clip: false,
     };
-    let zeta = 0.3;
     let mut dps = Dps {
         likelihood: Box::new(lik),
         rule: DpsStep::ResidualNorm { zeta },
         ddpm,
     };
-    let xv = vec![0.2f32, -1.0, 1.5];
+    let n = xv.len();
     let (t, t_prev) = (300usize, 280usize);
-    let x = Tensor::<4>::from_data(TensorData::new(xv.clone(), [1, 1, 1, 3]), &dev);
+    let x = Tensor::<4>::from_data(TensorData::new(xv.to_vec(), [1, 1, 1, n]), &dev);
     let first = |sm: &mut dyn tweedie_sample::sampler::Sampler| {
         let mut out = None;
         run(&den, sm, &s, &[t, t_prev], x.clone(), &mut Zeros, |i, o| {
@@ -410,16 +402,71 @@ fn dps_residual_norm_rule_steps_along_the_normalised_residual() {
     let (g, p) = (first(&mut dps), first(&mut ddpm.clone()));
     let ab = s.alphas_cumprod[t];
     let j = ab.sqrt() * S * S / (ab * S * S + 1.0 - ab);
-    let r: Vec<f64> = (0..3)
-        .map(|k| yv[k] as f64 - (0.1 + j * (xv[k] as f64 - ab.sqrt() * 0.1)))
+    let x0: Vec<f64> = xv
+        .iter()
+        .map(|x| 0.1 + j * (*x as f64 - ab.sqrt() * 0.1))
         .collect();
+    let shift = g.iter().zip(&p).map(|(a, b)| (a - b) as f64).collect();
+    (shift, j, x0)
+}
+
+#[test]
+fn dps_residual_norm_rule_steps_along_the_normalised_residual() {
+    // The paper's rule: x_prev += −2ζ' ∇_{x_t} ‖y − x̂_0‖ = 2ζ' J (y − x̂_0)/‖y − x̂_0‖ (identity A).
+    let dev = Device::flex().autodiff();
+    let yv = vec![0.5f32, -0.3, 0.9];
+    let y = Tensor::<4>::from_data(TensorData::new(yv.clone(), [1, 1, 1, 3]), &dev);
+    let lik = Observation {
+        op: Box::new(Identity),
+        noise: Box::new(Gaussian { sigma_y: 0.1 }),
+        y,
+    };
+    let zeta = 0.3;
+    let (got, j, x0) = dps_residual_shift(lik, zeta, &[0.2, -1.0, 1.5]);
+    let r: Vec<f64> = (0..3).map(|k| yv[k] as f64 - x0[k]).collect();
     let norm = r.iter().map(|v| v * v).sum::<f64>().sqrt();
     for k in 0..3 {
         let want = 2.0 * zeta * j * r[k] / norm;
-        let got = (g[k] - p[k]) as f64;
         assert!(
-            (got - want).abs() < 1e-4 + 1e-3 * want.abs(),
-            "pixel {k}: {got} vs {want}"
+            (got[k] - want).abs() < 1e-4 + 1e-3 * want.abs(),
+            "pixel {k}: {} vs {want}",
+            got[k]
+        );
+    }
+}
+
+#[test]
+fn dps_on_poisson_counts_steps_along_the_papers_weighted_residual() {
+    // Chung et al. 2023, §3.2 (eq. 16, Algorithm 2): for counts y ~ Poisson(λ(x)), the Gaussian
+    // approximation with Λ = diag(1/(2y)), and the step 2ζ' along −∇‖y − λ(x̂_0)‖_Λ. Here
+    // λ = rate (x̂_0 + 1)/2, so −∂‖r‖_Λ/∂x̂_0,k = (rate/2) r_k/(2 y_k)/‖r‖_Λ (a zero count
+    // weighted as one). Before, the rule took the plain norm of counts minus model-scale values.
+    use tweedie_sample::noise::Poisson;
+    let dev = Device::flex().autodiff();
+    let rate = 60.0;
+    let yv = vec![12.0f32, 0.0, 55.0, 3.0];
+    let y = Tensor::<4>::from_data(TensorData::new(yv.clone(), [1, 1, 1, 4]), &dev);
+    let lik = Observation {
+        op: Box::new(Identity),
+        noise: Box::new(Poisson { rate }),
+        y,
+    };
+    let zeta = 0.05;
+    let (got, j, x0) = dps_residual_shift(lik, zeta, &[0.2, -0.6, 0.7, -0.1]);
+    let r: Vec<f64> = (0..4)
+        .map(|k| yv[k] as f64 - rate * (x0[k] + 1.0) / 2.0)
+        .collect();
+    let lam: Vec<f64> = yv
+        .iter()
+        .map(|v| 1.0 / (2.0 * (*v as f64).max(1.0)))
+        .collect();
+    let norm = (0..4).map(|k| lam[k] * r[k] * r[k]).sum::<f64>().sqrt();
+    for k in 0..4 {
+        let want = 2.0 * zeta * j * (rate / 2.0) * lam[k] * r[k] / norm;
+        assert!(
+            (got[k] - want).abs() < 1e-4 + 1e-3 * want.abs(),
+            "pixel {k}: {} vs {want}",
+            got[k]
         );
     }
 }

@@ -568,7 +568,8 @@ pub struct ParticleSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DpsRule {
-    /// The paper's ζ_t = ζ′/‖y − A(x̂_0)‖ on ∇‖y − A(x̂_0)‖ (Chung et al. 2023, Algorithm 1).
+    /// The paper's ζ_t = ζ′/‖y − A(x̂_0)‖ on ∇‖y − A(x̂_0)‖ (Chung et al. 2023, Algorithm 1); for
+    /// Poisson counts ‖·‖_Λ with Λ = diag(1/(2y)) (§3.2, Algorithm 2).
     ResidualNorm,
     /// The plain likelihood score ζ ∇ log p(y | x̂_0), folded into ε as in classifier guidance.
     LogLikelihood,

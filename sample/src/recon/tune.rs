@@ -49,6 +49,8 @@ pub struct TuneReport {
     pub chosen: Vec<(String, String, f64)>,
     /// Train-split indices searched on.
     pub images: Vec<usize>,
+    /// A⁺y's PSNR on the same images (None where A has no pseudo-inverse).
+    pub pinv_psnr: Option<f64>,
 }
 
 /// A tunable parameter: its section and key, how to read and set it, and its coarse grid.
@@ -150,6 +152,21 @@ pub fn tune(file: &ReconFile, opts: &TuneOptions) -> Result<TuneReport> {
         opts.quiet,
         "{spinner} {msg:24} [{bar:30}] {pos}/{len} runs ETA {eta}",
     );
+    // The floor every method should clear: A⁺y on the same images.
+    let pinv_psnr = {
+        let mut rng = Rng::derive(opts.seed, ReconMethod::Pinv.stream());
+        reconstruct(
+            &base,
+            ReconMethod::Pinv,
+            &problem,
+            &models,
+            &prior.schedule,
+            &mut rng,
+            || {},
+        )
+        .ok()
+        .map(|run| score(&run, &problem, 0).psnr_mean)
+    };
     let mut rows = Vec::new();
     let mut chosen = Vec::new();
     let mut current = base;
@@ -207,10 +224,39 @@ pub fn tune(file: &ReconFile, opts: &TuneOptions) -> Result<TuneReport> {
         rows,
         chosen,
         images,
+        pinv_psnr,
     })
 }
 
 impl TuneReport {
+    /// One line for each tuned method of which no setting beat A⁺y on the tuning images.
+    pub fn below_pinv(&self) -> Vec<String> {
+        let Some(floor) = self.pinv_psnr else {
+            return Vec::new();
+        };
+        let mut methods: Vec<&str> = self.rows.iter().map(|r| r.method.as_str()).collect();
+        methods.dedup();
+        methods
+            .into_iter()
+            .filter_map(|m| {
+                let best = self
+                    .rows
+                    .iter()
+                    .filter(|r| r.method == m)
+                    .max_by(|a, b| a.psnr.total_cmp(&b.psnr))?;
+                (best.psnr <= floor).then(|| {
+                    format!(
+                        "{m}: no setting tried beats A⁺y on the {} tuning images (best {:.2} dB \
+                         at {}, A⁺y {floor:.2} dB)",
+                        self.images.len(),
+                        best.psnr,
+                        best.setting
+                    )
+                })
+            })
+            .collect()
+    }
+
     /// The search as a Markdown table, the chosen settings marked.
     pub fn table(&self) -> String {
         let mut t =

@@ -13,8 +13,9 @@ use crate::likelihood::Likelihood;
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum DpsStep {
     /// The paper's rule (its Appendix C.2): x_prev −= ζ' ∇_{x_t} ‖y − A(x̂_0)‖², with
-    /// ζ_t = ζ' / ‖y − A(x̂_0)‖, i.e. a step of 2ζ' along −∇‖y − A(x̂_0)‖ (the non-squared norm).
-    /// Needs an observation likelihood.
+    /// ζ_t = ζ' / ‖y − A(x̂_0)‖, i.e. a step of 2ζ' along −∇‖y − A(x̂_0)‖ (the non-squared norm);
+    /// for Poisson counts the norm is the paper's Λ-weighted one (§3.2, Algorithm 2), see
+    /// [`crate::noise::NoiseModel::residual_norm`]. Needs an observation likelihood.
     ResidualNorm { zeta: f64 },
     /// ζ ∇_{x_t} log p(y | x̂_0(x_t)) as a likelihood score folded into ε
     /// ([`super::Guidance::Score`]): without clipping, x_prev += ζ β'_t/√(1 − β'_t) times it, so

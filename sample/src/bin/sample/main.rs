@@ -485,6 +485,12 @@ fn run_tune(t: &TuneArgs) -> Result<()> {
     for (section, key, value) in &report.chosen {
         println!("{section}.{key} = {value:.4}");
     }
+    if let Some(p) = report.pinv_psnr {
+        println!("A⁺y on the same images: {p:.2} dB");
+    }
+    for line in report.below_pinv() {
+        println!("warning: {line}");
+    }
     println!(
         "wrote {} (tuned on {} train images: {:?})",
         out.display(),
