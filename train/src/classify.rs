@@ -51,7 +51,29 @@ pub struct ClassifierFile {
     pub run_dir: Option<PathBuf>,
     pub data: ClassifierData,
     #[serde(default)]
+    pub model: ClassifierModel,
+    #[serde(default)]
     pub train: ClassifierTrain,
+}
+
+/// The network's sizes (two conv stages, then a hidden layer of `features` units).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClassifierModel {
+    /// Channels of the first conv stage (the second has twice as many). Default 32.
+    pub width: usize,
+    /// Units of the hidden layer. Default 128.
+    pub features: usize,
+}
+
+impl Default for ClassifierModel {
+    fn default() -> Self {
+        let m = ClassifierConfig::mnist();
+        Self {
+            width: m.width,
+            features: m.features,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -103,6 +125,9 @@ impl ClassifierFile {
         let t = &self.train;
         if t.steps == 0 || t.batch_size == 0 {
             bail!("[train] steps and batch_size must be positive");
+        }
+        if self.model.width == 0 || self.model.features == 0 {
+            bail!("[model] width and features must be positive");
         }
         check::float("train.lr", t.lr, Range::Positive)?;
         Ok(())
@@ -228,6 +253,8 @@ pub fn train_classifier(
     let config = ClassifierConfig {
         in_channels: c,
         resolution: h,
+        width: file.model.width,
+        features: file.model.features,
         ..ClassifierConfig::mnist()
     };
     config.validate()?;

@@ -222,8 +222,22 @@ fn every_workflow_runs_as_library_code_and_reports() {
         raw_weights: false,
         quiet: true,
     };
+    // Judged by an independent classifier (another architecture and seed), 5 steps.
+    let mut jf = ClassifierFile::parse(&text("mnist-judge.toml")).unwrap();
+    jf.train.steps = 5;
+    jf.train.batch_size = 8;
+    let judge = root.join("judge");
+    launch::classifier(&jf, &judge, &copts).unwrap();
+    let same =
+        text("mnist-class.toml").replace("checkpoints/mnist-judge", "checkpoints/mnist-classifier");
+    let e = ClassFile::parse(&same).unwrap_err().to_string();
+    assert!(e.contains("independent"), "{e}");
+    kf.judge = Some(judge.clone());
     let kr = class_cond::run(&kf, &kopts).unwrap();
     assert_eq!(kr.rows.len(), 3);
+    assert!(kr.rows.iter().all(|r| r.judge_accuracy.is_some()));
+    assert_eq!(kr.record["headline"], "judge_accuracy");
+    assert!(kr.table().contains("judge"));
     kr.write(&root.join("class")).unwrap();
     assert!(root.join("class/tds-k2.npy").is_file());
 

@@ -30,8 +30,15 @@ pub struct ClassFile {
     pub kind: ExperimentKind,
     /// The unconditional diffusion model (run or step directory).
     pub checkpoint: std::path::PathBuf,
-    /// The classifier's run directory (`train --config experiments/mnist-classifier.toml`).
+    /// The classifier's run directory (`train --config experiments/mnist-classifier.toml`): the
+    /// likelihood that guides.
     pub classifier: std::path::PathBuf,
+    /// An independent classifier that judges the digits (another architecture, seed and data
+    /// order: `train --config experiments/mnist-judge.toml`). Guided digits partly fool the
+    /// classifier whose gradient made them, so its accuracy flatters; the judge's is the
+    /// headline. Without one, only the guide's accuracy is reported.
+    #[serde(default)]
+    pub judge: Option<std::path::PathBuf>,
     #[serde(default)]
     pub seed: u64,
     pub out: Option<std::path::PathBuf>,
@@ -123,6 +130,9 @@ impl ClassFile {
             bail!("class.particles must list positive particle counts");
         }
         check::float("class.dps_scale", f.class.dps_scale, Range::NonNegative)?;
+        if f.judge.as_ref().is_some_and(|j| *j == f.classifier) {
+            bail!("judge is the guiding classifier: it must be an independent one");
+        }
         check::float("fk.lambda", f.fk.lambda, Range::Positive)?;
         Ok(f)
     }
@@ -296,8 +306,11 @@ pub fn predict(
 pub struct ClassRow {
     pub method: String,
     pub particles: usize,
-    /// Fraction of the digits the classifier assigns to the requested class.
+    /// Fraction of the digits the guiding classifier assigns to the requested class.
     pub accuracy: f64,
+    /// The same by the independent judge (the headline), when the file names one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub judge_accuracy: Option<f64>,
     pub ess_mean: Option<f64>,
     pub nfe: usize,
     pub seconds: f64,

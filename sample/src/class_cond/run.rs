@@ -1,5 +1,6 @@
 //! A class-conditional file, run end to end: each method at each K draws one image per requested
-//! class, scored by the guiding classifier. [`run`] returns a [`ClassReport`];
+//! class, scored by the guiding classifier and by the file's independent judge. [`run`] returns a
+//! [`ClassReport`];
 //! [`ClassReport::write`] writes `<method>-k<K>.{npy,png}` and `results.json`.
 
 use std::path::Path;
@@ -43,19 +44,28 @@ pub fn run(file: &ClassFile, opts: &ClassOptions) -> Result<ClassReport> {
     let (classifier, cmeta) = load_classifier(&file.classifier, &device)?;
     let classifier_grad = classifier.valid().to_device(&grad_device).no_grad();
     let shape = prior.image_shape();
-    let cshape = [
-        cmeta.config.in_channels,
-        cmeta.config.resolution,
-        cmeta.config.resolution,
-    ];
-    if cshape != shape {
-        bail!(
-            "{}: the classifier takes {:?} images, the diffusion model makes {:?}",
-            file.classifier.display(),
-            cshape,
-            shape
-        );
-    }
+    let fits = |path: &Path, meta: &tweedie_core::classifier::ClassifierMeta| -> Result<()> {
+        let c = &meta.config;
+        let cshape = [c.in_channels, c.resolution, c.resolution];
+        if cshape != shape {
+            bail!(
+                "{}: the classifier takes {:?} images, the diffusion model makes {:?}",
+                path.display(),
+                cshape,
+                shape
+            );
+        }
+        Ok(())
+    };
+    fits(&file.classifier, &cmeta)?;
+    let judge = match &file.judge {
+        Some(path) => {
+            let (net, meta) = load_classifier(path, &device)?;
+            fits(path, &meta)?;
+            Some((net, meta))
+        }
+        None => None,
+    };
     let models = ClassModels {
         unet: &prior.model,
         unet_grad: &unet_grad,
@@ -91,12 +101,16 @@ pub fn run(file: &ClassFile, opts: &ClassOptions) -> Result<ClassReport> {
             shape,
             Rng::derive(file.seed, i as u64).next_u64(),
         )?;
-        let pred = predict(&classifier, &r.values, shape, &device);
-        let right = pred.iter().zip(&targets).filter(|(p, t)| p == t).count();
+        let accuracy = |net| {
+            let pred = predict(net, &r.values, shape, &device);
+            let right = pred.iter().zip(&targets).filter(|(p, t)| p == t).count();
+            right as f64 / targets.len() as f64
+        };
         let row = ClassRow {
             method: m.name().to_string(),
             particles: k,
-            accuracy: right as f64 / targets.len() as f64,
+            accuracy: accuracy(&classifier),
+            judge_accuracy: judge.as_ref().map(|(net, _)| accuracy(net)),
             ess_mean: r.ess_mean,
             nfe: r.nfe,
             seconds: r.seconds,
@@ -112,6 +126,9 @@ pub fn run(file: &ClassFile, opts: &ClassOptions) -> Result<ClassReport> {
         "checkpoint": prior.dir.display().to_string(),
         "classifier": file.classifier.display().to_string(),
         "classifier_test_accuracy": cmeta.test_accuracy,
+        "judge": file.judge.as_ref().map(|p| p.display().to_string()),
+        "judge_test_accuracy": judge.as_ref().map(|(_, m)| m.test_accuracy),
+        "headline": if judge.is_some() { "judge_accuracy" } else { "accuracy" },
         "targets": targets,
         "steps": file.class.steps,
         "results": rows,
@@ -150,14 +167,15 @@ impl ClassReport {
     /// The results as a text table.
     pub fn table(&self) -> String {
         let mut t = format!(
-            "{:<6} {:>4} {:>9} {:>8} {:>6} {:>9}\n",
-            "method", "K", "accuracy", "ESS", "NFE", "seconds"
+            "{:<6} {:>4} {:>9} {:>9} {:>8} {:>6} {:>9}\n",
+            "method", "K", "judge", "guide", "ESS", "NFE", "seconds"
         );
         for r in &self.rows {
             t.push_str(&format!(
-                "{:<6} {:>4} {:>9.3} {:>8} {:>6} {:>9.1}\n",
+                "{:<6} {:>4} {:>9} {:>9.3} {:>8} {:>6} {:>9.1}\n",
                 r.method,
                 r.particles,
+                r.judge_accuracy.map_or("-".into(), |a| format!("{a:.3}")),
                 r.accuracy,
                 r.ess_mean.map_or("-".into(), |e| format!("{e:.2}")),
                 r.nfe,

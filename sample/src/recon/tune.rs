@@ -303,3 +303,44 @@ impl TuneReport {
         Ok(doc.to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(method: &str, setting: &str, psnr: f64) -> TuneRow {
+        TuneRow {
+            method: method.into(),
+            setting: setting.into(),
+            psnr,
+            ssim: 0.5,
+        }
+    }
+
+    #[test]
+    fn a_method_that_never_beats_the_pseudo_inverse_is_named_in_one_line() {
+        let report = TuneReport {
+            rows: vec![
+                row("dps", "zeta = 0.2500", 9.5),
+                row("dps", "zeta = 0.5000", 10.0),
+                row("diffpir", "lambda = 1.0000", 23.1),
+            ],
+            chosen: Vec::new(),
+            images: vec![1, 2, 3, 4],
+            pinv_psnr: Some(11.4),
+        };
+        let lines = report.below_pinv();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].starts_with("dps: no setting tried beats A⁺y on the 4 tuning images")
+                && lines[0].contains("best 10.00 dB at zeta = 0.5000, A⁺y 11.40 dB"),
+            "{}",
+            lines[0]
+        );
+        let no_floor = TuneReport {
+            pinv_psnr: None,
+            ..report
+        };
+        assert!(no_floor.below_pinv().is_empty());
+    }
+}
