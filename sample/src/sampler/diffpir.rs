@@ -81,9 +81,9 @@ pub const PROX_TOL: f64 = 1e-5;
 
 /// z = argmin_{z ∈ BOX} f(z) = −log p(y | z) + (w/2)‖z − x0‖², per sample, by at most `iters`
 /// projected, diagonally preconditioned gradient steps from z = clamp(x0):
-/// z⁺ = clamp(z − s D⁻¹ ∇f) with D = (the likelihood's curvature bound, [`Likelihood::curvature`])
-/// + w, and a step scale s per image, accepted when f(z⁺) ≤ f(z) + ⟨∇f, z⁺ − z⟩ +
-/// ‖z⁺ − z‖²_D/(2s) (the quadratic upper bound of projected gradient descent in the D-metric;
+/// z⁺ = clamp(z − s D⁻¹ ∇f) with D = w plus the likelihood's curvature bound
+/// ([`Likelihood::curvature`]) and a step scale s per image, accepted when
+/// f(z⁺) ≤ f(z) + ⟨∇f, z⁺ − z⟩ + ‖z⁺ − z‖²_D/(2s) (the quadratic upper bound of projected gradient descent in the D-metric;
 /// Beck 2017, §10.4.2), else halved; s starts at 1 and is doubled after a step, up to 1. With the
 /// identity (or a mask) D is the exact Hessian of a separable f and the step is Newton's, so
 /// Poisson counts converge in a few iterations whatever the stiffness of a dark pixel
