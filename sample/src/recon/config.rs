@@ -174,20 +174,21 @@ pub enum OperatorSpec {
         #[serde(default)]
         mask_seed: u64,
     },
-    /// Observes the left half.
-    InpaintHalf,
+    /// Observes the left half. (The keyless variants are empty structs, not unit variants: serde
+    /// lets a tagged unit variant take any other key silently.)
+    InpaintHalf {},
     /// Observes all but the bottom-right quarter.
-    InpaintQuarter,
+    InpaintQuarter {},
     /// Super-resolution: average pooling by `factor`.
     Sr { factor: usize },
     /// Gaussian blur with a `size × size` kernel of standard deviation `sigma` (pixels).
     Blur { size: usize, sigma: f64 },
     /// Denoising: A = I.
-    Denoise,
+    Denoise {},
     /// The saturating response tanh(gain · x) (non-linear).
     Saturate { gain: f64 },
     /// Colourisation: the luminance of RGB images (BT.601 weights).
-    Colorize,
+    Colorize {},
 }
 
 /// The noise model; every parameter on the [0, 1] image scale.
@@ -220,8 +221,8 @@ impl OperatorSpec {
                 check::float("operator.keep", keep, Range::OpenUnit)?;
                 Box::new(Mask::random(h, w, keep, mask_seed))
             }
-            OperatorSpec::InpaintHalf => Box::new(Mask::half(h, w)),
-            OperatorSpec::InpaintQuarter => Box::new(Mask::quarter(h, w)),
+            OperatorSpec::InpaintHalf {} => Box::new(Mask::half(h, w)),
+            OperatorSpec::InpaintQuarter {} => Box::new(Mask::quarter(h, w)),
             OperatorSpec::Sr { factor } => {
                 if factor < 2 || !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
                     bail!("operator: sr factor {factor} must be ≥ 2 and divide {h}×{w}");
@@ -237,8 +238,8 @@ impl OperatorSpec {
                 check::float("operator.sigma", sigma, Range::Positive)?;
                 Box::new(GaussianBlur { size, sigma })
             }
-            OperatorSpec::Denoise => Box::new(Identity),
-            OperatorSpec::Colorize => Box::new(Luminance),
+            OperatorSpec::Denoise {} => Box::new(Identity),
+            OperatorSpec::Colorize {} => Box::new(Luminance),
             OperatorSpec::Saturate { gain } => {
                 check::float("operator.gain", gain, Range::Positive)?;
                 Box::new(Saturate { gain })
@@ -865,8 +866,8 @@ impl ReconFile {
             OperatorSpec::InpaintRandom { keep, mask_seed } => {
                 Some(Mask::random(h, w, keep, mask_seed))
             }
-            OperatorSpec::InpaintHalf => Some(Mask::half(h, w)),
-            OperatorSpec::InpaintQuarter => Some(Mask::quarter(h, w)),
+            OperatorSpec::InpaintHalf {} => Some(Mask::half(h, w)),
+            OperatorSpec::InpaintQuarter {} => Some(Mask::quarter(h, w)),
             _ => None,
         }
     }
