@@ -127,6 +127,22 @@ impl Rng {
     }
 }
 
+/// The seed of the sub-stream `labels` (e.g. [role, iteration]) of `seed`: the seed, then each
+/// label in turn, is absorbed by a SplitMix64 round, a bijection of u64. For one seed, label
+/// lists of one length that differ in one label give distinct seeds, and so do distinct seeds
+/// for one label list; other coincidences need a 64-bit hash collision, where `seed ^ stream`
+/// collides by construction ((1, 2) and (2, 1), or (s, stream) and (s ^ c, stream ^ c) for any
+/// c).
+pub fn substream(seed: u64, labels: &[u64]) -> u64 {
+    let mut x = seed;
+    let mut h = splitmix64(&mut x);
+    for label in labels {
+        let mut x = h ^ label;
+        h = splitmix64(&mut x);
+    }
+    h
+}
+
 /// burn's device RNG (parameter initialisation, dropout masks) is global to the process: two
 /// runs in one process that seed it and draw from it concurrently interleave their draws. Hold
 /// this lock from `device.seed(..)` until the draws are made to keep each run reproducible.
