@@ -3,7 +3,7 @@
 //! are all known (tweedie_core::bridge).
 
 use burn::prelude::*;
-use tweedie_core::bridge::{LinearGaussianModel, Mat, Moments};
+use tweedie_core::bridge::{GaussianIpf, LinearGaussianModel, Mat, Moments, Reference};
 use tweedie_core::denoiser::Conditioned;
 use tweedie_core::gmm::{GaussianMixture, LinearGaussian};
 use tweedie_core::rng::Rng;
@@ -98,24 +98,37 @@ fn amortized_samples(
     moments(&tweedie_core::host_values(x0))
 }
 
-/// Within `k` Monte Carlo standard errors of `want` (n draws): each mean and covariance entry.
-fn assert_close(got: &Moments, want: &Moments, n: usize, k: f64, slack: f64, what: &str) {
+/// Where `got` is not within `k` Monte Carlo standard errors (of n draws from `want`) plus
+/// `slack` of `want`, in one mean or covariance entry: that entry and its error.
+fn outside(got: &Moments, want: &Moments, n: usize, k: f64, slack: f64) -> Option<String> {
     let c = &want.cov;
     for i in 0..2 {
         let se = (c.at(i, i) / n as f64).sqrt();
         let e = (got.mean[i] - want.mean[i]).abs();
-        assert!(
-            e < k * se + slack,
-            "{what}: mean[{i}] off by {e} ({got:?} vs {want:?})"
-        );
+        if e >= k * se + slack {
+            return Some(format!(
+                "mean[{i}] off by {e:.4} (bound {:.4})",
+                k * se + slack
+            ));
+        }
         for j in 0..2 {
             let se = ((c.at(i, i) * c.at(j, j) + c.at(i, j).powi(2)) / n as f64).sqrt();
             let e = (got.cov.at(i, j) - c.at(i, j)).abs();
-            assert!(
-                e < k * se + slack,
-                "{what}: cov[{i}{j}] off by {e} ({got:?} vs {want:?})"
-            );
+            if e >= k * se + slack {
+                return Some(format!(
+                    "cov[{i}{j}] off by {e:.4} (bound {:.4})",
+                    k * se + slack
+                ));
+            }
         }
+    }
+    None
+}
+
+/// Within `k` Monte Carlo standard errors of `want` (n draws): each mean and covariance entry.
+fn assert_close(got: &Moments, want: &Moments, n: usize, k: f64, slack: f64, what: &str) {
+    if let Some(e) = outside(got, want, n, k, slack) {
+        panic!("{what}: {e} ({got:?} vs {want:?})");
     }
 }
 
@@ -156,12 +169,16 @@ fn the_amortized_network_and_the_bridge_reach_the_gaussian_closed_forms() {
         horizon: 0.5,
         steps: 20,
         iterations: 2,
-        train_steps: 1000,
+        train_steps: 3000,
         refresh: 10,
         ..CsbSettings::default()
     };
+    // Enough bridge samples that 4 standard errors (0.011 on the mean's second coordinate) tell
+    // iterate 2 from iterate 3 (0.016 apart there); 4,000 could not (0.045).
+    let n = 64_000;
     let y = vec![Y as f32; n];
-    let b0 = amortized::ConditionalBridge::from_eps(net.clone(), &schedule, &cs);
+    let b0 = amortized::ConditionalBridge::from_eps(net.clone(), &schedule, &cs).unwrap();
+    let times = b0.times().to_vec();
     let mut errs = vec![error(&moments(&b0.sample(&y, n, &mut Rng::new(11))), &post)];
     let mut last = None;
     amortized::train_csb(net, &pairs, &schedule, &cs, &mut |_, b| {
@@ -171,24 +188,60 @@ fn the_amortized_network_and_the_bridge_reach_the_gaussian_closed_forms() {
     })
     .unwrap();
     assert!(errs[0] > 0.2 && errs[2] < 0.5 * errs[0], "{errs:?}");
-    // The same iterations with exact mean matching (the learned sampler's last step adds no
-    // noise: the oracle's covariance less 2γ I).
-    let mut ipf = tweedie_core::bridge::GaussianIpf::new(model, cs.steps, cs.horizon, 1.0);
+    // The exact iterates 0..=3 of the same IPF (the bridge's grid and reference, exact mean
+    // matching), each as the learned sampler draws: the last step adds no noise, so the oracle's
+    // covariance less v_1 I.
+    let mut ipf = GaussianIpf::new(model, &times, Reference::OrnsteinUhlenbeck);
     ipf.fit_backward().unwrap();
-    for _ in 0..cs.iterations {
-        ipf.fit_forward().unwrap();
-        ipf.fit_backward().unwrap();
+    let mut exact = Vec::new();
+    for it in 0..=3 {
+        if it > 0 {
+            ipf.fit_forward().unwrap();
+            ipf.fit_backward().unwrap();
+        }
+        let mut m = ipf.backward_end(&[Y]).unwrap();
+        m.cov = m.cov.sub(&Mat::eye(2).scale(ipf.var[0]));
+        exact.push(m);
     }
-    let mut exact = ipf.backward_end(&[Y]).unwrap();
-    exact.cov = exact
-        .cov
-        .sub(&Mat::eye(2).scale(2.0 * cs.horizon / cs.steps as f64));
-    assert_close(
-        &last.unwrap(),
-        &exact,
-        n,
-        4.0,
-        0.03,
-        "bridge vs exact mean matching",
+    let target = &exact[cs.iterations];
+    let last = last.unwrap();
+    // Monte Carlo alone (4 SE, no slack) tells iterate 2 from iterates 1 and 3 and from the
+    // posterior at n = 64,000 (each is outside that bound, asserted below), but the learned
+    // iterate carries a training error beyond it: measured 0.025 from exact iterate 2 (0.0146 on
+    // mean[0]) with 3,000 optimiser steps per half-iteration, 0.055 with 1,000 (nearer iterate 1
+    // then). So the test asks for the nearest exact iterate, and within 4 SE + 0.02 of it.
+    // (The former bound, 4 SE at n = 4,000 + 0.03, accepted iterates 1 and 3 and the posterior.)
+    let (k, slack) = (4.0, 0.0);
+    let d_target = error(&last, target);
+    println!(
+        "learned: {d_target:.4} from iterate {}: {:?}; from iterates 1, 3 and the posterior: \
+         {:.4}, {:.4}, {:.4}; errors from the posterior by iteration {errs:?}",
+        cs.iterations,
+        outside(&last, target, n, k, slack),
+        error(&last, &exact[1]),
+        error(&last, &exact[3]),
+        error(&last, &post),
     );
+    for (what, other) in [
+        ("exact iterate 1", &exact[1]),
+        ("exact iterate 3", &exact[3]),
+        ("posterior", &post),
+    ] {
+        println!(
+            "{what}: {:.4} from iterate {}, outside the bound: {:?}",
+            error(other, target),
+            cs.iterations,
+            outside(other, target, n, k, slack)
+        );
+        assert!(
+            outside(other, target, n, k, slack).is_some(),
+            "the bound accepts {what}: {other:?} vs {target:?}"
+        );
+        assert!(
+            d_target < error(&last, other),
+            "the learned bridge is nearer {what} than iterate {}: {last:?}",
+            cs.iterations
+        );
+    }
+    assert_close(&last, target, n, k, 0.02, "bridge vs exact mean matching");
 }

@@ -1,22 +1,27 @@
 //! The conditional Schrödinger bridge (Shi, De Bortoli, Deligiannidis & Doucet 2022,
 //! "Conditional simulation using diffusion Schrödinger bridges", Algorithm 1) by iterative
 //! proportional fitting with mean matching (De Bortoli et al. 2021, "Diffusion Schrödinger
-//! bridge", Algorithm 1 and Proposition 3), on a short horizon.
+//! bridge", Algorithm 1), on a short horizon.
 //!
-//! Reference: the Ornstein–Uhlenbeck chain X_{k+1} = X_k − γ_{k+1} X_k + √(2γ_{k+1}) Z on a grid
-//! 0 = s_0 < … < s_N = S (S the horizon, γ_k = s_k − s_{k−1}; [`BridgeSpacing`]), whose law at
-//! time s is that of DDPM's forward process at ᾱ = e^{−2s}. On a short horizon X_N is far from
-//! N(0, I), so a diffusion model started from N(0, I) there is biased; the bridge is not.
-//! - Backward maps B_{k+1}(x, y) = x + γ_{k+1} x − 2γ_{k+1} ε_b(x, t_{k+1}, y) / σ_{k+1},
-//!   σ_k = √(1 − e^{−2 s_k}): the reverse-time Euler step of the reference with the score −ε/σ,
-//!   so that iteration 0 is the amortized ε-network itself (t_k is the training timestep whose ᾱ
-//!   is nearest e^{−2 s_k}).
-//! - Forward maps F_k(x, y) = x − γ_{k+1} x + γ_{k+1} g(x, t_k, y), g starting at zero (the
-//!   reference).
+//! Reference: the Ornstein–Uhlenbeck process dX = −X ds + √2 dW with its exact transitions
+//! X_{k+1} = a_{k+1} X_k + √v_{k+1} Z, a = e^{−γ}, v = 1 − e^{−2γ} (γ_{k+1} = s_{k+1} − s_k), on a
+//! grid 0 = s_0 < … < s_N ≈ S ([`BridgeSpacing`]) snapped to the model's schedule: s_k =
+//! −½ ln ᾱ_{t_k} for the timestep t_k whose ᾱ is nearest e^{−2 s_k}. Its law at s_k is then DDPM's
+//! forward process at the network's own ᾱ_{t_k}, and each step is DDPM's forward kernel between
+//! two of its timesteps. On a short horizon X_N is far from N(0, I), so a diffusion model started
+//! from N(0, I) there is biased; the bridge is not.
+//! - Backward maps B_{k+1}(x, y) = (x − v_{k+1} ε_b(x, t_{k+1}, y) / σ_{k+1}) / a_{k+1},
+//!   σ_k = √(1 − ᾱ_{t_k}): the reference's exact backward mean E[X_k | X_{k+1}] through the
+//!   ε-predictor ([`tweedie_core::bridge::eps_backward_coefs`]; DDPM's μ_θ, Ho et al. 2020,
+//!   eq. 11), so that iteration 0, the amortized ε-network itself, is DDPM's ancestral sampler on
+//!   the grid's timesteps with variance β.
+//! - Forward maps F_k(x, y) = a_{k+1} x + (1 − a_{k+1}) g(x, t_k, y), g starting at zero (the
+//!   reference): the exact step of dX = (g − X) ds + √2 dW for g constant over the step.
 //! - Each IPF iteration fits F on backward paths (from N(0, I) × p(y)) and then B on forward
-//!   paths (from the pairs) by the mean-matching losses of [`tweedie_core::bridge`], whose
-//!   Gaussian closed forms test this code's algebra.
-//! - Sampling a new y: X_N ~ N(0, I), X_k = B_{k+1}(X_{k+1}, y) + √(2γ_{k+1}) Z, the last step without
+//!   paths (from the pairs) with [`tweedie_core::bridge::mean_matching_loss`], whose exact
+//!   affine minimisers are the Gaussian closed forms of [`tweedie_core::bridge::GaussianIpf`].
+//! - Sampling a new y: X_N ~ N(0, I), X_k = B_{k+1}(X_{k+1}, y) + √v_{k+1} Z (both chains' noise
+//!   is the reference's, as mean matching assumes: DDPM's σ_t² = β_t), the last step without
 //!   noise: N network calls per sample.
 
 use std::time::Instant;
@@ -25,10 +30,11 @@ use anyhow::{Result, bail};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use serde::Deserialize;
+use tweedie_core::bridge::{Reference, eps_backward_coefs, mean_matching_loss};
 use tweedie_core::denoiser::ConditionalDenoiser;
 use tweedie_core::diffusion::per_sample;
 use tweedie_core::mlp::CondMlp;
-use tweedie_core::rng::Rng;
+use tweedie_core::rng::{Rng, substream};
 use tweedie_core::schedule::NoiseSchedule;
 
 use super::PairSource;
@@ -86,21 +92,6 @@ impl CsbSettings {
         }
         check::float(&format!("{section}.horizon"), self.horizon, Range::Positive)?;
         check::float(&format!("{section}.lr"), self.lr, Range::Positive)?;
-        // The Euler steps of the reference must stay short: x(1 − γ) flips sign at γ = 1, and the
-        // chain is far from the OU process well before (γ_max ≥ 0.5 refused).
-        let n = self.steps as f64;
-        let gamma_max = match self.spacing {
-            BridgeSpacing::Uniform => self.horizon / n,
-            BridgeSpacing::Quadratic => self.horizon * (2.0 * n - 1.0) / (n * n),
-        };
-        if gamma_max >= 0.5 {
-            bail!(
-                "{section}.steps = {} is too few for horizon = {}: the longest step would be \
-                 γ = {gamma_max:.3} (must be < 0.5)",
-                self.steps,
-                self.horizon
-            );
-        }
         Ok(())
     }
 
@@ -123,44 +114,31 @@ impl CsbSettings {
     }
 }
 
-/// Where the grid's times s_k lie on [0, S].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BridgeSpacing {
-    /// s_k = S k / N: one γ for every step (De Bortoli et al. 2021's analysis; the Gaussian
-    /// closed forms of `tweedie_core::bridge` use it).
-    Uniform,
-    /// s_k = S (k / N)²: short steps near the data, where images get their detail (a 50-step
-    /// uniform grid's last step starts at σ ≈ 0.34; this one's at σ ≈ 0.05).
-    Quadratic,
-}
+pub use tweedie_core::bridge::BridgeSpacing;
 
-/// The bridge's grid: per grid point k = 0..N its time s_k, the step γ_k = s_k − s_{k−1} that
-/// ends there (γ_0 unused), the network's timestep and σ_k = √(1 − e^{−2 s_k}).
+/// The bridge's grid, snapped to the model's schedule: per grid point k = 0..N its time s_k
+/// (s_0 = 0, the data; s_k = −½ ln ᾱ_{t_k} after), the network's timestep t_k, and per step
+/// k → k + 1 (index k) the reference's (a, v) and the backward map's coefficients of x and ε.
 #[derive(Debug, Clone)]
 struct Grid {
-    gamma: Vec<f64>,
+    s: Vec<f64>,
     t: Vec<usize>,
-    sigma: Vec<f64>,
+    a: Vec<f64>,
+    var: Vec<f64>,
+    keep: Vec<f64>,
+    eps_coef: Vec<f64>,
 }
 
 impl Grid {
-    fn new(schedule: &NoiseSchedule, steps: usize, horizon: f64, spacing: BridgeSpacing) -> Self {
-        let s: Vec<f64> = (0..=steps)
-            .map(|k| {
-                let u = k as f64 / steps as f64;
-                horizon
-                    * match spacing {
-                        BridgeSpacing::Uniform => u,
-                        BridgeSpacing::Quadratic => u * u,
-                    }
-            })
-            .collect();
-        let gamma = (0..=steps)
-            .map(|k| if k == 0 { 0.0 } else { s[k] - s[k - 1] })
-            .collect();
+    fn new(
+        schedule: &NoiseSchedule,
+        steps: usize,
+        horizon: f64,
+        spacing: BridgeSpacing,
+    ) -> Result<Self> {
         let ab = &schedule.alphas_cumprod;
-        let t = s
+        let t: Vec<usize> = spacing
+            .times(steps, horizon)
             .iter()
             .map(|sk| {
                 let target = (-2.0 * sk).exp();
@@ -169,11 +147,32 @@ impl Grid {
                     .expect("a schedule has steps")
             })
             .collect();
-        let sigma = s
+        if let Some(k) = (1..steps).find(|&k| t[k + 1] <= t[k]) {
+            bail!(
+                "the bridge's grid points {k} and {} both fall on the model's timestep {}: \
+                 {steps} {spacing:?} steps to horizon {horizon} are too many for its schedule",
+                k + 1,
+                t[k]
+            );
+        }
+        let s: Vec<f64> = t
             .iter()
-            .map(|sk| (1.0 - (-2.0 * sk).exp()).sqrt())
+            .enumerate()
+            .map(|(k, &tk)| if k == 0 { 0.0 } else { -0.5 * ab[tk].ln() })
             .collect();
-        Self { gamma, t, sigma }
+        let (a, var) = s
+            .windows(2)
+            .map(|w| Reference::OrnsteinUhlenbeck.transition(w[1] - w[0]))
+            .unzip();
+        let (keep, eps_coef) = s.windows(2).map(|w| eps_backward_coefs(w[0], w[1])).unzip();
+        Ok(Self {
+            s,
+            t,
+            a,
+            var,
+            keep,
+            eps_coef,
+        })
     }
 
     fn steps(&self) -> usize {
@@ -181,8 +180,31 @@ impl Grid {
     }
 }
 
-/// The stream of the device RNG's per-step seeds (dropout masks), apart from the pairs' and paths'.
-const DROPOUT_STREAM: u64 = 0xD5_0F;
+/// The roles of the bridge's random streams, the first label of [`substream`] under `[csb] seed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stream {
+    /// The forward network's initialisation.
+    ForwardInit = 1,
+    /// A half-iteration's pairs, paths and picks (per optimiser step).
+    Paths = 2,
+    /// The device RNG's per-step seeds (dropout masks) of a half-iteration.
+    Dropout = 3,
+}
+
+/// The seed of `role`'s stream in IPF iteration `iteration` (1-based), half `fit_forward` or
+/// not, under `seed`: distinct for every (seed, iteration, half, role), where `seed ^ stream`
+/// gave seed 1's first backward fit the stream of seed 2's first forward one.
+fn ipf_seed(seed: u64, role: Stream, iteration: usize, fit_forward: bool) -> u64 {
+    substream(
+        seed,
+        &[role as u64, iteration as u64, u64::from(fit_forward)],
+    )
+}
+
+/// The seed of the forward network's initialisation for a bridge seeded `seed`.
+pub fn forward_init_seed(seed: u64) -> u64 {
+    substream(seed, &[Stream::ForwardInit as u64])
+}
 
 /// Called after each IPF iteration with its number, the bridge and its last (F, B) losses.
 pub type OnIteration<'a, B> = dyn FnMut(usize, &B, (f64, f64)) -> Result<()> + 'a;
@@ -216,7 +238,7 @@ pub struct ConditionalBridge<N = CondMlp> {
 /// Per-iteration record of the training.
 #[derive(Debug, Clone, Default)]
 pub struct CsbTrace {
-    /// The last mean-matching loss (per coordinate, ÷ 2γ) of each half-iteration: (F, B).
+    /// The last mean-matching loss (per coordinate, ÷ v) of each half-iteration: (F, B).
     pub losses: Vec<(f64, f64)>,
     pub seconds: f64,
 }
@@ -224,12 +246,12 @@ pub struct CsbTrace {
 impl ConditionalBridge<CondMlp> {
     /// Iteration 0 for a vector problem: the amortized ε-network as the backward maps, the
     /// reference as the forward.
-    pub fn from_eps(eps: CondMlp, schedule: &NoiseSchedule, s: &CsbSettings) -> Self {
+    pub fn from_eps(eps: CondMlp, schedule: &NoiseSchedule, s: &CsbSettings) -> Result<Self> {
         let device = Device::flex();
         let forward = eps
             .config()
             .with_zero_output(true)
-            .init(s.seed ^ 0xf0, &device);
+            .init(forward_init_seed(s.seed), &device);
         let (d, dy) = (eps.dim(), eps.config().cond_dim);
         Self::new(eps, forward, schedule, s, [d, 1, 1], [dy, 1, 1], device)
     }
@@ -238,6 +260,7 @@ impl ConditionalBridge<CondMlp> {
 impl<N: BridgeNet> ConditionalBridge<N> {
     /// A bridge from its two networks: `backward` an ε-network (iteration 0: the amortized one),
     /// `forward` a drift correction (iteration 0: one whose output is zero, the reference).
+    /// Fails when the grid has more points than the schedule has timesteps to put them on.
     pub fn new(
         backward: N,
         forward: N,
@@ -246,49 +269,51 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         shape: [usize; 3],
         cond_shape: [usize; 3],
         device: Device,
-    ) -> Self {
-        Self {
+    ) -> Result<Self> {
+        Ok(Self {
             backward,
             forward,
-            grid: Grid::new(schedule, s.steps, s.horizon, s.spacing),
+            grid: Grid::new(schedule, s.steps, s.horizon, s.spacing)?,
             shape,
             cond_shape,
             device,
-        }
+        })
     }
 
     pub fn steps(&self) -> usize {
         self.grid.steps()
     }
 
-    /// B_{k+1}(x, y) = x + γ_{k+1} x − 2γ_{k+1} ε(x, t_{k+1}, y) / σ_{k+1} for per-row k + 1 in
+    /// The grid's times s_0 = 0 < … < s_N (snapped to the model's timesteps).
+    pub fn times(&self) -> &[f64] {
+        &self.grid.s
+    }
+
+    /// B_{k+1}(x, y) = (x − v_{k+1} ε(x, t_{k+1}, y) / σ_{k+1}) / a_{k+1} for per-row k + 1 in
     /// `k1`.
     fn backward_mean(&self, net: &N, x: Tensor<4>, k1: &[usize], y: Tensor<4>) -> Tensor<4> {
-        let g = &self.grid.gamma;
         let device = x.device();
         let t: Vec<usize> = k1.iter().map(|&k| self.grid.t[k]).collect();
-        let keep: Vec<f64> = k1.iter().map(|&k| 1.0 + g[k]).collect();
-        let coef: Vec<f64> = k1
-            .iter()
-            .map(|&k| 2.0 * g[k] / self.grid.sigma[k])
-            .collect();
+        let keep: Vec<f64> = k1.iter().map(|&k| self.grid.keep[k - 1]).collect();
+        let coef: Vec<f64> = k1.iter().map(|&k| self.grid.eps_coef[k - 1]).collect();
         let eps = net.eps_given(x.clone(), &t, y);
         x * per_sample(&keep, &device) - eps * per_sample(&coef, &device)
     }
 
-    /// F_k(x, y) = x − γ_{k+1} x + γ_{k+1} g(x, t_k, y) for per-row k in `k`.
+    /// F_k(x, y) = a_{k+1} x + (1 − a_{k+1}) g(x, t_k, y) for per-row k in `k`.
     fn forward_mean(&self, net: &N, x: Tensor<4>, k: &[usize], y: Tensor<4>) -> Tensor<4> {
         let device = x.device();
-        let g: Vec<f64> = k.iter().map(|&k| self.grid.gamma[k + 1]).collect();
+        let a: Vec<f64> = k.iter().map(|&k| self.grid.a[k]).collect();
         let t: Vec<usize> = k.iter().map(|&k| self.grid.t[k]).collect();
         let drift = net.eps_given(x.clone(), &t, y);
-        let keep: Vec<f64> = g.iter().map(|g| 1.0 - g).collect();
-        x * per_sample(&keep, &device) + drift * per_sample(&g, &device)
+        let gain: Vec<f64> = a.iter().map(|a| 1.0 - a).collect();
+        x * per_sample(&a, &device) + drift * per_sample(&gain, &device)
     }
 
-    /// The noise's standard deviation on the step between grid points k and k + 1.
+    /// The noise's standard deviation √v_{k+1} on the step between grid points k and k + 1, both
+    /// chains (mean matching's kernels).
     fn noise(&self, k: usize) -> f32 {
-        (2.0 * self.grid.gamma[k + 1]).sqrt() as f32
+        self.grid.var[k].sqrt() as f32
     }
 
     /// The backward chain from X_N ~ N(0, I) given conditions `y` (n rows, row-major): every
@@ -350,8 +375,8 @@ impl<N: BridgeNet> ConditionalBridge<N> {
     }
 
     /// IPF iterations `from + 1 ..= s.iterations` (each fits F, then B); `on_iteration(i, self)`
-    /// after each, e.g. to save it. Iteration i's random streams depend on i alone, so a run
-    /// resumed after iteration `from` continues as an uninterrupted one would.
+    /// after each, e.g. to save it. Iteration i's random streams depend on (seed, i) alone, so a
+    /// run resumed after iteration `from` continues as an uninterrupted one would.
     pub fn refine(
         &mut self,
         pairs: &dyn PairSource,
@@ -371,25 +396,24 @@ impl<N: BridgeNet> ConditionalBridge<N> {
             );
         }
         for it in from..s.iterations {
-            let lf = self.fit(true, pairs, s, 2 * it as u64 + 1, on_step)?;
-            let lb = self.fit(false, pairs, s, 2 * it as u64 + 2, on_step)?;
+            let lf = self.fit(true, pairs, s, it + 1, on_step)?;
+            let lb = self.fit(false, pairs, s, it + 1, on_step)?;
             on_iteration(it + 1, self, (lf, lb))?;
         }
         Ok(())
     }
 
     /// One half-iteration: trains the forward (`fit_forward`) or backward network by mean
-    /// matching on the other chain's paths; returns the last loss.
+    /// matching on the other chain's paths in IPF iteration `iteration`; returns the last loss.
     fn fit(
         &mut self,
         fit_forward: bool,
         pairs: &dyn PairSource,
         s: &CsbSettings,
-        stream: u64,
+        iteration: usize,
         on_step: &dyn Fn(),
     ) -> Result<f64> {
         let train_dev = self.device.clone().autodiff();
-        let device = self.device.clone();
         let (d, dy) = (size(self.shape), size(self.cond_shape));
         let (shape, cond_shape) = (self.shape, self.cond_shape);
         let n_steps = self.steps();
@@ -405,12 +429,14 @@ impl<N: BridgeNet> ConditionalBridge<N> {
         let mut paths: Vec<Vec<f32>> = Vec::new();
         let mut ys: Vec<f32> = Vec::new();
         let mut last = f64::NAN;
+        let paths_seed = ipf_seed(s.seed, Stream::Paths, iteration, fit_forward);
+        let dropout_seed = ipf_seed(s.seed, Stream::Dropout, iteration, fit_forward);
         for step in 0..s.train_steps {
-            let mut rng = Rng::derive(s.seed ^ stream, step as u64);
+            let mut rng = Rng::derive(paths_seed, step as u64);
             // Dropout (networks that have it) draws from the device RNG: reseed it per step so a
             // resumed build draws the same masks, and hold the lock for the step.
             let _guard = tweedie_core::rng::device_rng_lock();
-            train_dev.seed(Rng::derive(s.seed ^ stream ^ DROPOUT_STREAM, step as u64).next_u64());
+            train_dev.seed(Rng::derive(dropout_seed, step as u64).next_u64());
             if step % s.refresh == 0 {
                 let (x0, y) = pairs.draw(b, &mut rng);
                 paths = if fit_forward {
@@ -439,48 +465,33 @@ impl<N: BridgeNet> ConditionalBridge<N> {
                 .collect();
             let ks: Vec<usize> = picks.iter().map(|p| p.1).collect();
             let k1s: Vec<usize> = ks.iter().map(|k| k + 1).collect();
-            let y_plain = rows(yv.clone(), cond_shape, &device);
-            let (xk_p, xk1_p) = (
-                rows(xk.clone(), shape, &device),
-                rows(xk1.clone(), shape, &device),
-            );
-            // Targets from the frozen other network; the prediction through the trainee.
-            let (target, pred) = if fit_forward {
-                let target = xk_p.clone()
-                    + self.backward_mean(&self.backward, xk1_p, &k1s, y_plain.clone())
-                    - self.backward_mean(&self.backward, xk_p, &k1s, y_plain);
+            // The trainee's mean at one state regressed on the other state of the pair
+            // (tweedie_core::bridge's module docs): B_{k+1}(X_{k+1}) on X_k, F_k(X_k) on X_{k+1}.
+            let (pred, target) = if fit_forward {
                 let pred = self.forward_mean(
                     &trainee,
                     rows(xk, shape, &train_dev),
                     &ks,
                     rows(yv, cond_shape, &train_dev),
                 );
-                (target, pred)
+                (pred, xk1)
             } else {
-                let target = xk1_p.clone()
-                    + self.forward_mean(&self.forward, xk_p, &ks, y_plain.clone())
-                    - self.forward_mean(&self.forward, xk1_p, &ks, y_plain);
                 let pred = self.backward_mean(
                     &trainee,
                     rows(xk1, shape, &train_dev),
                     &k1s,
                     rows(yv, cond_shape, &train_dev),
                 );
-                (target, pred)
+                (pred, xk)
             };
-            let target = Tensor::<4>::from_data(target.into_data(), &train_dev);
-            // Mean matching per coordinate, each pair of states weighted by 1 / 2γ of its step.
-            let weight: Vec<f64> = ks
-                .iter()
-                .map(|&k| 1.0 / (2.0 * self.grid.gamma[k + 1]))
-                .collect();
-            let weight = per_sample(&weight, &train_dev);
-            let loss = ((pred - target).square() * weight).mean();
+            let target = rows(target, shape, &train_dev);
+            let var: Vec<f64> = ks.iter().map(|&k| self.grid.var[k]).collect();
+            let loss = mean_matching_loss(pred, target, &var);
             let value = f64::from(loss.clone().into_scalar::<f32>());
             if !value.is_finite() {
                 bail!(
-                    "the bridge's mean-matching loss became {value} ({} network, IPF stream \
-                     {stream}, optimiser step {step}): try a smaller lr",
+                    "the bridge's mean-matching loss became {value} ({} network, IPF iteration \
+                     {iteration}, optimiser step {step}): try a smaller lr",
                     if fit_forward { "forward" } else { "backward" }
                 );
             }
@@ -509,7 +520,7 @@ pub fn train_csb(
     on_iteration: &mut dyn FnMut(usize, &ConditionalBridge),
 ) -> Result<(ConditionalBridge, CsbTrace)> {
     let clock = Instant::now();
-    let mut bridge = ConditionalBridge::from_eps(eps, schedule, s);
+    let mut bridge = ConditionalBridge::from_eps(eps, schedule, s)?;
     let mut trace = CsbTrace::default();
     bridge.refine(
         pairs,
@@ -532,24 +543,65 @@ mod tests {
     use tweedie_core::schedule::BetaSchedule;
 
     #[test]
-    fn grids_cover_the_horizon_and_the_quadratic_one_is_fine_near_the_data() {
+    fn grids_cover_the_horizon_on_the_models_timesteps() {
         let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
+        let ab = &schedule.alphas_cumprod;
         for spacing in [BridgeSpacing::Uniform, BridgeSpacing::Quadratic] {
-            let g = Grid::new(&schedule, 50, 3.0, spacing);
+            let g = Grid::new(&schedule, 50, 3.0, spacing).unwrap();
             assert_eq!(g.steps(), 50);
-            assert!((g.gamma.iter().sum::<f64>() - 3.0).abs() < 1e-12);
-            assert!((g.sigma[50] - (1.0 - (-6.0f64).exp()).sqrt()).abs() < 1e-12);
-            assert_eq!((g.sigma[0], g.t[0]), (0.0, 0));
-            // Timesteps rise with s and land where ᾱ_t is nearest e^{−2s}.
-            assert!(g.t.windows(2).all(|w| w[0] <= w[1]));
-            let ab = schedule.alphas_cumprod[g.t[25]];
-            let s25: f64 = g.gamma[..=25].iter().sum();
-            assert!((ab - (-2.0 * s25).exp()).abs() < 2e-3, "{ab}");
+            assert_eq!((g.s[0], g.t[0]), (0.0, 0));
+            // Timesteps rise with s; each grid time is its timestep's ᾱ = e^{−2s}, within the
+            // schedule's spacing of the asked one.
+            assert!(g.t.windows(2).skip(1).all(|w| w[0] < w[1]));
+            for (k, want) in spacing.times(50, 3.0).iter().enumerate().skip(1) {
+                assert!((ab[g.t[k]] - (-2.0 * g.s[k]).exp()).abs() < 1e-12);
+                assert!((ab[g.t[k]] - (-2.0 * want).exp()).abs() < 1e-2, "k {k}");
+            }
+            // The steps are the exact transitions between the grid's times, and the backward
+            // chain DDPM's between its timesteps: mean μ_θ (Ho et al. 2020, eq. 11), variance β.
+            for k in 0..50 {
+                let (abk, ab1) = (if k == 0 { 1.0 } else { ab[g.t[k]] }, ab[g.t[k + 1]]);
+                let alpha = ab1 / abk;
+                assert!((g.a[k] - alpha.sqrt()).abs() < 1e-12);
+                assert!((g.var[k] - (1.0 - alpha)).abs() < 1e-12);
+                assert!((g.keep[k] - 1.0 / alpha.sqrt()).abs() < 1e-9);
+                let beta_coef = (1.0 - alpha) / (alpha.sqrt() * (1.0 - ab1).sqrt());
+                assert!((g.eps_coef[k] - beta_coef).abs() < 1e-9);
+            }
         }
-        let u = Grid::new(&schedule, 50, 3.0, BridgeSpacing::Uniform);
-        let q = Grid::new(&schedule, 50, 3.0, BridgeSpacing::Quadratic);
-        assert!(u.gamma[1..].iter().all(|g| (g - 0.06).abs() < 1e-12));
-        assert!(q.gamma[1..].windows(2).all(|w| w[0] < w[1]));
-        assert!((u.sigma[1] - 0.336).abs() < 1e-3 && (q.sigma[1] - 0.049).abs() < 1e-3);
+        let q = Grid::new(&schedule, 50, 3.0, BridgeSpacing::Quadratic).unwrap();
+        // Short steps near the data, long ones at the noisy end (v = 1 − e^{−2γ}, γ from
+        // S / N² = 0.0012 to S (2N − 1) / N² = 0.119 before snapping).
+        assert!(q.var[0] < 0.005 && q.var[49] > 0.15, "{:?}", q.var);
+        // The first point after the data sits at σ ≈ 0.05.
+        assert!(((1.0 - ab[q.t[1]]).sqrt() - 0.049).abs() < 2e-3);
+        // More points than the schedule has timesteps near the data are refused.
+        let err = Grid::new(&schedule, 2000, 3.0, BridgeSpacing::Quadratic).unwrap_err();
+        assert!(err.to_string().contains("too many"), "{err}");
+    }
+
+    #[test]
+    fn the_ipf_streams_differ_for_every_seed_iteration_half_and_role() {
+        // `seed ^ stream` with stream = 2 i − 1 (forward) or 2 i (backward) made seed 1's first
+        // backward fit draw seed 2's first forward fit's pairs and paths: (1 ^ 2) = (2 ^ 1).
+        assert_eq!(1 ^ 2, 2 ^ 1);
+        assert_ne!(
+            ipf_seed(1, Stream::Paths, 1, false),
+            ipf_seed(2, Stream::Paths, 1, true)
+        );
+        let mut seen = std::collections::HashSet::new();
+        for seed in 0..64 {
+            assert!(seen.insert(forward_init_seed(seed)));
+            for it in 1..=8 {
+                for half in [false, true] {
+                    for role in [Stream::Paths, Stream::Dropout] {
+                        assert!(
+                            seen.insert(ipf_seed(seed, role, it, half)),
+                            "seed {seed}, iteration {it}, forward {half}, {role:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

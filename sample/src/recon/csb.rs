@@ -18,6 +18,7 @@ use tweedie_core::unet::{UNet, UNetConfig};
 
 use super::amortized::{load_for, training_seconds};
 use super::{MethodRun, Models, Problem, ReconFile, ReconMethod};
+use crate::amortized::csb::forward_init_seed;
 use crate::amortized::image::{ConditionSpec, ImagePairs};
 use crate::amortized::{ConditionalBridge, CsbSettings};
 
@@ -42,6 +43,8 @@ struct IterationLog {
 
 fn settings_key(s: &CsbSettings) -> serde_json::Value {
     serde_json::json!({
+        // Iterations trained on the Euler–Maruyama chain (records without this key) are refused.
+        "chain": "exact Ornstein-Uhlenbeck transitions, seeds by substream",
         "steps": s.steps, "horizon": s.horizon, "spacing": format!("{:?}", s.spacing),
         "train_steps": s.train_steps,
         "batch_size": s.batch_size, "lr": s.lr, "refresh": s.refresh, "seed": s.seed,
@@ -131,7 +134,8 @@ pub(super) fn reconstruct(
     let [c, h, w] = problem.shape;
     let cond_shape = [ConditionSpec::channels(c), h, w];
     let forward_config: UNetConfig = prior.meta.unet.clone().with_precondition(None);
-    let forward = forward_config.init_seeded(&device, settings.seed ^ 0xf0);
+    settings.check_schedule("csb", &prior.schedule)?;
+    let forward = forward_config.init_seeded(&device, forward_init_seed(settings.seed));
     let mut bridge = ConditionalBridge::new(
         prior.model.clone(),
         forward,
@@ -140,8 +144,7 @@ pub(super) fn reconstruct(
         problem.shape,
         cond_shape,
         device.clone(),
-    );
-    settings.check_schedule("csb", &prior.schedule)?;
+    )?;
     let conditional = std::fs::canonicalize(&prior.dir).unwrap_or_else(|_| prior.dir.clone());
     let mut record = BridgeRecord {
         conditional: format!(
