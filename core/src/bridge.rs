@@ -685,16 +685,6 @@ mod tests {
         }
     }
 
-    /// Max |mean difference| + max |covariance difference|.
-    fn distance(a: &Moments, b: &Moments) -> f64 {
-        let mean = a
-            .mean
-            .iter()
-            .zip(&b.mean)
-            .fold(0.0f64, |m, (x, z)| m.max((x - z).abs()));
-        mean + a.cov.sub(&b.cov).max_abs()
-    }
-
     #[test]
     fn ipf_with_exact_mean_matching_reaches_the_gaussian_bridge() {
         let m = model();
