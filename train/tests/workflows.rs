@@ -443,7 +443,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     assert!(e.contains("[csb] dir"), "{e}");
     // More grid points than the schedule has timesteps.
     (rf.csb.dir, rf.csb.steps) = (Some(bridge_dir.clone()), 5000);
-    let e = recon::run(&rf, &ropts).err().unwrap().to_string();
+    let e = format!("{:#}", recon::run(&rf, &ropts).err().unwrap());
     assert!(e.contains("too many for its schedule"), "{e}");
     rf.run.methods = vec![ReconMethod::Pinv, ReconMethod::Amortized];
 
