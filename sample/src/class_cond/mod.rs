@@ -134,6 +134,9 @@ impl ClassFile {
             bail!("judge is the guiding classifier: it must be an independent one");
         }
         check::float("fk.lambda", f.fk.lambda, Range::Positive)?;
+        if f.fk.interval == 0 {
+            bail!("fk.interval must be at least 1 (resample every that many steps)");
+        }
         Ok(f)
     }
 

@@ -244,6 +244,12 @@ impl GmmFile {
             Range::UnitExclusiveZero,
         )?;
         check::float("fk.lambda", self.fk.lambda, Range::Positive)?;
+        if self.fk.interval == 0 {
+            bail!("fk.interval must be at least 1 (resample every that many steps)");
+        }
+        if self.fk.window.is_some_and(|[a, b]| a >= b) {
+            bail!("fk.window must be [first, last) with first < last");
+        }
         let g = &self.guidance;
         check::float("guidance.dps_zeta", g.dps_zeta, Range::Positive)?;
         check::float("guidance.diffpir_lambda", g.diffpir_lambda, Range::Positive)?;

@@ -970,6 +970,9 @@ impl ReconFile {
         }
         check::float("dps.zeta", self.dps.zeta, Range::Positive)?;
         check::float("diffpir.lambda", self.diffpir.lambda, Range::Positive)?;
+        if self.diffpir.iters == 0 {
+            bail!("diffpir.iters must be at least 1 (iterations of the data step)");
+        }
         check::float("diffpir.zeta", self.diffpir.zeta, Range::Unit)?;
         check::float("pigdm.weight", self.pigdm.weight, Range::NonNegative)?;
         self.noise_model()?;
@@ -1113,6 +1116,22 @@ zeta = 0.5
                     SR4.replace("\"pigdm\"]", "\"fk\"]")
                 ),
                 "unknown variant `magic`, expected `bootstrap` or `twisted`",
+            ),
+            (
+                format!("{SR4}[diffpir]\niters = 0\n"),
+                "diffpir.iters must be at least 1",
+            ),
+            (
+                format!(
+                    "{}[tds]\nmax_shift = -1.0\n",
+                    SR4.replace("\"pigdm\"]", "\"tds\"]")
+                ),
+                "tds.max_shift must be > 0",
+            ),
+            (
+                SR4.replace("[operator]", "[operator]\n__extra = 1")
+                    .replace("kind = \"sr\"\nfactor = 4", "kind = \"denoise\""),
+                "unknown field `__extra`",
             ),
         ];
         for (text, want) in cases {

@@ -44,10 +44,13 @@ pub struct ReconReport {
 /// Runs every method of `file` on its images.
 pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
     file.validate()?;
+    // `--raw-weights` reaches every model the run loads (the prior and the conditional ones).
+    let mut file = file.clone();
+    file.run.raw_weights |= opts.raw_weights;
+    let file = &file;
     let device = opts.backend.device()?;
     let grad_device = device.clone().autodiff();
-    let raw = file.run.raw_weights || opts.raw_weights;
-    let prior = Prior::load(&file.checkpoint, &device, raw)?;
+    let prior = Prior::load(&file.checkpoint, &device, file.run.raw_weights)?;
     let grad_model = prior.grad_model(&grad_device);
 
     let (problem, kind) = load_problem(file, &prior, &opts.path, &device)?;
