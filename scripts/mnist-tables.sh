@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's MNIST reconstruction tables: for each preset, tune the step sizes on train images
+# The MNIST reconstruction tables of docs/results.md: for each preset, tune the step sizes on train images
 # (`sample tune`, 4 images, 1 sample each), then run the tuned copy on its test images and print
 # a Markdown table from its metrics.json. Needs checkpoints/mnist-tiny (scripts/demo.sh). Where a
 # task has an amortized preset and its conditional model is trained
