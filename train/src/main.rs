@@ -201,7 +201,7 @@ fn run(args: Args) -> Result<()> {
 
 /// A classifier-training file.
 fn classifier(file: &mut ClassifierFile, stem: &str, args: &Args) -> Result<()> {
-    if args.resume.is_some() || args.steps.is_some() && args.dry_run {
+    if args.resume.is_some() {
         bail!("--resume is for diffusion runs (a classifier trains in one go)");
     }
     if let Some(s) = args.seed {
