@@ -123,12 +123,15 @@ fn lock(dir: &Path) -> Result<File, CoreError> {
     Ok(f)
 }
 
-/// Whether `name` is a temporary of [`crate::checkpoint`]'s writers: a step directory in the
-/// making (`.tmp-step-00000020-<pid>`) or an atomically replaced file (`latest.tmp-<pid>`,
-/// `metrics.tmp-<pid>`).
+/// Whether `name` is a temporary of [`crate::checkpoint`]'s writers: a directory in the
+/// making (`.tmp-step-00000020-<pid>`, `.tmp-iteration-001-<pid>`) or an atomically replaced file
+/// (`latest.tmp-<pid>`, `metrics.tmp-<pid>`).
 pub fn is_temporary(name: &str) -> bool {
-    if name.starts_with(".tmp-step-") {
-        return true;
+    let digits = |pid: &str| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = name.strip_prefix(".tmp-") {
+        return rest
+            .rsplit_once('-')
+            .is_some_and(|(stem, pid)| !stem.is_empty() && digits(pid));
     }
     match name.rsplit_once(".tmp-") {
         Some((stem, pid)) => {
@@ -258,6 +261,8 @@ mod tests {
     #[test]
     fn temporary_names() {
         assert!(is_temporary(".tmp-step-00000001-12"));
+        assert!(is_temporary(".tmp-iteration-001-12"));
+        assert!(!is_temporary(".tmp-notes"));
         assert!(is_temporary("metrics.tmp-3"));
         assert!(!is_temporary("metrics.jsonl"));
         assert!(!is_temporary(".tmp-"));

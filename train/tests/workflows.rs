@@ -432,6 +432,17 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     let (_, record) = csb_run(&rf);
     let v: serde_json::Value = serde_json::from_str(&record).unwrap();
     assert_eq!(v["iterations"].as_array().unwrap().len(), 2);
+    // Another process (here another open handle) holding the bridge's directory: refused.
+    {
+        let _held =
+            tweedie_core::run_dir::RunDir::claim(&bridge_dir, tweedie_core::run_dir::Claim::Resume)
+                .unwrap();
+        rf.csb.iterations = 3;
+        let e = format!("{:#}", recon::run(&rf, &ropts).err().unwrap());
+        assert!(e.contains("in use"), "{e}");
+        rf.csb.iterations = 2;
+    }
+    assert!(!bridge_dir.join("iteration-003").exists());
     rf.csb.lr *= 2.0;
     let e = format!("{:#}", recon::run(&rf, &ropts).err().unwrap());
     assert!(

@@ -154,17 +154,17 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CoreError> {
     r
 }
 
-/// Writes a complete checkpoint `run_dir/step-NNNNNNNN/` holding `files`, points `run_dir/latest`
-/// at it and removes all but the newest `keep_last` step directories (0 keeps all).
-pub fn write_checkpoint(
-    run_dir: &Path,
-    step: usize,
-    files: &[(&str, Vec<u8>)],
-    keep_last: usize,
-) -> Result<PathBuf, CoreError> {
-    fs::create_dir_all(run_dir).map_err(|e| CoreError::io(run_dir, e))?;
-    let name = step_dir_name(step);
-    let tmp = run_dir.join(format!(".tmp-{name}-{}", std::process::id()));
+/// Writes the directory `dest` holding `files` atomically: a temporary sibling
+/// `.tmp-<name>-<pid>` with every file synced, then renamed to `dest` (replacing one that
+/// exists). On failure the temporary is removed and `dest` is as it was.
+pub fn write_dir_atomic(dest: &Path, files: &[(&str, Vec<u8>)]) -> Result<(), CoreError> {
+    let parent = dest.parent().unwrap_or(Path::new("."));
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    fs::create_dir_all(parent).map_err(|e| CoreError::io(parent, e))?;
+    let tmp = parent.join(format!(".tmp-{name}-{}", std::process::id()));
     if tmp.exists() {
         fs::remove_dir_all(&tmp).map_err(|e| CoreError::io(&tmp, e))?;
     }
@@ -175,10 +175,29 @@ pub fn write_checkpoint(
                 .iter()
                 .try_for_each(|(file, bytes)| sync_write(&tmp.join(file), bytes))
         });
-    let dest = run_dir.join(&name);
     if let Err(e) = written {
         // A partial directory would only take space (a full disk stays full): remove it.
         let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    if dest.exists() {
+        fs::remove_dir_all(dest).map_err(|e| CoreError::io(dest, e))?;
+    }
+    fs::rename(&tmp, dest).map_err(|e| CoreError::io(dest, e))
+}
+
+/// Writes a complete checkpoint `run_dir/step-NNNNNNNN/` holding `files`, points `run_dir/latest`
+/// at it and removes all but the newest `keep_last` step directories (0 keeps all).
+pub fn write_checkpoint(
+    run_dir: &Path,
+    step: usize,
+    files: &[(&str, Vec<u8>)],
+    keep_last: usize,
+) -> Result<PathBuf, CoreError> {
+    let name = step_dir_name(step);
+    let dest = run_dir.join(&name);
+    // Re-saving the same step (e.g. the final step after a periodic save) replaces it.
+    if let Err(e) = write_dir_atomic(&dest, files) {
         let why = match e {
             CoreError::Io { error, .. } => error.to_string(),
             e => e.to_string(),
@@ -188,11 +207,6 @@ pub fn write_checkpoint(
             format!("not written ({why}); the previous checkpoint is intact"),
         ));
     }
-    if dest.exists() {
-        // Re-saving the same step (e.g. the final step after a periodic save): replace it.
-        fs::remove_dir_all(&dest).map_err(|e| CoreError::io(&dest, e))?;
-    }
-    fs::rename(&tmp, &dest).map_err(|e| CoreError::io(&dest, e))?;
     write_atomic(&run_dir.join("latest"), format!("{name}\n").as_bytes())?;
     if keep_last > 0 {
         let steps = list_steps(run_dir)?;

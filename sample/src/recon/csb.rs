@@ -12,8 +12,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
-use tweedie_core::checkpoint::{load_module, module_bytes, write_atomic};
+use tweedie_core::checkpoint::{load_module, module_bytes, write_atomic, write_dir_atomic};
 use tweedie_core::rng::Rng;
+use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_core::unet::{UNet, UNetConfig};
 
 use super::amortized::{load_for, training_seconds};
@@ -78,7 +79,7 @@ fn read_record(dir: &Path, want: &BridgeRecord) -> Result<Vec<IterationLog>> {
     Ok(got.iterations)
 }
 
-/// Writes iteration `i`'s networks (into a temporary directory renamed into place), then the
+/// Writes iteration `i`'s networks (the checkpoint module's atomic directory write), then the
 /// record: a crash leaves either the old record or the new one, both readable.
 fn save_iteration(
     dir: &Path,
@@ -87,26 +88,12 @@ fn save_iteration(
     record: &BridgeRecord,
 ) -> Result<()> {
     let final_dir = iteration_dir(dir, i);
-    let tmp = dir.join(format!(".tmp-iteration-{i:03}-{}", std::process::id()));
-    let write = || -> Result<()> {
-        std::fs::create_dir_all(&tmp)?;
-        write_atomic(
-            &tmp.join("backward.bpk"),
-            &module_bytes(bridge.backward.clone())?,
-        )?;
-        write_atomic(
-            &tmp.join("forward.bpk"),
-            &module_bytes(bridge.forward.clone())?,
-        )?;
-        if final_dir.exists() {
-            std::fs::remove_dir_all(&final_dir)?;
-        }
-        std::fs::rename(&tmp, &final_dir)?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        bail!("{}: iteration {i} not written ({e:#})", final_dir.display());
+    let files = [
+        ("backward.bpk", module_bytes(bridge.backward.clone())?),
+        ("forward.bpk", module_bytes(bridge.forward.clone())?),
+    ];
+    if let Err(e) = write_dir_atomic(&final_dir, &files) {
+        bail!("{}: iteration {i} not written ({e})", final_dir.display());
     }
     let json = serde_json::to_vec_pretty(record).expect("plain data serialises");
     write_atomic(&dir.join(RECORD), &json)?;
@@ -163,7 +150,9 @@ pub(super) fn reconstruct(
         bridge.forward = load_module(bridge.forward.clone(), &it.join("forward.bpk"))?;
     }
     if done < settings.iterations {
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The directory's lock for as long as iterations are written (a second run on it is
+        // refused, naming this one's pid); it also clears temporaries a killed run left.
+        let _lock = RunDir::claim(&dir, Claim::Resume)?;
         let kind = file.data.dataset.kind(None);
         let data_dir = tweedie_datasets::resolve_dir(kind, file.data.dir.as_deref())?;
         let set = tweedie_datasets::load(kind, tweedie_datasets::Split::Train, &data_dir)?;
