@@ -1,28 +1,17 @@
 //! # tweedie-sample
 //!
-//! Sampling from a trained model with the same core modules `train` uses: samplers
-//! ([`sampler`]), the seams of likelihood guidance ([`operator`], [`noise`], [`likelihood`]) and
-//! the files people look at ([`output`]).
+//! Sampling from a trained model and solving inverse problems with it, in four layers, each
+//! importing only the ones below it (checked by `tests/layers.rs`): [`files`] (experiment files,
+//! outputs, progress), [`problems`] (operators, noise models, likelihoods), [`methods`] (samplers,
+//! particles, the amortized route) and [`workflows`] (whole runs). Every module is also
+//! re-exported at the crate root (`tweedie_sample::sampler`, …).
 
-pub mod amortized;
-pub mod check;
-pub mod class_cond;
-pub mod class_likelihood;
-pub mod cli;
-pub mod experiment;
-pub mod fid;
-pub mod generate;
-pub mod gmm_bench;
-pub mod likelihood;
-pub mod metrics;
-pub mod nfe;
-pub mod noise;
-pub mod operator;
-pub mod output;
-pub mod plot;
-pub mod prior;
-pub mod progress;
-pub mod recon;
-pub mod sampler;
-pub mod smc;
-pub mod toml_file;
+pub mod files;
+pub mod methods;
+pub mod problems;
+pub mod workflows;
+
+pub use files::{check, cli, experiment, output, progress, toml_file};
+pub use methods::{amortized, sampler, smc};
+pub use problems::{class_likelihood, likelihood, noise, operator, spec};
+pub use workflows::{class_cond, fid, generate, gmm_bench, metrics, nfe, plot, prior, recon};

@@ -14,7 +14,7 @@ use tweedie_core::rng::Rng;
 
 use crate::noise::NoiseModel;
 use crate::operator::{ForwardOperator, pseudo_inverse};
-use crate::recon::{NoiseSpec, OperatorSpec};
+use crate::spec::{NoiseSpec, OperatorSpec};
 
 /// The observation model of a conditional network: `[condition]` of a training file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

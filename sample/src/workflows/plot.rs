@@ -11,8 +11,6 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use tweedie_core::gmm::GmmPosterior;
 
-use crate::gmm_bench::BenchRow;
-
 static FONT: Once = Once::new();
 
 fn register_font() {
@@ -21,7 +19,7 @@ fn register_font() {
         let _ = plotters::style::register_font(
             "sans-serif",
             FontStyle::Normal,
-            include_bytes!("../assets/DejaVuSans.ttf"),
+            include_bytes!("../../assets/DejaVuSans.ttf"),
         );
     });
 }
@@ -82,9 +80,19 @@ fn line_with_dots(chart: &mut Chart, pts: &[(f64, f64)], c: RGBColor, label: &st
     Ok(())
 }
 
+/// One method's error at one K, for [`error_vs_k_png`].
+#[derive(Debug, Clone)]
+pub struct ErrorAtK {
+    pub method: String,
+    pub particles: usize,
+    /// Sliced-Wasserstein distance to the exact posterior, and its Monte Carlo floor.
+    pub sw: f64,
+    pub sw_floor: f64,
+}
+
 /// Sliced-Wasserstein error against K (log–log), one line per method (a flat line for methods
 /// without particles) and the Monte Carlo floor.
-pub fn error_vs_k_png(rows: &[BenchRow], title: &str) -> Result<Vec<u8>> {
+pub fn error_vs_k_png(rows: &[ErrorAtK], title: &str) -> Result<Vec<u8>> {
     render_png(800, 520, |root| {
         let kmax = rows.iter().map(|r| r.particles).max().unwrap_or(1).max(2) as f64;
         let vals: Vec<f64> = rows

@@ -191,7 +191,19 @@ impl GmmReport {
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", out.display()))?;
         write_file(
             &out.join("error_vs_k.png"),
-            &crate::plot::error_vs_k_png(&self.rows, &self.title)?,
+            &crate::plot::error_vs_k_png(
+                &self
+                    .rows
+                    .iter()
+                    .map(|r| crate::plot::ErrorAtK {
+                        method: r.method.clone(),
+                        particles: r.particles,
+                        sw: r.sw,
+                        sw_floor: r.sw_floor,
+                    })
+                    .collect::<Vec<_>>(),
+                &self.title,
+            )?,
         )?;
         if self.problem.prior.dim() == 2 {
             let exact = self
