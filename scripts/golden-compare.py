@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Compares two directories written by scripts/golden.sh: every file byte for byte, except
-that JSON (and JSON-lines) files are compared without their timing fields ("seconds",
-"seconds_per_image"), Markdown tables without their timing column, and burnpack weights not
+that JSON (and JSON-lines) files are compared without their timing fields (any key naming
+seconds: "seconds", "seconds_per_image", "train_seconds"), Markdown tables without their timing
+columns (the last, and a "train s" one), and burnpack weights not
 at all (their bytes carry burn's random parameter ids; the weights are compared through what
 they produce: samples, evaluations, classifier accuracy). Prints each difference; exit status 1
 if any."""
@@ -15,7 +16,11 @@ SKIPPED = {".lock", "classifier.stderr", "train.stdout"}
 
 def strip(v, root):
     if isinstance(v, dict):
-        return {k: strip(x, root) for k, x in v.items() if k not in IGNORED_KEYS}
+        return {
+            k: strip(x, root)
+            for k, x in v.items()
+            if k not in IGNORED_KEYS and "seconds" not in k
+        }
     if isinstance(v, list):
         return [strip(x, root) for x in v]
     if isinstance(v, str):
@@ -51,8 +56,13 @@ def main(a, b):
         if rel.endswith((".json", ".jsonl")):
             same = load(pa, os.path.abspath(a)) == load(pb, os.path.abspath(b))
         elif rel.endswith(".md"):
-            # Markdown tables carry timings in their last column: compare all but it.
-            cut = lambda p: [l.rsplit("|", 2)[0] for l in open(p, encoding="utf-8")]
+            # Markdown tables carry timings in their last column, and the benchmark's also in a
+            # "train s" column: compare without them.
+            def cut(p):
+                rows = [l.rstrip("\n").split("|") for l in open(p, encoding="utf-8")]
+                header = next((r for r in rows if any(c.strip() == "train s" for c in r)), None)
+                drop = {i for i, c in enumerate(header or []) if c.strip() == "train s"}
+                return [[c for i, c in enumerate(r[:-2]) if i not in drop] for r in rows]
             same = cut(pa) == cut(pb)
         else:
             same = open(pa, "rb").read() == open(pb, "rb").read()

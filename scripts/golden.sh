@@ -51,7 +51,7 @@ sed -e 's/^particles = .*/particles = [1, 4]/' -e 's/^steps = 100/steps = 20/' \
 # Class-conditional digits.
 sed -e 's/^classes = .*/classes = [0, 7]/' -e 's/^per_class = 2/per_class = 1/' \
   -e 's/^steps = 50/steps = 6/' -e 's/^particles = .*/particles = [1, 2]/' \
-  -e "s#^checkpoint = .*#checkpoint = \"$OUT/ck\"#" -e "s#^classifier = .*#classifier = \"$OUT/cls\"#" \
+  -e "s#^checkpoint = .*#checkpoint = \"$OUT/ck\"#" -e "s#^classifier = .*#classifier = \"$OUT/cls\"#" -e "/^judge = /d" \
   experiments/mnist-class.toml > "$F/class.toml"
 "$TWEEDIE_BIN/sample" --config "$F/class.toml" --out "$OUT/class" "${q[@]}" > /dev/null 2>&1
 # Quality against NFE.
