@@ -6,47 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use tweedie_core::device::{BackendKind, DeviceSpec};
-use tweedie_core::precision::Precision;
 use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_datasets::{DatasetKind, Split, download, load, resolve_dir};
 
 use crate::classify::{ClassifierFile, ClassifierReport, train_classifier};
 use crate::config::{Plan, TrainFile};
 use crate::trainer::{self, Report, RunOptions};
-
-/// Command-line values that override a training file.
-#[derive(Debug, Clone, Default)]
-pub struct Overrides {
-    pub seed: Option<u64>,
-    pub steps: Option<usize>,
-    pub run_dir: Option<PathBuf>,
-    pub checkpoint_every: Option<usize>,
-    pub shards: Option<usize>,
-    pub precision: Option<Precision>,
-}
-
-impl Overrides {
-    pub fn apply(&self, file: &mut TrainFile) {
-        if let Some(s) = self.seed {
-            file.seed = s;
-        }
-        if let Some(s) = self.steps {
-            file.train.steps = s;
-        }
-        if let Some(d) = &self.run_dir {
-            file.run_dir = Some(d.clone());
-        }
-        if let Some(n) = self.checkpoint_every {
-            file.train.checkpoint_every = n;
-        }
-        if let Some(n) = self.shards {
-            file.train.shards = n;
-        }
-        if let Some(p) = self.precision {
-            file.train.precision = p;
-        }
-    }
-}
+use tweedie_sample::experiment::{Set, apply_sets};
 
 /// The data directory of `kind`: the explicit one, else the default places; with `download`,
 /// missing files are fetched (into `data/<name>` unless a directory is given) and verified.
@@ -206,18 +172,22 @@ pub fn classifier(
 
 /// Reads the training file a checkpoint keeps (`<step>/config.toml`) for `--resume` without
 /// `--config`; the run stays in its own directory.
-pub fn resumed_file(resume: &Path) -> Result<TrainFile> {
+pub fn resumed_file(resume: &Path, sets: &[Set]) -> Result<TrainFile> {
     let dir = tweedie_core::checkpoint::resolve(resume)?;
     let p = dir.join(trainer::CONFIG_FILE);
     let text =
         std::fs::read_to_string(&p).with_context(|| format!("{}: cannot read", p.display()))?;
-    let mut f = TrainFile::parse_checkpoint_copy(&text)
-        .with_context(|| format!("{}: invalid experiment file", p.display()))?;
-    f.run_dir = Some(
-        dir.parent()
-            .map(PathBuf::from)
-            .unwrap_or_else(|| resume.to_path_buf()),
-    );
+    let invalid = || format!("{}: invalid experiment file", p.display());
+    let text = apply_sets(&text, sets).with_context(invalid)?;
+    let mut f = TrainFile::parse_checkpoint_copy(&text).with_context(invalid)?;
+    // The run continues where it is, unless the overrides move it.
+    if !sets.iter().any(|s| s.key == "run_dir") {
+        f.run_dir = Some(
+            dir.parent()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| resume.to_path_buf()),
+        );
+    }
     Ok(f)
 }
 

@@ -8,10 +8,10 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::precision::Precision;
-use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind};
+use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind, Set};
 use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
-use tweedie_train::launch::{self, ClassifierRun, DiffusionRun, Overrides};
+use tweedie_train::launch::{self, ClassifierRun, DiffusionRun};
 use tweedie_train::trainer;
 
 /// Train a denoising diffusion model (DDPM, L_simple), or the classifier of class guidance, from
@@ -81,6 +81,13 @@ struct Args {
     /// Redraw RUN_DIR/loss.png from RUN_DIR/metrics.jsonl and exit.
     #[arg(long, value_name = "RUN_DIR")]
     replot: Option<PathBuf>,
+    /// Override any key of the file, `--set train.lr=1e-3` (repeatable; a dotted path and a TOML
+    /// value, a bare word being a string); checked like the file's own values. `--seed`,
+    /// `--steps`, `--run-dir`, `--checkpoint-every`, `--shards` and `--precision` are the same
+    /// as `--set seed=…`, `train.steps=…`, `run_dir=…`, `train.checkpoint_every=…`,
+    /// `train.shards=…`, `train.precision=…`, applied before any `--set`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Print the model's parameter count (`parameters: N`) and exit.
     #[arg(long)]
     dry_run: bool,
@@ -132,20 +139,8 @@ fn run(args: Args) -> Result<()> {
         println!("wrote {}", png.display());
         return Ok(());
     }
-    let overrides = Overrides {
-        seed: args.seed,
-        steps: args.steps,
-        run_dir: args.run_dir.clone(),
-        checkpoint_every: args.checkpoint_every,
-        // Several devices split the batch themselves: the file's CPU shards do not apply.
-        shards: if args.devices.is_some() {
-            Some(1)
-        } else {
-            args.shards
-        },
-        precision: args.precision,
-    };
-    let (mut file, stem, source) = match (&args.config, &args.resume) {
+    let sets = sets(&args)?;
+    let (file, stem, source) = match (&args.config, &args.resume) {
         (Some(p), _) => {
             let (kind, text) = experiment::read_for(p, Binary::Train)?;
             let invalid = || format!("{}: invalid experiment file", p.display());
@@ -155,20 +150,26 @@ fn run(args: Args) -> Result<()> {
                 .unwrap_or("run")
                 .to_string();
             if kind == ExperimentKind::ClassifierTraining {
-                let mut file = ClassifierFile::parse(&text).with_context(invalid)?;
-                return classifier(&mut file, &stem, &args);
+                let text = experiment::apply_sets(&text, &sets).with_context(invalid)?;
+                let file = ClassifierFile::parse(&text).with_context(invalid)?;
+                return classifier(&file, &stem, &args);
             }
+            let mut sets = sets;
+            if args.devices.is_some() {
+                // Several devices split the batch themselves: the file's CPU shards do not apply.
+                sets.insert(0, Set::new("train.shards", 1));
+            }
+            let text = experiment::apply_sets(&text, &sets).with_context(invalid)?;
             let file = TrainFile::parse(&text).with_context(invalid)?;
             (file, stem, p.display().to_string())
         }
         (None, Some(r)) => (
-            launch::resumed_file(r)?,
+            launch::resumed_file(r, &sets)?,
             "run".to_string(),
             "the checkpoint's config.toml".into(),
         ),
         (None, None) => bail!("give --config FILE (or --resume DIR)"),
     };
-    overrides.apply(&mut file);
     let plan = file.resolve(&stem).context(source)?;
     if args.dry_run {
         println!("parameters: {}", plan.unet.num_params());
@@ -199,19 +200,38 @@ fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-/// A classifier-training file.
-fn classifier(file: &mut ClassifierFile, stem: &str, args: &Args) -> Result<()> {
-    if args.resume.is_some() {
-        bail!("--resume is for diffusion runs (a classifier trains in one go)");
-    }
+/// The flags that name a key of the file, then `--set`, as overrides.
+fn sets(args: &Args) -> Result<Vec<Set>> {
+    let mut sets = Vec::new();
     if let Some(s) = args.seed {
-        file.seed = s;
+        let s = i64::try_from(s).map_err(|_| anyhow::anyhow!("--seed must be below 2^63"))?;
+        sets.push(Set::new("seed", s));
     }
-    if let Some(s) = args.steps {
-        file.train.steps = s;
+    if let Some(n) = args.steps {
+        sets.push(Set::new("train.steps", n as i64));
     }
     if let Some(d) = &args.run_dir {
-        file.run_dir = Some(d.clone());
+        sets.push(Set::new("run_dir", d.display().to_string()));
+    }
+    if let Some(n) = args.checkpoint_every {
+        sets.push(Set::new("train.checkpoint_every", n as i64));
+    }
+    if let Some(n) = args.shards {
+        sets.push(Set::new("train.shards", n as i64));
+    }
+    if let Some(p) = args.precision {
+        sets.push(Set::new("train.precision", tweedie_core::choice::name(&p)));
+    }
+    for s in &args.set {
+        sets.push(Set::parse(s)?);
+    }
+    Ok(sets)
+}
+
+/// A classifier-training file (its overrides already written in).
+fn classifier(file: &ClassifierFile, stem: &str, args: &Args) -> Result<()> {
+    if args.resume.is_some() {
+        bail!("--resume is for diffusion runs (a classifier trains in one go)");
     }
     let run_dir = file.run_dir(stem);
     if args.dry_run {

@@ -35,4 +35,51 @@ fn dry_runs_take_the_step_override_for_every_kind() {
         !ok && text.contains("--resume is for diffusion runs"),
         "{text}"
     );
+
+    // `--set` reaches any key and meets the file's checks; flags are keys too.
+    let (ok, text) = train(&[
+        "--config",
+        "experiments/mnist-tiny.toml",
+        "--set",
+        "model.preset=mnist",
+        "--dry-run",
+    ]);
+    assert!(ok && text.contains("parameters: 6469889"), "{text}");
+    for (args, want) in [
+        (
+            &[
+                "--config",
+                "experiments/mnist-tiny.toml",
+                "--set",
+                "train.nope=1",
+            ][..],
+            "unknown field `nope`",
+        ),
+        (
+            &[
+                "--config",
+                "experiments/mnist-tiny.toml",
+                "--set",
+                "train.lr=nan",
+            ][..],
+            "train.lr",
+        ),
+        (
+            &[
+                "--config",
+                "experiments/mnist-classifier.toml",
+                "--checkpoint-every",
+                "5",
+            ][..],
+            "unknown field `checkpoint_every`",
+        ),
+    ] {
+        let mut all = args.to_vec();
+        all.push("--dry-run");
+        let (ok, text) = train(&all);
+        assert!(
+            !ok && text.contains(want) && text.lines().count() == 1,
+            "{args:?}: {text}"
+        );
+    }
 }

@@ -12,7 +12,7 @@ use tweedie_core::elbo::ModelVariance;
 use tweedie_core::schedule::Spacing;
 use tweedie_datasets::{DatasetName, Split};
 use tweedie_sample::class_cond::{self, ClassFile, ClassOptions};
-use tweedie_sample::experiment::{self, Binary, ExperimentKind};
+use tweedie_sample::experiment::{self, Binary, ExperimentKind, Set};
 use tweedie_sample::fid::{self, ReferenceSpec};
 use tweedie_sample::generate::{self, GenerateOptions};
 use tweedie_sample::gmm_bench::{self, GmmFile, GmmOptions};
@@ -90,6 +90,12 @@ struct Args {
     /// Seed of the initial noise and of every sampler draw [default: 0, or the file's `seed`].
     #[arg(long)]
     seed: Option<u64>,
+    /// Override any key of the experiment file, `--set dps.zeta=0.5` (repeatable; a dotted path
+    /// and a TOML value, a bare word being a string); checked like the file's own values.
+    /// `--checkpoint` and `--seed` are `--set checkpoint=…` and `--set seed=…` (`run.seed` in a
+    /// gmm-benchmark file), applied before any `--set`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu (GPU; needs the `wgpu` feature) or tch (libtorch CPU; needs the `tch` feature).
     #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
@@ -173,6 +179,10 @@ struct TuneArgs {
     /// Where the tuned copy goes [default: out/<file stem>/tuned.toml].
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Override any key of the file before tuning, `--set operator.sigma=2.0` (repeatable), as
+    /// `sample --config` takes it; the tuned copy carries the overrides.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
     /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
     #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
@@ -331,10 +341,42 @@ fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// The flags that name a key of an experiment file (`--checkpoint`, `--seed` under `seed_key`),
+/// then `--set`, as overrides.
+fn overrides(
+    checkpoint: Option<&Path>,
+    seed: Option<(&str, u64)>,
+    set: &[String],
+) -> Result<Vec<Set>> {
+    let mut sets = Vec::new();
+    if let Some(c) = checkpoint {
+        sets.push(Set::new("checkpoint", c.display().to_string()));
+    }
+    if let Some((key, s)) = seed {
+        let s = i64::try_from(s).map_err(|_| anyhow::anyhow!("--seed must be below 2^63"))?;
+        sets.push(Set::new(key, s));
+    }
+    for s in set {
+        sets.push(Set::parse(s)?);
+    }
+    Ok(sets)
+}
+
 /// `sample --config FILE`: the experiment its `kind` names.
 fn run_file(path: &Path, a: &Args) -> Result<()> {
     let (kind, text) = experiment::read_for(path, Binary::Sample)?;
     let invalid = || format!("{}: invalid experiment file", path.display());
+    let seed_key = if kind == ExperimentKind::GmmBenchmark {
+        "run.seed"
+    } else {
+        "seed"
+    };
+    let sets = overrides(
+        a.checkpoint.as_deref(),
+        a.seed.map(|s| (seed_key, s)),
+        &a.set,
+    )?;
+    let text = experiment::apply_sets(&text, &sets).with_context(invalid)?;
     let stem = path
         .file_stem()
         .map_or("experiment".into(), |s| s.to_string_lossy().to_string());
@@ -348,14 +390,8 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
         ExperimentKind::Reconstruction => {
             let mut file = ReconFile::parse(&text).with_context(invalid)?;
             file.validate().with_context(invalid)?;
-            if let Some(c) = &a.checkpoint {
-                file.checkpoint = c.clone();
-            }
             if let Some(n) = a.n_images {
                 file.limit_images(n)?;
-            }
-            if let Some(s) = a.seed {
-                file.seed = s;
             }
             let opts = ReconOptions {
                 path: path.to_path_buf(),
@@ -374,10 +410,7 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
             );
         }
         ExperimentKind::GmmBenchmark => {
-            let mut file = GmmFile::parse(&text).with_context(invalid)?;
-            if let Some(s) = a.seed {
-                file.run.seed = s;
-            }
+            let file = GmmFile::parse(&text).with_context(invalid)?;
             let opts = GmmOptions {
                 stem: stem.clone(),
                 quiet: a.quiet,
@@ -390,13 +423,7 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
             println!("{}", report.record);
         }
         ExperimentKind::ClassConditional => {
-            let mut file = ClassFile::parse(&text).with_context(invalid)?;
-            if let Some(c) = &a.checkpoint {
-                file.checkpoint = c.clone();
-            }
-            if let Some(s) = a.seed {
-                file.seed = s;
-            }
+            let file = ClassFile::parse(&text).with_context(invalid)?;
             let opts = ClassOptions {
                 backend: a.backend,
                 raw_weights: a.raw_weights,
@@ -456,10 +483,9 @@ fn run_tune(t: &TuneArgs) -> Result<()> {
         );
     }
     let invalid = || format!("{}: invalid experiment file", t.config.display());
-    let mut file = ReconFile::parse(&text).with_context(invalid)?;
-    if let Some(c) = &t.checkpoint {
-        file.checkpoint = c.clone();
-    }
+    let sets = overrides(t.checkpoint.as_deref(), None, &t.set)?;
+    let text = experiment::apply_sets(&text, &sets).with_context(invalid)?;
+    let file = ReconFile::parse(&text).with_context(invalid)?;
     let opts = recon::TuneOptions {
         path: t.config.clone(),
         images: t.images,
