@@ -10,14 +10,13 @@ use burn::optim::AdamConfig;
 use clap::{Parser, ValueEnum};
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::device::BackendKind;
-use tweedie_core::diffusion::Transition;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_core::loss::l_simple;
 use tweedie_core::parallel::{self, Sharded};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 use tweedie_core::unet::{UNetConfig, UNetPreset};
-use tweedie_sample::sampler::{Ddpm, NoiseSource, Sampler};
+use tweedie_sample::sampler::{self, Ddpm};
 use tweedie_train::clip::clip_global_norm;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -170,29 +169,53 @@ fn run(a: Args) -> Result<()> {
         }
         Mode::Conv => unreachable!("handled above"),
         Mode::Sample => {
+            // The library's loop over t (`sampler::run`), DDPM with the large variance, on
+            // consecutive timesteps from T − 1: `warmup` steps, then `steps` timed ones.
             let model = cfg.init_seeded(&plain, a.seed);
             params = model.num_params();
-            let mut x = rng.normal(shape, &plain);
-            let mut i = 999usize;
-            let mut sampler = Ddpm {
+            let den = Sharded {
+                inner: &model,
+                backend: a.backend,
+                shards: a.shards,
+            };
+            let mut ddpm = Ddpm {
                 variance: ModelVariance::Large,
                 clip: false,
             };
-            Box::new(move |rng: &mut Rng, _: &mut Phases| {
-                let tr = Transition::new(&schedule, i, i.checked_sub(1));
-                let den = Sharded {
-                    inner: &model,
-                    backend: a.backend,
-                    shards: a.shards,
-                };
-                let eps = den.eps(x.clone(), &vec![i; a.batch]);
-                x = sampler.step(&tr, x.clone(), eps, &den, rng).x_prev;
-                i = if i == 0 { 999 } else { i - 1 };
-                // Reading one value synchronises the device.
-                x.clone()
-                    .slice([0..1, 0..1, 0..1, 0..1])
-                    .into_scalar::<f32>()
-            })
+            let ts: Vec<usize> = (0..a.warmup + a.steps + 1)
+                .map(|k| 999 - k % 1000)
+                .collect();
+            let x = rng.normal_tensor(shape, &plain);
+            let (x, _) = sampler::run(
+                &den,
+                &mut ddpm,
+                &schedule,
+                &ts[..=a.warmup],
+                x,
+                &mut rng,
+                |_, _| {},
+            );
+            plain.sync().ok();
+            let clock = Instant::now();
+            // The last timestep of the slice is the final (noise-free) step: time `steps` full
+            // steps by running one more and stopping the clock before it.
+            let mut secs = 0.0;
+            let (x, _) = sampler::run(
+                &den,
+                &mut ddpm,
+                &schedule,
+                &ts[a.warmup..],
+                x,
+                &mut rng,
+                |i, _| {
+                    if i + 1 == a.steps {
+                        plain.sync().ok();
+                        secs = clock.elapsed().as_secs_f64();
+                    }
+                },
+            );
+            let last = x.slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
+            return report(&a, params, secs, last, None);
         }
     };
     for _ in 0..a.warmup {
@@ -208,6 +231,11 @@ fn run(a: Args) -> Result<()> {
     }
     plain.sync().ok();
     let secs = clock.elapsed().as_secs_f64();
+    report(&a, params, secs, last, phases.on.then_some(&phases))
+}
+
+/// Prints the run's JSON line.
+fn report(a: &Args, params: usize, secs: f64, last: f32, phases: Option<&Phases>) -> Result<()> {
     if !last.is_finite() {
         anyhow::bail!("non-finite output");
     }
@@ -227,7 +255,7 @@ fn run(a: Args) -> Result<()> {
         "shards": tweedie_core::parallel::shard_ranges(a.batch, if a.backend.is_cpu() { a.shards } else { 1 }).len(),
         "peak_rss_mib": peak_rss_mib(),
     });
-    if phases.on {
+    if let Some(phases) = phases {
         let per_step = |ms: f64| (ms / a.steps as f64 * 1000.0).round() / 1000.0;
         let map: serde_json::Map<String, serde_json::Value> = phases
             .ms
