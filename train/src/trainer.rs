@@ -144,13 +144,14 @@ pub fn train(plan: &Plan, data: &ImageSet, opts: &RunOptions) -> Result<Report> 
     Ok(t.finish())
 }
 
-/// A training run in progress: what one step needs (model, optimiser, EMA, data order, device)
-/// and what the periodic actions write (metrics, curve, checkpoints), with the run directory's
-/// lock held until it is dropped.
-pub struct Trainer<'a> {
-    plan: Plan,
+/// What a training step needs and changes: the plan, the data and its order, the device(s), the
+/// model, its optimiser and EMA, the step count and the loss scale. No files, bars or clocks:
+/// [`Trainer`] adds those, and `bench` times [`TrainState::step`] on its own.
+pub struct TrainState<'a> {
+    pub plan: Plan,
     data: &'a ImageSet,
-    opts: &'a RunOptions,
+    backend: BackendKind,
+    shards: usize,
     schedule: NoiseSchedule,
     device: Device,
     /// The autodiff devices of a multi-device run (the first is `device`); empty otherwise.
@@ -163,6 +164,25 @@ pub struct Trainer<'a> {
     order: DataOrder,
     /// Steps taken (the next step's index).
     step: usize,
+    /// Mixed precision's dynamic loss scale (`None` in f32).
+    loss_scale: Option<LossScale>,
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Copy)]
+pub struct StepOutcome {
+    pub loss: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Mixed precision: the gradients overflowed and the update was skipped.
+    pub skipped: bool,
+}
+
+/// A training run in progress: its [`TrainState`] and what the periodic actions write (metrics,
+/// curve, checkpoints, the progress bar), with the run directory's lock held until it is dropped.
+pub struct Trainer<'a> {
+    state: TrainState<'a>,
+    opts: &'a RunOptions,
     first_step: usize,
     metrics: std::fs::File,
     metrics_path: PathBuf,
@@ -176,16 +196,13 @@ pub struct Trainer<'a> {
     last_checkpoint: PathBuf,
     /// `time_limit` was reached at the last step (set by [`Trainer::periodic`]).
     time_up: bool,
-    /// Mixed precision's dynamic loss scale (`None` in f32).
-    loss_scale: Option<LossScale>,
     _run_dir: RunDir,
 }
 
-impl<'a> Trainer<'a> {
-    /// Starts a run, or resumes one (`opts.resume`): claims the run directory, builds or loads
-    /// the model, optimiser and EMA, opens the metrics log and the progress bar, and announces
-    /// the cost of any bound evaluations.
-    pub fn start(plan: &Plan, data: &'a ImageSet, opts: &'a RunOptions) -> Result<Self> {
+impl<'a> TrainState<'a> {
+    /// A fresh state for `plan` on `data` (checked against the model's image shape), on
+    /// `opts`' backend or devices: the model initialised from the plan's seed, Adam, the EMA.
+    pub fn fresh(plan: &Plan, data: &'a ImageSet, opts: &RunOptions) -> Result<Self> {
         let plan = plan.with_data_moments(data);
         let tc = &plan.file.train;
         let schedule = plan.schedule.build()?;
@@ -211,74 +228,20 @@ impl<'a> Trainer<'a> {
             Some(c) => Some(c.observer(data.shape, &device).context("[condition]")?),
             None => None,
         };
-        let mut model = plan.unet.init_seeded(&device, plan.file.seed);
-        let mut optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
-        let mut ema = (tc.ema_decay > 0.0).then(|| model.valid());
-        let mut start = 0;
-        let mut loss_scale = initial_loss_scale(opts, tc)?;
-
-        let run_dir = claim_run_dir(&plan, opts)?;
-        if let Some(old) = run_dir.moved_to() {
-            eprintln!(
-                "moved the previous run in {} to {}",
-                plan.run_dir.display(),
-                old.display()
-            );
-        }
-        for p in run_dir.removed() {
-            eprintln!("removed {}, left by an earlier failed write", p.display());
-        }
-        if let Some(resume) = &opts.resume {
-            let r = load_resumed(&plan, resume, model, ema, optim)?;
-            (model, ema, optim, start) = (r.model, r.ema, r.optim, r.step);
-            if loss_scale.is_some() {
-                // A run that was f32 until now starts at the initial scale.
-                loss_scale = r.loss_scale.or(loss_scale);
-            }
-            if start >= tc.steps {
-                bail!(
-                    "{}: already at step {start}, and the run has {} steps (raise --steps)",
-                    r.dir.display(),
-                    tc.steps
-                );
-            }
-            // Continuing from an older step in the same directory would write a second history
-            // over the later checkpoints (and keep_last would then delete the new ones).
-            if let Some(&later) = run_dir.steps()?.iter().find(|&&s| s > start) {
-                bail!(
-                    "{} holds checkpoints after step {start} ({}): resume from the run directory \
-                     itself (its newest step), or continue this step elsewhere with --run-dir NEW",
-                    plan.run_dir.display(),
-                    checkpoint::step_dir_name(later)
-                );
-            }
-        }
-        let metrics_path = plan.run_dir.join(METRICS_FILE);
-        let (metrics, curve) = open_metrics(&metrics_path, start)?;
-
-        let bars = if opts.progress {
-            MultiProgress::new()
-        } else {
-            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
-        };
-        let bar = bars.add(ProgressBar::new(tc.steps as u64));
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_position(start as u64);
+        let model = plan.unet.init_seeded(&device, plan.file.seed);
+        let optim = AdamConfig::new().with_epsilon(tc.adam_eps as f32).init();
+        let ema = (tc.ema_decay > 0.0).then(|| model.valid());
+        let loss_scale = initial_loss_scale(opts, tc)?;
         let order = DataOrder {
             seed: plan.file.seed,
             n: data.len(),
             epoch: None,
         };
-        let t = Self {
+        Ok(Self {
+            shards: tc.shards,
             plan,
             data,
-            opts,
+            backend: opts.backend,
             schedule,
             device,
             devices,
@@ -287,38 +250,31 @@ impl<'a> Trainer<'a> {
             optim,
             ema,
             order,
-            step: start,
-            first_step: start,
-            metrics,
-            metrics_path,
-            curve,
-            bars,
-            bar,
-            clock: Instant::now(),
-            losses: Vec::new(),
-            smooth: None,
-            last_checkpoint: PathBuf::new(),
-            time_up: false,
+            step: 0,
             loss_scale,
-            _run_dir: run_dir,
-        };
-        t.announce_evaluations();
-        // The clock starts when the steps do (as the log's `seconds` always has).
-        Ok(Self {
-            clock: Instant::now(),
-            ..t
         })
     }
 
-    /// Whether the run has taken all its steps, or used its time (`time_limit`).
-    pub fn is_done(&self) -> bool {
-        self.step >= self.plan.file.train.steps || self.time_up
+    /// Steps taken.
+    pub fn steps_taken(&self) -> usize {
+        self.step
+    }
+
+    /// The model's parameter count.
+    pub fn num_params(&self) -> usize {
+        self.model.num_params()
     }
 
     /// One optimiser step: the step's batch, t and ε from `Rng::derive(seed, step)`, the loss and
     /// its gradients (over shards when asked), global-norm clipping, Adam, the EMA update.
     /// Stops naming the step when the loss is not finite.
-    pub fn step(&mut self) -> Result<StepLog> {
+    pub fn step(&mut self) -> Result<StepOutcome> {
+        self.step_marked(&mut |_| {})
+    }
+
+    /// [`TrainState::step`], calling `mark` after each phase (`data`, `backward`, `clip`,
+    /// `optim`) for `bench --phases`.
+    pub fn step_marked(&mut self, mark: &mut dyn FnMut(&'static str)) -> Result<StepOutcome> {
         let step = self.step;
         let (f, tc) = (&self.plan.file, &self.plan.file.train);
         let big_t = self.schedule.len();
@@ -348,6 +304,7 @@ impl<'a> Trainer<'a> {
             .observer
             .as_ref()
             .map(|o| o.condition(o.observe(x0.clone(), &mut rng)));
+        mark("data");
         // Per-sample loss weights (None: L_simple).
         let weights: Option<Vec<f64>> = match tc.loss_weighting {
             LossWeighting::Simple => None,
@@ -413,30 +370,35 @@ impl<'a> Trainer<'a> {
             let _guard = tweedie_core::rng::device_rng_lock();
             self.device
                 .seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-            let sharded = tc.shards > 1 && self.opts.backend.is_cpu();
+            let sharded = self.shards > 1 && self.backend.is_cpu();
             if !self.devices.is_empty() {
                 parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream)
             } else if sharded {
-                parallel::loss_and_grads(self.opts.backend, tc.shards, &self.model, b, with_stream)
+                parallel::loss_and_grads(self.backend, self.shards, &self.model, b, with_stream)
             } else {
-                parallel::loss_and_grads(self.opts.backend, 1, &self.model, b, |m, _, r| {
+                parallel::loss_and_grads(self.backend, 1, &self.model, b, |m, _, r| {
                     shard_loss(m, r)
                 })
             }
         };
-        self.update(loss_value, grads)
+        mark("backward");
+        self.update(loss_value, grads, mark)
     }
 
     /// The second half of [`Trainer::step`]: from the step's loss and gradients to the new
     /// weights, EMA and progress. Under mixed precision the gradients are unscaled first, and a
     /// step whose loss or gradients are not finite is skipped (the scale halves).
-    fn update(&mut self, mut loss_value: f64, mut grads: GradientsParams) -> Result<StepLog> {
+    fn update(
+        &mut self,
+        mut loss_value: f64,
+        mut grads: GradientsParams,
+        mark: &mut dyn FnMut(&'static str),
+    ) -> Result<StepOutcome> {
         let (step, tc) = (self.step, &self.plan.file.train);
         if let Some(s) = &self.loss_scale {
             loss_value /= s.scale;
             clip::scale(&self.model, &mut grads, 1.0 / s.scale);
         } else if !loss_value.is_finite() {
-            self.bar.abandon();
             bail!(
                 "loss became {loss_value} at step {}; stopping (the last good checkpoint in {} is intact)",
                 step + 1,
@@ -444,12 +406,12 @@ impl<'a> Trainer<'a> {
             );
         }
         let grad_norm = clip::clip_global_norm(&self.model, &mut grads, tc.grad_clip);
+        mark("clip");
         let lr = lr_at(tc.lr, tc.warmup_steps, step);
         if let Some(s) = &mut self.loss_scale
             && !s.update(loss_value.is_finite() && grad_norm.is_finite())
         {
             if s.exhausted() {
-                self.bar.abandon();
                 bail!(
                     "step {}: f16 overflows even at loss scale {:e}: the forward pass leaves f16's \
                      range; train with precision = \"f32\" (the last good checkpoint in {} is intact)",
@@ -459,13 +421,10 @@ impl<'a> Trainer<'a> {
                 );
             }
             self.step += 1;
-            self.bar.set_position(self.step as u64);
-            return Ok(StepLog {
-                step: self.step,
+            return Ok(StepOutcome {
                 loss: loss_value,
                 lr,
                 grad_norm,
-                seconds: self.clock.elapsed().as_secs_f64(),
                 skipped: true,
             });
         }
@@ -477,21 +436,133 @@ impl<'a> Trainer<'a> {
                 ema::decay_at(tc.ema_decay, tc.ema_warmup, step),
             ));
         }
-        self.losses.push(loss_value);
+        mark("optim");
         self.step += 1;
-        let smooth = self
-            .smooth
-            .map_or(loss_value, |s| 0.95 * s + 0.05 * loss_value);
-        self.smooth = Some(smooth);
-        self.bar.set_message(format!("loss {smooth:.4}"));
-        self.bar.set_position(self.step as u64);
-        Ok(StepLog {
-            step: self.step,
+        Ok(StepOutcome {
             loss: loss_value,
             lr,
             grad_norm,
-            seconds: self.clock.elapsed().as_secs_f64(),
             skipped: false,
+        })
+    }
+}
+
+impl<'a> Trainer<'a> {
+    /// Starts a run, or resumes one (`opts.resume`): claims the run directory, builds or loads
+    /// the model, optimiser and EMA, opens the metrics log and the progress bar, and announces
+    /// the cost of any bound evaluations.
+    pub fn start(plan: &Plan, data: &'a ImageSet, opts: &'a RunOptions) -> Result<Self> {
+        let mut state = TrainState::fresh(plan, data, opts)?;
+        let plan = &state.plan;
+        let tc = &plan.file.train;
+        let run_dir = claim_run_dir(plan, opts)?;
+        if let Some(old) = run_dir.moved_to() {
+            eprintln!(
+                "moved the previous run in {} to {}",
+                plan.run_dir.display(),
+                old.display()
+            );
+        }
+        for p in run_dir.removed() {
+            eprintln!("removed {}, left by an earlier failed write", p.display());
+        }
+        if let Some(resume) = &opts.resume {
+            let steps = tc.steps;
+            let r = load_resumed(plan, resume, state.model, state.ema, state.optim)?;
+            (state.model, state.ema, state.optim, state.step) = (r.model, r.ema, r.optim, r.step);
+            if state.loss_scale.is_some() {
+                // A run that was f32 until now starts at the initial scale.
+                state.loss_scale = r.loss_scale.or(state.loss_scale);
+            }
+            let start = state.step;
+            if start >= steps {
+                bail!(
+                    "{}: already at step {start}, and the run has {steps} steps (raise --steps)",
+                    r.dir.display(),
+                );
+            }
+            // Continuing from an older step in the same directory would write a second history
+            // over the later checkpoints (and keep_last would then delete the new ones).
+            if let Some(&later) = run_dir.steps()?.iter().find(|&&s| s > start) {
+                bail!(
+                    "{} holds checkpoints after step {start} ({}): resume from the run directory \
+                     itself (its newest step), or continue this step elsewhere with --run-dir NEW",
+                    state.plan.run_dir.display(),
+                    checkpoint::step_dir_name(later)
+                );
+            }
+        }
+        let start = state.step;
+        let metrics_path = state.plan.run_dir.join(METRICS_FILE);
+        let (metrics, curve) = open_metrics(&metrics_path, start)?;
+
+        let bars = if opts.progress {
+            MultiProgress::new()
+        } else {
+            MultiProgress::with_draw_target(ProgressDrawTarget::hidden())
+        };
+        let bar = bars.add(ProgressBar::new(state.plan.file.train.steps as u64));
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:30}] {msg} {per_sec} ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_position(start as u64);
+        let t = Self {
+            state,
+            opts,
+            first_step: start,
+            metrics,
+            metrics_path,
+            curve,
+            bars,
+            bar,
+            clock: Instant::now(),
+            losses: Vec::new(),
+            smooth: None,
+            last_checkpoint: PathBuf::new(),
+            time_up: false,
+            _run_dir: run_dir,
+        };
+        t.announce_evaluations();
+        // The clock starts when the steps do (as the log's `seconds` always has).
+        Ok(Self {
+            clock: Instant::now(),
+            ..t
+        })
+    }
+
+    /// Whether the run has taken all its steps, or used its time (`time_limit`).
+    pub fn is_done(&self) -> bool {
+        self.state.step >= self.state.plan.file.train.steps || self.time_up
+    }
+
+    /// One optimiser step ([`TrainState::step`]) and its progress; stops naming the step when
+    /// the loss is not finite.
+    pub fn step(&mut self) -> Result<StepLog> {
+        let out = match self.state.step() {
+            Ok(out) => out,
+            Err(e) => {
+                self.bar.abandon();
+                return Err(e);
+            }
+        };
+        if !out.skipped {
+            self.losses.push(out.loss);
+            let smooth = self.smooth.map_or(out.loss, |s| 0.95 * s + 0.05 * out.loss);
+            self.smooth = Some(smooth);
+            self.bar.set_message(format!("loss {smooth:.4}"));
+        }
+        self.bar.set_position(self.state.step as u64);
+        Ok(StepLog {
+            step: self.state.step,
+            loss: out.loss,
+            lr: out.lr,
+            grad_norm: out.grad_norm,
+            seconds: self.clock.elapsed().as_secs_f64(),
+            skipped: out.skipped,
         })
     }
 
@@ -499,7 +570,7 @@ impl<'a> Trainer<'a> {
     /// (`sample_every`), the bound on test images (`eval_every`), a checkpoint and the loss curve
     /// (`checkpoint_every`); each also at the run's last step.
     pub fn periodic(&mut self, log: &StepLog) -> Result<()> {
-        let tc = self.plan.file.train.clone();
+        let tc = self.state.plan.file.train.clone();
         let done = log.step;
         // Decided once here, so the step that ends a timed run is also the one that saves it.
         self.time_up = self
@@ -515,22 +586,31 @@ impl<'a> Trainer<'a> {
             self.curve.push((done as f64, log.loss));
         }
         if every(tc.sample_every) || (tc.sample_every > 0 && last) {
-            write_sample_grid(&self.plan, &self.schedule, &self.eval_model(), done)?;
+            write_sample_grid(
+                &self.state.plan,
+                &self.state.schedule,
+                &self.eval_model(),
+                done,
+            )?;
         }
         if self.opts.eval_data.is_some() && (every(tc.eval_every) || (tc.eval_every > 0 && last)) {
             self.evaluate(done)?;
         }
         if every(tc.checkpoint_every) || last {
             self.last_checkpoint = save(
-                &self.plan,
+                &self.state.plan,
                 self.opts,
                 done,
-                (&self.model, self.ema.as_ref(), &self.optim),
-                self.loss_scale.as_ref(),
+                (
+                    &self.state.model,
+                    self.state.ema.as_ref(),
+                    &self.state.optim,
+                ),
+                self.state.loss_scale.as_ref(),
             )?;
-            let title = format!("{} — L_simple", self.plan.run_dir.display());
+            let title = format!("{} — L_simple", self.state.plan.run_dir.display());
             let png = plot::loss_curve_png(&self.curve, &title)?;
-            checkpoint::write_atomic(&self.plan.run_dir.join("loss.png"), &png)?;
+            checkpoint::write_atomic(&self.state.plan.run_dir.join("loss.png"), &png)?;
         }
         Ok(())
     }
@@ -541,17 +621,20 @@ impl<'a> Trainer<'a> {
         Report {
             losses: self.losses,
             first_step: self.first_step,
-            last_step: self.step,
+            last_step: self.state.step,
             seconds: self.clock.elapsed().as_secs_f64(),
             checkpoint: self.last_checkpoint,
-            model: self.model.valid(),
-            loss_scale: self.loss_scale,
+            model: self.state.model.valid(),
+            loss_scale: self.state.loss_scale,
         }
     }
 
     /// The weights that samples and evaluations use: the EMA, else the raw weights.
     fn eval_model(&self) -> UNet {
-        self.ema.clone().unwrap_or_else(|| self.model.valid())
+        self.state
+            .ema
+            .clone()
+            .unwrap_or_else(|| self.state.model.valid())
     }
 
     /// L_simple and the bound on test images, with a progress bar under the training bar,
@@ -560,8 +643,8 @@ impl<'a> Trainer<'a> {
         let Some(test) = self.opts.eval_data.as_ref() else {
             return Ok(());
         };
-        let eo = eval_options(&self.plan, test);
-        let big_t = self.schedule.len();
+        let eo = eval_options(&self.state.plan, test);
+        let big_t = self.state.schedule.len();
         let eval_bar = self.bars.add(ProgressBar::new(
             (big_t * eo.n.div_ceil(eo.batch_size)) as u64,
         ));
@@ -574,9 +657,9 @@ impl<'a> Trainer<'a> {
         );
         let r = evaluate(
             &self.eval_model(),
-            &self.schedule,
+            &self.state.schedule,
             test,
-            &self.device.clone().without_autodiff(),
+            &self.state.device.clone().without_autodiff(),
             &eo,
             || eval_bar.inc(1),
         );
@@ -597,14 +680,19 @@ impl<'a> Trainer<'a> {
         let Some(test) = &self.opts.eval_data else {
             return;
         };
-        let tc = &self.plan.file.train;
-        let plain = self.device.clone().without_autodiff();
-        let eo = eval_options(&self.plan, test);
-        let evals = (self.step + 1..=tc.steps)
+        let tc = &self.state.plan.file.train;
+        let plain = self.state.device.clone().without_autodiff();
+        let eo = eval_options(&self.state.plan, test);
+        let evals = (self.state.step + 1..=tc.steps)
             .filter(|d| d % tc.eval_every.max(1) == 0 || *d == tc.steps)
             .count();
-        let calls = self.schedule.len() * eo.n.div_ceil(eo.batch_size);
-        let one = time_one_call(&self.model.valid(), &plain, eo.batch_size, self.data.shape);
+        let calls = self.state.schedule.len() * eo.n.div_ceil(eo.batch_size);
+        let one = time_one_call(
+            &self.state.model.valid(),
+            &plain,
+            eo.batch_size,
+            self.state.data.shape,
+        );
         self.bars.suspend(|| {
             eprintln!(
                 "evaluation of the bound: {evals} time(s) (every {} steps and at the end), {} test \

@@ -6,18 +6,19 @@ use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::AdamConfig;
 use clap::{Parser, ValueEnum};
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
-use tweedie_core::loss::l_simple;
-use tweedie_core::parallel::{self, Sharded};
+use tweedie_core::parallel::Sharded;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 use tweedie_core::unet::{UNetConfig, UNetPreset};
+use tweedie_datasets::ImageSet;
+use tweedie_sample::experiment::ExperimentFile;
 use tweedie_sample::sampler::{self, Ddpm};
-use tweedie_train::clip::clip_global_norm;
+use tweedie_train::config::TrainFile;
+use tweedie_train::trainer::{RunOptions, TrainState};
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Mode {
@@ -140,31 +141,46 @@ fn run(a: Args) -> Result<()> {
     };
     let mut step: Box<Step> = match a.mode {
         Mode::Train => {
-            let device = plain.clone().autodiff();
-            let mut model = cfg.init_seeded(&device, a.seed);
-            params = model.num_params();
-            let mut optim = AdamConfig::new().with_epsilon(1e-8).init();
-            let x0 = rng.normal_tensor(shape, &device);
-            Box::new(move |rng: &mut Rng, ph: &mut Phases| {
-                let t: Vec<usize> = (0..a.batch).map(|_| rng.below(1000)).collect();
-                let eps = rng.normal_tensor(shape, &device);
-                ph.mark("data");
-                // Dropout masks from a stream per shard, as the trainer draws them.
-                let stream = rng.next_u64();
-                let (loss, mut grads) =
-                    parallel::loss_and_grads(a.backend, a.shards, &model, a.batch, |m, j, r| {
-                        let (x0, eps) = (parallel::rows(&x0, &r), parallel::rows(&eps, &r));
-                        let masks = Rng::derive(stream, j as u64);
-                        tweedie_core::rng::with_mask_stream(masks, || {
-                            l_simple(m, &schedule, x0, &t[r], eps)
-                        })
-                    });
-                ph.mark("backward");
-                clip_global_norm(&model, &mut grads, 1.0);
-                ph.mark("clip");
-                model = optim.step(2e-4, model.clone(), grads);
-                ph.mark("optim");
-                loss as f32
+            // The library's training step (`TrainState::step`: batching, t and ε, the loss over
+            // shards, clipping, Adam) on random images, lr 2e-4, clipping at 1, no EMA.
+            let [c, h, w] = [cfg.in_channels, cfg.resolution, cfg.resolution];
+            let text = format!(
+                "kind = \"diffusion-training\"\nseed = {}\n[data]\ndataset = \"folder\"\n\
+                 channels = {c}\nresolution = {h}\n[model]\npreset = \"{}\"\n[train]\n\
+                 batch_size = {}\nlr = 2e-4\ngrad_clip = 1.0\nema_decay = 0.0\nshards = {}\n",
+                a.seed,
+                tweedie_core::choice::name(&a.config),
+                a.batch,
+                a.shards
+            );
+            let mut plan = TrainFile::parse(&text)?.resolve("bench")?;
+            plan.unet = cfg.clone();
+            let n = a.batch.max(64);
+            let pixels = (0..n * c * h * w)
+                .map(|_| (rng.next_u64() >> 56) as u8)
+                .collect();
+            // The closure outlives this function's borrows: the images live as long as the
+            // process.
+            let data: &'static ImageSet = Box::leak(Box::new(ImageSet {
+                shape: [c, h, w],
+                pixels,
+                labels: vec![0; n],
+            }));
+            let opts = RunOptions {
+                backend: a.backend,
+                devices: Vec::new(),
+                time_limit: None,
+                resume: None,
+                restart: false,
+                progress: false,
+                eval_data: None,
+            };
+            let mut state = TrainState::fresh(&plan, data, &opts)?;
+            params = state.num_params();
+            Box::new(move |_: &mut Rng, ph: &mut Phases| {
+                state
+                    .step_marked(&mut |phase| ph.mark(phase))
+                    .map_or(f32::NAN, |o| o.loss as f32)
             })
         }
         Mode::Conv => unreachable!("handled above"),
