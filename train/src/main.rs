@@ -204,20 +204,23 @@ fn run(args: Args) -> Result<()> {
 fn sets(args: &Args) -> Result<Vec<Set>> {
     let mut sets = Vec::new();
     if let Some(s) = args.seed {
-        let s = i64::try_from(s).map_err(|_| anyhow::anyhow!("--seed must be below 2^63"))?;
-        sets.push(Set::new("seed", s));
+        sets.push(Set::unsigned("seed", s, "--seed")?);
     }
     if let Some(n) = args.steps {
-        sets.push(Set::new("train.steps", n as i64));
+        sets.push(Set::unsigned("train.steps", n as u64, "--steps")?);
     }
     if let Some(d) = &args.run_dir {
         sets.push(Set::new("run_dir", d.display().to_string()));
     }
     if let Some(n) = args.checkpoint_every {
-        sets.push(Set::new("train.checkpoint_every", n as i64));
+        sets.push(Set::unsigned(
+            "train.checkpoint_every",
+            n as u64,
+            "--checkpoint-every",
+        )?);
     }
     if let Some(n) = args.shards {
-        sets.push(Set::new("train.shards", n as i64));
+        sets.push(Set::unsigned("train.shards", n as u64, "--shards")?);
     }
     if let Some(p) = args.precision {
         sets.push(Set::new("train.precision", tweedie_core::choice::name(&p)));

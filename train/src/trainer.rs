@@ -255,11 +255,6 @@ impl<'a> TrainState<'a> {
         })
     }
 
-    /// Steps taken.
-    pub fn steps_taken(&self) -> usize {
-        self.step
-    }
-
     /// The model's parameter count.
     pub fn num_params(&self) -> usize {
         self.model.num_params()

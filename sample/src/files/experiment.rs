@@ -98,6 +98,14 @@ impl Set {
         }
     }
 
+    /// An unsigned flag's value (`--seed`, `--steps`, …) under `key`: TOML integers are i64, so
+    /// a value from 2^63 up is a one-line error naming `flag`.
+    pub fn unsigned(key: &str, value: u64, flag: &str) -> Result<Self> {
+        let v = i64::try_from(value)
+            .map_err(|_| anyhow::anyhow!("{flag} must be below 2^63, got {value}"))?;
+        Ok(Self::new(key, v))
+    }
+
     /// `KEY=VALUE` as `--set` takes it: VALUE is TOML (`4`, `0.5`, `true`, `[1, 2]`,
     /// `"text"`), and a bare word that is not TOML is a string (`--set operator.kind=blur`).
     pub fn parse(arg: &str) -> Result<Self> {

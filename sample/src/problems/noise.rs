@@ -38,7 +38,7 @@ pub trait NoiseModel {
     }
 }
 
-fn per_sample_sum(x: Tensor<4>) -> Tensor<1> {
+pub(crate) fn per_sample_sum(x: Tensor<4>) -> Tensor<1> {
     let [b, c, h, w] = x.dims();
     x.reshape([b, c * h * w]).sum_dim(1).reshape([b])
 }
@@ -120,7 +120,7 @@ impl NoiseModel for Poisson {
     /// y/(m + 1)² (with m + 1 at the intensity floor at most): the exact curvature of
     /// y log λ − λ in m, unbounded only at the floor.
     fn curvature(&self, y: Tensor<4>, mean: Tensor<4>) -> Option<Tensor<4>> {
-        let u = mean.add_scalar(1.0).clamp_min(2e-6);
+        let u = mean.add_scalar(1.0).clamp_min(2.0 * INTENSITY_FLOOR);
         Some(y / u.clone().square())
     }
     fn log_prob(&self, y: Tensor<4>, mean: Tensor<4>) -> Tensor<1> {
@@ -143,7 +143,7 @@ impl NoiseModel for Poisson {
             .map(|m| {
                 poisson(
                     rng,
-                    (((m as f64) + 1.0) * 0.5 * self.rate).max(1e-6 * self.rate),
+                    (((m as f64) + 1.0) * 0.5 * self.rate).max(INTENSITY_FLOOR * self.rate),
                 ) as f32
             })
             .collect();
@@ -151,12 +151,15 @@ impl NoiseModel for Poisson {
     }
 }
 
+/// The least intensity (m + 1)/2 a Poisson pixel is given, so that log λ stays finite.
+const INTENSITY_FLOOR: f64 = 1e-6;
+
 impl Poisson {
-    /// λ = rate · (m + 1)/2, floored at 1e-6 · rate.
+    /// λ = rate · (m + 1)/2, floored at [`INTENSITY_FLOOR`] · rate.
     fn intensity(&self, mean: Tensor<4>) -> Tensor<4> {
         mean.add_scalar(1.0)
             .mul_scalar(0.5 * self.rate)
-            .clamp_min(1e-6 * self.rate)
+            .clamp_min(INTENSITY_FLOOR * self.rate)
     }
 }
 

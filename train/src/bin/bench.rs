@@ -198,9 +198,14 @@ fn run(a: Args) -> Result<()> {
                 variance: ModelVariance::Large,
                 clip: false,
             };
-            let ts: Vec<usize> = (0..a.warmup + a.steps + 1)
-                .map(|k| 999 - k % 1000)
-                .collect();
+            if a.warmup + a.steps >= 1000 {
+                anyhow::bail!(
+                    "--warmup + --steps must be below 1000 in sample mode (one chain of T = 1000 \
+                     timesteps), got {}",
+                    a.warmup + a.steps
+                );
+            }
+            let ts: Vec<usize> = (0..=a.warmup + a.steps).map(|k| 999 - k).collect();
             let x = rng.normal_tensor(shape, &plain);
             let (x, _) = sampler::run(
                 &den,

@@ -353,8 +353,7 @@ fn overrides(
         sets.push(Set::new("checkpoint", c.display().to_string()));
     }
     if let Some((key, s)) = seed {
-        let s = i64::try_from(s).map_err(|_| anyhow::anyhow!("--seed must be below 2^63"))?;
-        sets.push(Set::new(key, s));
+        sets.push(Set::unsigned(key, s, "--seed")?);
     }
     for s in set {
         sets.push(Set::parse(s)?);

@@ -15,6 +15,7 @@ use tweedie_core::diffusion::Transition;
 
 use super::{NoiseSource, Sampler, StepOutput, tweedie_x0};
 use crate::likelihood::{Likelihood, observed_for_batch};
+use crate::noise::per_sample_sum;
 use crate::operator::ForwardOperator;
 
 pub struct DiffPir {
@@ -107,10 +108,6 @@ pub fn prox_log_likelihood(lik: &dyn Likelihood, x0: Tensor<4>, w: f64, iters: u
             .map(f64::from)
             .collect()
     };
-    let sum_rows = |t: Tensor<4>| -> Tensor<1> {
-        let [b, c, h, w] = t.dims();
-        t.reshape([b, c * h * w]).sum_dim(1).reshape([b])
-    };
     let mut z = x0.clone().detach().clamp(BOX.0, BOX.1);
     let mut scale = vec![1.0f64; b];
     let mut active = vec![true; b];
@@ -143,12 +140,16 @@ pub fn prox_log_likelihood(lik: &dyn Likelihood, x0: Tensor<4>, w: f64, iters: u
             // f(z⁺) − f(z) = −Δ log p + (w/2) Σ d (d + 2 (z − x0)).
             let change = host(
                 lik.log_prob_change(cand.clone(), z.clone()).neg()
-                    + sum_rows(d.clone() * (d.clone() + (z.clone() - x0.clone()).mul_scalar(2.0)))
-                        .mul_scalar(0.5 * w),
+                    + per_sample_sum(
+                        d.clone() * (d.clone() + (z.clone() - x0.clone()).mul_scalar(2.0)),
+                    )
+                    .mul_scalar(0.5 * w),
             );
-            let linear = host(sum_rows(g.clone() * d.clone()));
-            let quad = host(sum_rows(d.clone().square() * d_metric.clone()));
-            let moved = host(sum_rows(d.clone().abs().clamp_min(PROX_TOL) - PROX_TOL));
+            let linear = host(per_sample_sum(g.clone() * d.clone()));
+            let quad = host(per_sample_sum(d.clone().square() * d_metric.clone()));
+            let moved = host(per_sample_sum(
+                d.clone().abs().clamp_min(PROX_TOL) - PROX_TOL,
+            ));
             let mut accept = vec![0.0f64; b];
             for i in 0..b {
                 if !pending[i] {

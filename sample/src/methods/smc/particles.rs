@@ -547,7 +547,15 @@ mod tests {
         }
     }
 
-    fn run(smc: &mut Smc, rows: usize, shape: [usize; 3], prior: (f64, f64), steps: usize) {
+    /// Runs `smc` over `steps` respaced steps of the exact denoiser of N(prior.0, prior.1²) per
+    /// pixel, from noise of `rows` images of `shape`; returns the final x̂_0.
+    fn run(
+        smc: &mut Smc,
+        rows: usize,
+        shape: [usize; 3],
+        prior: (f64, f64),
+        steps: usize,
+    ) -> Tensor<4> {
         let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
         let model = GaussianDenoiser {
             mean: prior.0,
@@ -563,7 +571,7 @@ mod tests {
         let mut rng = Rng::new(5);
         let [c, h, w] = shape;
         let x = rng.normal_tensor([rows, c, h, w], &device);
-        crate::sampler::run(&model, smc, &schedule, &timesteps, x, &mut rng, |_, _| {});
+        crate::sampler::run(&model, smc, &schedule, &timesteps, x, &mut rng, |_, _| {}).0
     }
 
     #[test]
@@ -641,24 +649,7 @@ mod tests {
             ..SmcConfig::tds()
         };
         let mut smc = Smc::new("tds", Box::new(reward), config, groups, k, 2);
-        let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000).unwrap();
-        let model = GaussianDenoiser {
-            mean: prior.0,
-            std: prior.1,
-            alphas_cumprod: schedule.alphas_cumprod.clone(),
-        };
-        let timesteps = schedule.timesteps(50, Spacing::Trailing).unwrap();
-        let mut rng = Rng::new(5);
-        let x = rng.normal_tensor([groups * k, 1, 1, n], &dev);
-        let (x0, _) = crate::sampler::run(
-            &model,
-            &mut smc,
-            &schedule,
-            &timesteps,
-            x,
-            &mut rng,
-            |_, _| {},
-        );
+        let x0 = run(&mut smc, groups * k, [1, 1, n], prior, 50);
         let v = tweedie_core::host_values(x0);
         let picks = smc.pick().unwrap();
         let mut worst: f64 = 0.0;
