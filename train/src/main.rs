@@ -119,13 +119,7 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
-    match run(tweedie_sample::cli::parse_args::<Args>()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tweedie_sample::cli::main::<Args>(run)
 }
 
 fn run(args: Args) -> Result<()> {

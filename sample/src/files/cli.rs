@@ -1,7 +1,23 @@
 //! What the binaries share on the command line: parsing flags with one-line errors.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use clap::error::ErrorKind;
+
+/// A binary's `main`: keeps freed tensors for reuse ([`tweedie_core::memory`]), parses the
+/// arguments ([`parse_args`]) and runs `run`; an error is one line on stderr (`error: ` and its
+/// chain of causes) and exit status 1.
+pub fn main<T: Parser>(run: impl FnOnce(T) -> anyhow::Result<()>) -> ExitCode {
+    tweedie_core::memory::keep_freed_memory();
+    match run(parse_args::<T>()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Parses the process's arguments into `T`. `--help` and `--version` print as clap prints them;
 /// any other mistake is one line on stderr (clap's message without its usage block) and exit

@@ -97,13 +97,7 @@ impl Phases {
 type Step = dyn FnMut(&mut Rng, &mut Phases) -> f32;
 
 fn main() -> ExitCode {
-    match run(tweedie_sample::cli::parse_args::<Args>()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tweedie_sample::cli::main::<Args>(run)
 }
 
 /// Peak resident set size of this process, from /proc (Linux), in MiB.

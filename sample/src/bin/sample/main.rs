@@ -284,13 +284,7 @@ struct NfeArgs {
 }
 
 fn main() -> ExitCode {
-    match run(tweedie_sample::cli::parse_args::<Args>()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    tweedie_sample::cli::main::<Args>(run)
 }
 
 fn run(a: Args) -> Result<()> {
