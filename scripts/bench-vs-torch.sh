@@ -6,6 +6,9 @@
 # SHARDS=2 passes --shards 2 to bench (one shard per core).
 # BACKEND=tch times Tweedie on libtorch's kernels: it builds with the `tch` feature against that
 # Python's torch (tch 0.22 wants torch 2.9.0) in its own target directory.
+# AVX512=off times both sides without AVX-512 on a CPU that has it: Tweedie built with
+# scripts/no-avx512.sh (its run-time detection answers no for AVX-512) in its own target directory,
+# PyTorch with ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2 and MKL_ENABLE_INSTRUCTIONS=AVX2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,8 +17,21 @@ passes="${1:-3}"; shift || true
 configs=("${@:-tiny}")
 BACKEND="${BACKEND:-flex}"
 SHARDS="${SHARDS:-1}"   # Tweedie's --shards (data parallelism across cores; PyTorch has none)
+AVX512="${AVX512:-on}"
+# TORCH_MALLOC=keep gives PyTorch's process the malloc thresholds Tweedie's binaries set for
+# themselves (core/src/memory.rs), through glibc's tunables: the two sides on the same allocator.
+torch_env=()
+if [ "${TORCH_MALLOC:-default}" = keep ]; then
+  torch_env=(env GLIBC_TUNABLES=glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1073741824)
+fi
 cache="${TWEEDIE_CACHE:-$HOME/.cache/tweedie}"
-if [ "$BACKEND" = tch ]; then
+if [ "$AVX512" = off ]; then
+  [ "$BACKEND" = flex ] || { echo "AVX512=off is for BACKEND=flex" >&2; exit 2; }
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target-no-avx512}"
+  export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+  # shellcheck disable=SC2046  # the --config arguments, one word each
+  cargo build --release --bin bench $(scripts/no-avx512.sh "$cache/no-avx512") >&2
+elif [ "$BACKEND" = tch ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target-tch}"
   torch_dir="$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
   PATH="$(dirname "$(command -v "$PYTHON")"):$PATH" LIBTORCH_USE_PYTORCH=1 \
@@ -32,7 +48,7 @@ for cfg in "${configs[@]}"; do
   case "$cfg" in tiny) steps=10 ;; *) steps=4 ;; esac
   for mode in train sample; do
     for _ in $(seq "$passes"); do
-      "$PYTHON" "$REF" --config "$cfg" --device cpu --mode "$mode" --batch "$batch" \
+      "${torch_env[@]}" "$PYTHON" "$REF" --config "$cfg" --device cpu --mode "$mode" --batch "$batch" \
         --steps "$steps" --warmup 2 | tail -1 | tee -a "$log"
       "$bench" --config "$cfg" --mode "$mode" --backend "$BACKEND" --batch "$batch" \
         --steps "$steps" --warmup 2 --shards "$SHARDS" | tee -a "$log"
@@ -42,7 +58,7 @@ done
 # The machine's fp32 peak, for the fraction-of-peak column: cores × clock × FLOPs per cycle
 # (two FMA pipes at the widest vector width: 64 with AVX-512, 32 with AVX2). PEAK_GFLOPS overrides.
 mhz="$(awk -F: '/cpu MHz/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo 0)"
-per_cycle=$(grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo 64 || echo 32)
+per_cycle=$(grep -qw avx512f /proc/cpuinfo 2>/dev/null && [ "$AVX512" != off ] && echo 64 || echo 32)
 peak="${PEAK_GFLOPS:-$(awk -v c="$(nproc)" -v m="$mhz" -v f="$per_cycle" 'BEGIN { printf "%.1f", c * m / 1000 * f }')}"
 "$PYTHON" - "$log" "$peak" <<'PY'
 import json, statistics, sys
