@@ -29,8 +29,12 @@ if [ "$AVX512" = off ]; then
   [ "$BACKEND" = flex ] || { echo "AVX512=off is for BACKEND=flex" >&2; exit 2; }
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target-no-avx512}"
   export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
+  # The patches rewrite Cargo.lock's entries for those crates; the checkout's lock is put back.
+  lock="$(mktemp)"; cp Cargo.lock "$lock"
   # shellcheck disable=SC2046  # the --config arguments, one word each
-  cargo build --release --bin bench $(scripts/no-avx512.sh "$cache/no-avx512") >&2
+  cargo build --release --bin bench $(scripts/no-avx512.sh "$cache/no-avx512") >&2 || build=$?
+  cp "$lock" Cargo.lock; rm -f "$lock"
+  [ "${build:-0}" = 0 ] || exit "$build"
 elif [ "$BACKEND" = tch ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target-tch}"
   torch_dir="$("$PYTHON" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"

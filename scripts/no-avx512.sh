@@ -25,9 +25,14 @@ for p in meta["packages"]:
     if name not in wanted or p["source"] is None or name in done:
         continue
     done.add(name)
-    dst = os.path.join(dir, name)
+    src, dst = os.path.dirname(p["manifest_path"]), os.path.join(dir, name)
+    stamp = os.path.join(dst, ".no-avx512")
+    if os.path.exists(stamp) and open(stamp).read() == src:
+        # Patched before from the same source: left as is, so cargo does not rebuild it.
+        print(f'--config patch.crates-io.{name}.path="{dst}"')
+        continue
     shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(os.path.dirname(p["manifest_path"]), dst)
+    shutil.copytree(src, dst)
     n = 0
     for root, _, files in os.walk(os.path.join(dst, "src")):
         for f in (f for f in files if f.endswith(".rs")):
@@ -39,6 +44,7 @@ for p in meta["packages"]:
                 n += k
     if n == 0:
         sys.exit(f"no run-time detection found in {name}")
+    open(stamp, "w").write(src)
     print(f'--config patch.crates-io.{name}.path="{dst}"')
 if done != wanted:
     sys.exit(f"not in the dependency graph: {sorted(wanted - done)}")
