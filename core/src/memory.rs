@@ -6,8 +6,8 @@
 //! and map one fault at a time: 10–13 % of a `bench --mode sample` step on flex went to
 //! `clear_page` and page faults (perf, `tiny` and `mnist` at batch 32). [`keep_freed_memory`]
 //! raises both thresholds once, at start-up, so freed tensors stay in the heap and are reused.
-//! Measured in BENCHMARKS.md ("The allocator"): 1.1–1.5× on the presets' train and sample steps,
-//! peak RSS within 10 MiB of before.
+//! Measured in BENCHMARKS.md (2026-12-02, third session): up to 1.5× on a preset's sample step with
+//! one shard, 1.0–1.3× with two, peak RSS −3 to +18 MiB.
 //!
 //! This is the one module of the workspace with `unsafe` code (the lint is `deny`, allowed here
 //! alone): `mallopt` is a C function. Elsewhere (musl, macOS, Windows) the call does nothing.
