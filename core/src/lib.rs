@@ -20,6 +20,7 @@ pub mod gmm;
 pub mod kernel;
 pub mod linalg;
 pub mod loss;
+pub mod lpips;
 pub mod memory;
 pub mod mlp;
 pub mod parallel;

@@ -14,4 +14,6 @@ pub mod workflows;
 pub use files::{check, cli, experiment, output, progress, toml_file};
 pub use methods::{amortized, sampler, smc};
 pub use problems::{class_likelihood, likelihood, noise, operator, spec};
-pub use workflows::{class_cond, fid, generate, gmm_bench, metrics, nfe, plot, prior, recon};
+pub use workflows::{
+    class_cond, fid, generate, gmm_bench, lpips, metrics, nfe, plot, prior, recon,
+};

@@ -130,6 +130,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
         backend: BackendKind::Flex,
         raw_weights: false,
         quiet: true,
+        lpips: None,
     };
     (rf.tds.steps, rf.fk.steps) = (3, 3);
     (rf.tds.particles, rf.fk.particles) = (vec![2], vec![2]);
@@ -310,14 +311,23 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
         backend: BackendKind::Flex,
         raw_weights: false,
         quiet: true,
+        // The test fixture's narrow LPIPS net (testdata/lpips): the metric's plumbing, not its values.
+        lpips: Some(tweedie_core::lpips::LpipsFiles::in_dir(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/lpips"),
+        )),
     };
     let rr = recon::run(&rf, &ropts).unwrap();
     assert_eq!(rr.runs.len(), 5);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 3 * 64, "{:?}", r.method);
-        assert!(rr.scores[&r.spec().key()].psnr_mean.is_finite());
+        let s = &rr.scores[&r.spec().key()];
+        assert!(s.psnr_mean.is_finite());
+        let lpips = s.lpips_mean.expect("LPIPS with the weights given");
+        assert!(lpips.is_finite() && lpips > 0.0, "{lpips}");
+        assert_eq!(s.images[0].lpips.as_ref().map(Vec::len), Some(k));
     }
+    assert!(rr.record["lpips"].as_str().unwrap().starts_with("AlexNet"));
     rr.write(&root.join("out")).unwrap();
     let panel = image::open(root.join("out/panels/00000.png")).unwrap();
     assert_eq!(panel.color(), image::ColorType::Rgb8, "colour panels");
@@ -383,6 +393,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
         backend: BackendKind::Flex,
         raw_weights: false,
         quiet: true,
+        lpips: None,
     };
     // The file's prior must be unconditional.
     let e = recon::run(&rf, &ropts).err().unwrap().to_string();

@@ -1,9 +1,10 @@
-//! Whole runs that tests and the binary call: reconstruction, the Gaussian-mixture benchmark, class-conditional generation, unconditional samples, the NFE sweep, FID; the prior as loaded for them, plots and scores. Imports every layer below.
+//! Whole runs that tests and the binary call: reconstruction, the Gaussian-mixture benchmark, class-conditional generation, unconditional samples, the NFE sweep, FID, LPIPS; the prior as loaded for them, plots and scores. Imports every layer below.
 
 pub mod class_cond;
 pub mod fid;
 pub mod generate;
 pub mod gmm_bench;
+pub mod lpips;
 pub mod metrics;
 pub mod nfe;
 pub mod plot;

@@ -73,6 +73,11 @@ struct Args {
     /// Use the raw trained weights instead of their EMA.
     #[arg(long)]
     raw_weights: bool,
+    /// LPIPS weights for a reconstruction file's metrics: a folder with alexnet-owt-7be5be79.pth
+    /// and alex.pth [default: $TWEEDIE_LPIPS, else ~/.cache/tweedie/lpips and the torch hub
+    /// cache; without them metrics.json says LPIPS was not computed].
+    #[arg(long)]
+    lpips: Option<PathBuf>,
     /// Number of images.
     #[arg(long, default_value_t = 64)]
     n: usize,
@@ -109,6 +114,9 @@ enum Command {
     /// Classifier-FID of a sample set against a dataset split: the Fréchet distance between
     /// Gaussians fitted to the MNIST classifier's penultimate features (lower is better).
     Fid(FidArgs),
+    /// LPIPS (Zhang et al. 2018, AlexNet, the lpips package's v0.1 layers) between the image
+    /// pairs of two .npy files; prints one JSON line with the distance per pair and the mean.
+    Lpips(LpipsArgs),
     /// Quality against network evaluations: for each sampler and NFE budget, draws --n images
     /// from the same seed and scores their classifier-FID against one set of reference moments.
     /// Writes <out>/<sampler>-<steps>/ (grid.png, samples.npy, run.json), <out>/nfe.json, the
@@ -203,6 +211,23 @@ struct FidArgs {
     backend: BackendKind,
 }
 
+#[derive(clap::Args, Debug)]
+struct LpipsArgs {
+    /// Images: float32 N×C×H×W on [−1, 1], or uint8 N×H×W×C (what `sample` writes).
+    #[arg(long)]
+    a: PathBuf,
+    /// Images to compare with, pair by pair: the same shape as --a.
+    #[arg(long)]
+    b: PathBuf,
+    /// Folder with alexnet-owt-7be5be79.pth and alex.pth; by default $TWEEDIE_LPIPS, else
+    /// ~/.cache/tweedie/lpips (and the trunk in the torch hub cache).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value_t = BackendKind::default())]
+    backend: BackendKind,
+}
+
 /// The classifier and the reference images classifier-FID compares with.
 #[derive(clap::Args, Debug)]
 struct ReferenceArgs {
@@ -291,6 +316,12 @@ fn run(a: Args) -> Result<()> {
     match &a.command {
         Some(Command::Fid(f)) => {
             let json = fid::score_npy(&f.samples, &f.reference.spec(), f.backend)?;
+            println!("{json}");
+            return Ok(());
+        }
+        Some(Command::Lpips(l)) => {
+            let json =
+                tweedie_sample::lpips::score_npy(&l.a, &l.b, l.weights.as_deref(), l.backend)?;
             println!("{json}");
             return Ok(());
         }
@@ -391,6 +422,10 @@ fn run_file(path: &Path, a: &Args) -> Result<()> {
                 backend: a.backend,
                 raw_weights: a.raw_weights,
                 quiet: a.quiet,
+                lpips: a
+                    .lpips
+                    .as_deref()
+                    .map(tweedie_core::lpips::LpipsFiles::in_dir),
             };
             let report = recon::run(&file, &opts)?;
             let out = out_dir(&file.out);

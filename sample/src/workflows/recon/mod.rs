@@ -346,6 +346,12 @@ pub struct ImageScore {
     /// The same for the posterior mean (the average of the samples).
     pub psnr_posterior_mean: f64,
     pub ssim_posterior_mean: f64,
+    /// LPIPS of each sample and of the posterior mean against the truth, when the weights were
+    /// found (`metrics.json`'s `lpips` says which).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lpips: Option<Vec<f64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lpips_posterior_mean: Option<f64>,
     /// Mean per-pixel posterior standard deviation ([0, 1] scale).
     pub std_mean: f64,
     /// TDS and FK: the mean over this image's systems of their mean ESS…
@@ -372,6 +378,11 @@ pub struct MethodReport {
     /// Means over images of the posterior mean's scores.
     pub psnr_posterior_mean: f64,
     pub ssim_posterior_mean: f64,
+    /// LPIPS, as PSNR and SSIM above, when the weights were found.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lpips_mean: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lpips_posterior_mean: Option<f64>,
     pub nfe: usize,
     pub vjps: usize,
     pub steps: usize,
@@ -409,6 +420,45 @@ pub fn moments(run: &MethodRun, i: usize, per: usize) -> (Vec<f32>, Vec<f32>) {
     (mean.into_iter().map(|v| v as f32).collect(), std)
 }
 
+/// Adds LPIPS (each sample and the posterior mean against the truth) to a report from [`score`].
+pub fn add_lpips(
+    report: &mut MethodReport,
+    run: &MethodRun,
+    problem: &Problem,
+    net: &tweedie_core::lpips::Lpips,
+    device: &Device,
+) {
+    let [c, h, w] = problem.shape;
+    let per = c * h * w;
+    let k = run.samples;
+    let n = problem.indices.len();
+    // Pairs: every sample, then every posterior mean, each against its image's truth.
+    let mut a = Vec::with_capacity(n * (k + 1) * per);
+    let mut b = Vec::with_capacity(n * (k + 1) * per);
+    for i in 0..n {
+        let truth = &problem.truth[i * per..(i + 1) * per];
+        a.extend_from_slice(&run.values[i * k * per..(i + 1) * k * per]);
+        for _ in 0..k {
+            b.extend_from_slice(truth);
+        }
+    }
+    for i in 0..n {
+        a.extend(moments(run, i, per).0);
+        b.extend_from_slice(&problem.truth[i * per..(i + 1) * per]);
+    }
+    let d = crate::lpips::distances(net, &a, &b, [n * (k + 1), c, h, w], device);
+    for (i, s) in report.images.iter_mut().enumerate() {
+        s.lpips = Some(d[i * k..(i + 1) * k].iter().map(|&v| v as f64).collect());
+        s.lpips_posterior_mean = Some(d[n * k + i] as f64);
+    }
+    report.lpips_mean = Some(mean_of(
+        &d[..n * k].iter().map(|&v| v as f64).collect::<Vec<_>>(),
+    ));
+    report.lpips_posterior_mean = Some(mean_of(
+        &d[n * k..].iter().map(|&v| v as f64).collect::<Vec<_>>(),
+    ));
+}
+
 /// Scores `run` against the problem's ground truth.
 pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
     let [c, h, w] = problem.shape;
@@ -427,6 +477,8 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
                 .collect(),
             psnr_posterior_mean: psnr(&mean, truth),
             ssim_posterior_mean: ssim_chw(&mean, truth, c, h, w),
+            lpips: None,
+            lpips_posterior_mean: None,
             std_mean: std.iter().map(|v| *v as f64 * 0.5).sum::<f64>() / per as f64,
             ess_mean: run
                 .particles
@@ -460,6 +512,8 @@ pub fn score(run: &MethodRun, problem: &Problem, steps: usize) -> MethodReport {
         ssim_mean: all(|s| &s.ssim),
         psnr_posterior_mean: over_images(|s| s.psnr_posterior_mean),
         ssim_posterior_mean: over_images(|s| s.ssim_posterior_mean),
+        lpips_mean: None,
+        lpips_posterior_mean: None,
         nfe: run.nfe,
         vjps: run.vjps,
         steps,

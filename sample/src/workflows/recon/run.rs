@@ -8,11 +8,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::prelude::Device;
 use tweedie_core::device::BackendKind;
+use tweedie_core::lpips::{Lpips, LpipsFiles};
 use tweedie_core::rng::Rng;
 use tweedie_datasets::DatasetKind;
 
 use super::{MethodReport, MethodRun, Models, Problem, ReconFile, ReconMethod, panel_png};
-use super::{reconstruct, score};
+use super::{add_lpips, reconstruct, score};
 use crate::output::{grid_png, npy_bytes, u8_nhwc, write_file};
 use crate::prior::Prior;
 
@@ -25,6 +26,9 @@ pub struct ReconOptions {
     /// Use the raw trained weights (also when the file says so).
     pub raw_weights: bool,
     pub quiet: bool,
+    /// LPIPS weights (`sample --lpips DIR`); `None` looks for them where
+    /// [`LpipsFiles::locate`] does, and scores without LPIPS (saying so) when they are not there.
+    pub lpips: Option<LpipsFiles>,
 }
 
 /// What a run produced.
@@ -92,13 +96,27 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
     }
     bar.finish_and_clear();
 
+    let lpips_files = opts.lpips.clone().or_else(LpipsFiles::locate);
+    let lpips = match &lpips_files {
+        Some(files) => Some(Lpips::read(files, &device)?),
+        None => None,
+    };
     let mut scores: BTreeMap<String, MethodReport> = BTreeMap::new();
     for run in &runs {
-        scores.insert(
-            run.spec().key(),
-            score(run, &problem, file.steps(run.method)),
-        );
+        let mut report = score(run, &problem, file.steps(run.method));
+        if let Some(net) = &lpips {
+            add_lpips(&mut report, run, &problem, net, &device);
+        }
+        scores.insert(run.spec().key(), report);
     }
+    let lpips_note = match &lpips_files {
+        Some(f) => format!(
+            "AlexNet, lpips v0.1 ({}, {})",
+            f.trunk.display(),
+            f.linear.display()
+        ),
+        None => format!("not computed: {}", crate::lpips::NOT_FOUND),
+    };
     let [_, h, w] = problem.shape;
     let operator = file.operator(h, w)?.name();
     let noise = file.noise_model()?.name();
@@ -121,6 +139,7 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
         "backend": opts.backend.name(),
         "panel_rows": rows,
         "panel_columns": ["truth", "observation", "pinv", "samples…", "posterior mean", "posterior std"],
+        "lpips": lpips_note,
         "methods": scores,
     });
     let title = format!(
@@ -230,13 +249,14 @@ impl ReconReport {
     /// The results as a text table, one line per method.
     pub fn table(&self) -> String {
         let mut t = format!(
-            "{}\n{:<12} {:>10} {:>9} {:>10} {:>9} {:>6} {:>6} {:>6} {:>9}\n",
+            "{}\n{:<12} {:>10} {:>9} {:>10} {:>9} {:>7} {:>6} {:>6} {:>6} {:>9}\n",
             self.title,
             "method",
             "PSNR",
             "SSIM",
             "PSNR(mean)",
             "SSIM(mean)",
+            "LPIPS",
             "NFE",
             "VJP",
             "ESS",
@@ -250,12 +270,13 @@ impl ReconReport {
                 None => spec.method.name().to_string(),
             };
             t.push_str(&format!(
-                "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>6} {:>6} {:>6} {:>9.1}\n",
+                "{:<12} {:>10.2} {:>9.4} {:>10.2} {:>9.4} {:>7} {:>6} {:>6} {:>6} {:>9.1}\n",
                 name,
                 r.psnr_mean,
                 r.ssim_mean,
                 r.psnr_posterior_mean,
                 r.ssim_posterior_mean,
+                r.lpips_mean.map_or("-".into(), |v| format!("{v:.4}")),
                 r.nfe,
                 r.vjps,
                 r.ess_mean.map_or("-".into(), |e| format!("{e:.2}")),
