@@ -17,6 +17,7 @@ pub mod elbo;
 pub mod error;
 pub mod gaussian;
 pub mod gmm;
+pub mod inception;
 pub mod kernel;
 pub mod linalg;
 pub mod loss;

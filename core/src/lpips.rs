@@ -110,10 +110,10 @@ impl LpipsFiles {
 }
 
 /// A named tensor of a weight file: name, shape, values.
-type Named = (String, Vec<usize>, Vec<f32>);
+pub(crate) type Named = (String, Vec<usize>, Vec<f32>);
 
 /// The named f32 tensors of a PyTorch pickle.
-fn read_pickle(path: &Path) -> Result<Vec<Named>, CoreError> {
+pub(crate) fn read_pickle(path: &Path) -> Result<Vec<Named>, CoreError> {
     let bad = |why: String| CoreError::checkpoint(path, why);
     if !path.is_file() {
         return Err(bad("no such file".into()));

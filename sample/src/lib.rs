@@ -15,5 +15,5 @@ pub use files::{check, cli, experiment, output, progress, toml_file};
 pub use methods::{amortized, sampler, smc};
 pub use problems::{class_likelihood, likelihood, noise, operator, spec};
 pub use workflows::{
-    class_cond, fid, generate, gmm_bench, lpips, metrics, nfe, plot, prior, recon,
+    class_cond, fid, generate, gmm_bench, inception, lpips, metrics, nfe, plot, prior, recon,
 };

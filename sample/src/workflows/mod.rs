@@ -4,6 +4,7 @@ pub mod class_cond;
 pub mod fid;
 pub mod generate;
 pub mod gmm_bench;
+pub mod inception;
 pub mod lpips;
 pub mod metrics;
 pub mod nfe;

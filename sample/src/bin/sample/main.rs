@@ -117,6 +117,10 @@ enum Command {
     /// LPIPS (Zhang et al. 2018, AlexNet, the lpips package's v0.1 layers) between the image
     /// pairs of two .npy files; prints one JSON line with the distance per pair and the mean.
     Lpips(LpipsArgs),
+    /// pool3 features (2048 per image) of pytorch-fid's Inception-v3 for the images of a .npy
+    /// file (float32 N×3×H×W on [−1, 1] or uint8 N×H×W×3), written as float32 N×2048: what FID and
+    /// KID are computed from (scripts/fid-parity.py checks them against pytorch-fid).
+    Inception(InceptionArgs),
     /// Quality against network evaluations: for each sampler and NFE budget, draws --n images
     /// from the same seed and scores their classifier-FID against one set of reference moments.
     /// Writes <out>/<sampler>-<steps>/ (grid.png, samples.npy, run.json), <out>/nfe.json, the
@@ -206,6 +210,22 @@ struct FidArgs {
     samples: PathBuf,
     #[command(flatten)]
     reference: ReferenceArgs,
+    /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
+    #[arg(long, default_value_t = BackendKind::default())]
+    backend: BackendKind,
+}
+
+#[derive(clap::Args, Debug)]
+struct InceptionArgs {
+    /// Images: float32 N×3×H×W on [−1, 1], or uint8 N×H×W×3 (what `sample` writes).
+    #[arg(long)]
+    images: PathBuf,
+    /// pytorch-fid's weights file, pt_inception-2015-12-05-6726825d.pth.
+    #[arg(long)]
+    weights: PathBuf,
+    /// Where to write the features (.npy).
+    #[arg(long)]
+    out: PathBuf,
     /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
     #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
@@ -324,6 +344,9 @@ fn run(a: Args) -> Result<()> {
                 tweedie_sample::lpips::score_npy(&l.a, &l.b, l.weights.as_deref(), l.backend)?;
             println!("{json}");
             return Ok(());
+        }
+        Some(Command::Inception(i)) => {
+            return tweedie_sample::inception::features_npy(&i.images, &i.weights, &i.out, i.backend);
         }
         Some(Command::Nfe(n)) => return run_nfe(n),
         Some(Command::Tune(t)) => return run_tune(t),

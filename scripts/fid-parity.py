@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Inception parity: Tweedie's `sample inception` against pytorch-fid's `InceptionV3` (pool3).
+
+Needs torch, torchvision and pytorch-fid (PyPI). Nothing is downloaded: the FID Inception's weights
+are drawn at random (seeded; batch-norm statistics too, so folding them is tested) and saved under
+pytorch-fid's file name, and pytorch-fid is handed them in place of its download.
+
+    scripts/fid-parity.py --sample target/release/sample [--out DIR]
+
+Prints the largest difference of the 2048 pool3 features relative to their largest magnitude, per
+image set, and exits non-zero above 1e-4.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import torch
+import pytorch_fid.inception as pfi
+
+WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+def random_state(seed):
+    """pytorch-fid's network with random weights, as the state dict its download would give."""
+    torch.manual_seed(seed)
+    net = pfi._inception_v3(num_classes=1008, aux_logits=False, weights=None)
+    net.Mixed_5b = pfi.FIDInceptionA(192, pool_features=32)
+    net.Mixed_5c = pfi.FIDInceptionA(256, pool_features=64)
+    net.Mixed_5d = pfi.FIDInceptionA(288, pool_features=64)
+    net.Mixed_6b = pfi.FIDInceptionC(768, channels_7x7=128)
+    net.Mixed_6c = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6d = pfi.FIDInceptionC(768, channels_7x7=160)
+    net.Mixed_6e = pfi.FIDInceptionC(768, channels_7x7=192)
+    net.Mixed_7b = pfi.FIDInceptionE_1(1280)
+    net.Mixed_7c = pfi.FIDInceptionE_2(2048)
+    state = net.state_dict()
+    for k, v in state.items():
+        if k.endswith("conv.weight"):
+            fan_in = v[0].numel()
+            state[k] = torch.randn_like(v) * (2.0 / fan_in) ** 0.5
+        elif k.endswith("bn.weight"):
+            state[k] = 0.5 + torch.rand_like(v)
+        elif k.endswith("bn.bias"):
+            state[k] = 0.1 * torch.randn_like(v)
+        elif k.endswith("running_mean"):
+            state[k] = 0.1 * torch.randn_like(v)
+        elif k.endswith("running_var"):
+            state[k] = 0.5 + torch.rand_like(v)
+    return state
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sample", required=True, help="Tweedie's sample binary")
+    p.add_argument("--out", default="/tmp/fid-parity")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    state = random_state(0)
+    weights = os.path.join(args.out, WEIGHTS_FILE)
+    torch.save(state, weights)
+    pfi.load_state_dict_from_url = lambda *a, **k: state
+    model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    g = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for name, (n, h, w) in {"cifar32": (6, 32, 32), "odd45x37": (3, 45, 37)}.items():
+        base = torch.rand(n, 3, max(h // 4, 1), max(w // 4, 1), generator=g)
+        x = torch.nn.functional.interpolate(base, size=(h, w), mode="bilinear", align_corners=False)
+        x = (x + 0.2 * torch.rand(n, 3, h, w, generator=g)).clamp(0, 1)
+        with torch.no_grad():
+            want = model(x)[0].reshape(n, -1).double().numpy()
+        images = os.path.join(args.out, f"{name}.npy")
+        feats = os.path.join(args.out, f"{name}-features.npy")
+        np.save(images, (2 * x - 1).numpy())
+        subprocess.run([args.sample, "inception", "--images", images, "--weights", weights,
+                        "--out", feats], check=True)
+        got = np.load(feats).astype(np.float64)
+        rel = float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+        worst = max(worst, rel)
+        print(f"{name} {tuple(x.shape)}: features mean {want.mean():.4f}, largest |f| "
+              f"{np.abs(want).max():.4f}, largest difference / largest |f| {rel:.2e}")
+    print(json.dumps({"largest_relative_difference": worst, "tolerance": 1e-4}))
+    sys.exit(0 if worst <= 1e-4 else 1)
+
+
+if __name__ == "__main__":
+    main()
