@@ -6,11 +6,15 @@ are drawn at random (seeded; batch-norm statistics too, so folding them is teste
 pytorch-fid's file name, and pytorch-fid is handed them in place of its download.
 
     scripts/fid-parity.py --sample target/release/sample [--out DIR]
+    scripts/fid-parity.py --fixture testdata/inception
+        writes the small fixture `cargo test` checks: the same network with every width divided
+        by 16 (RGB input kept), through pytorch-fid's own forward pass.
 
 Prints the largest difference of the 2048 pool3 features relative to their largest magnitude, per
 image set, and exits non-zero above 1e-4.
 """
 import argparse
+import importlib.metadata
 import json
 import os
 import subprocess
@@ -21,6 +25,19 @@ import torch
 import pytorch_fid.inception as pfi
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
+
+
+class Narrow(torch.nn.Module):
+    """torchvision's BasicConv2d with both widths divided by 16 (the RGB input kept)."""
+
+    def __init__(self, cin, cout, **kw):
+        super().__init__()
+        cin = cin if cin == 3 else cin // 16
+        self.conv = torch.nn.Conv2d(cin, cout // 16, bias=False, **kw)
+        self.bn = torch.nn.BatchNorm2d(cout // 16, eps=0.001)
+
+    def forward(self, x):
+        return torch.nn.functional.relu(self.bn(self.conv(x)))
 
 
 def random_state(seed):
@@ -52,11 +69,39 @@ def random_state(seed):
     return state
 
 
+def fixture(folder):
+    import torchvision.models.inception as tvi
+    tvi.BasicConv2d = Narrow
+    os.makedirs(folder, exist_ok=True)
+    state = random_state(2)
+    # The classifier (fc, 8 MB at full width) is not part of the features: left out of the file.
+    torch.save({k: v for k, v in state.items() if not k.startswith("fc.")},
+               os.path.join(folder, WEIGHTS_FILE))
+    pfi.load_state_dict_from_url = lambda *a, **k: state
+    model = pfi.InceptionV3([pfi.InceptionV3.BLOCK_INDEX_BY_DIM[2048]]).eval()
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 3, 32, 32, generator=g)
+    with torch.no_grad():
+        want = model(x)[0].reshape(2, -1)
+    np.save(os.path.join(folder, "images.npy"), (2 * x - 1).numpy())
+    meta = {"features": want.tolist(), "torch": torch.__version__,
+            "pytorch_fid": importlib.metadata.version("pytorch-fid"),
+            "written_by": "scripts/fid-parity.py --fixture"}
+    with open(os.path.join(folder, "expected.json"), "w") as f:
+        json.dump(meta, f)
+    print(f"wrote {folder}: features {tuple(want.shape)}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sample", required=True, help="Tweedie's sample binary")
+    p.add_argument("--sample", help="Tweedie's sample binary")
     p.add_argument("--out", default="/tmp/fid-parity")
+    p.add_argument("--fixture", help="write the small test fixture to this folder instead")
     args = p.parse_args()
+    if args.fixture:
+        return fixture(args.fixture)
+    if not args.sample:
+        p.error("give --sample (parity) or --fixture")
     os.makedirs(args.out, exist_ok=True)
     state = random_state(0)
     weights = os.path.join(args.out, WEIGHTS_FILE)

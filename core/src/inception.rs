@@ -152,18 +152,23 @@ fn pool_down(x: Tensor<4>) -> Tensor<4> {
 /// concatenated) and its pooling branch.
 enum Block {
     /// `FIDInceptionA` (5b–5d) and `FIDInceptionC` (6b–6e): chains, then pooled → 1×1.
-    Chains { chains: Vec<Vec<Conv>>, pool: Conv },
+    Chains {
+        chains: Vec<Vec<Conv>>,
+        pool: Box<Conv>,
+    },
     /// `InceptionB` (6a) and `InceptionD` (7a): chains, then a 3×3 stride-2 max pooling.
     Reduce { chains: Vec<Vec<Conv>> },
     /// `FIDInceptionE_1` (7b, average) and `_2` (7c, max): 1×1; 1×1 then (1×3 ‖ 3×1); 1×1, 3×3
     /// then (1×3 ‖ 3×1); pooled → 1×1.
-    Expanded {
-        one: Conv,
-        split: (Vec<Conv>, Conv, Conv),
-        double: (Vec<Conv>, Conv, Conv),
-        pool: Conv,
-        max: bool,
-    },
+    Expanded(Box<Expanded>),
+}
+
+struct Expanded {
+    one: Conv,
+    split: (Vec<Conv>, Conv, Conv),
+    double: (Vec<Conv>, Conv, Conv),
+    pool: Conv,
+    max: bool,
 }
 
 impl Block {
@@ -179,13 +184,14 @@ impl Block {
                 out.push(pool_down(x));
                 Tensor::cat(out, 1)
             }
-            Block::Expanded {
-                one,
-                split,
-                double,
-                pool,
-                max,
-            } => {
+            Block::Expanded(e) => {
+                let Expanded {
+                    one,
+                    split,
+                    double,
+                    pool,
+                    max,
+                } = e.as_ref();
                 let s = chain(x.clone(), &split.0);
                 let d = chain(x.clone(), &double.0);
                 let out = vec![
@@ -245,7 +251,7 @@ impl Inception {
                         c(&mut w, "branch3x3dbl_3", (3, 3), (1, 1))?,
                     ],
                 ],
-                pool: c(&mut w, "branch_pool", (1, 1), (0, 0))?,
+                pool: Box::new(c(&mut w, "branch_pool", (1, 1), (0, 0))?),
             });
         }
         blocks.push(Block::Reduce {
@@ -278,7 +284,7 @@ impl Inception {
                         c(&mut w, "branch7x7dbl_5", row)?,
                     ],
                 ],
-                pool: c(&mut w, "branch_pool", one)?,
+                pool: Box::new(c(&mut w, "branch_pool", one)?),
             });
         }
         blocks.push(Block::Reduce {
@@ -297,7 +303,7 @@ impl Inception {
         });
         for (m, max) in [("Mixed_7b", false), ("Mixed_7c", true)] {
             let c = |w: &mut Weights, n: &str, k, p| w.conv(&format!("{m}.{n}"), k, 1, p);
-            blocks.push(Block::Expanded {
+            blocks.push(Block::Expanded(Box::new(Expanded {
                 one: c(&mut w, "branch1x1", (1, 1), (0, 0))?,
                 split: (
                     vec![c(&mut w, "branch3x3_1", (1, 1), (0, 0))?],
@@ -314,7 +320,7 @@ impl Inception {
                 ),
                 pool: c(&mut w, "branch_pool", (1, 1), (0, 0))?,
                 max,
-            });
+            })));
         }
         Ok(Self {
             stem,
@@ -345,7 +351,14 @@ impl Inception {
 /// Bilinear resize of `planes` planes `h × w` to `oh × ow`, as PyTorch's
 /// `interpolate(mode="bilinear", align_corners=False)` without antialiasing: the source of output
 /// pixel d is (d + ½)·(in/out) − ½, clamped below at 0, between its two neighbours.
-pub fn resize_bilinear(x: &[f32], planes: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub fn resize_bilinear(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
     let taps = |inp: usize, out: usize| -> Vec<(usize, usize, f32)> {
         let scale = inp as f32 / out as f32;
         (0..out)

@@ -18,7 +18,9 @@ pub fn features(net: &Inception, images: &[f32], shape: [usize; 4]) -> Vec<f32> 
             .iter()
             .map(|v| (v + 1.0) * 0.5)
             .collect();
-        out.extend(tweedie_core::host_values(net.features(&unit, [e - s, c, h, w])));
+        out.extend(tweedie_core::host_values(
+            net.features(&unit, [e - s, c, h, w]),
+        ));
     }
     out
 }
@@ -37,5 +39,84 @@ pub fn features_npy(images: &Path, weights: &Path, out: &Path, backend: BackendK
     let device = backend.device()?;
     let net = Inception::read(weights, &device)?;
     let f = features(&net, &values, shape);
-    crate::output::write_file(out, &crate::output::npy_bytes_f32(&f, &[shape[0], FEATURES]))
+    crate::output::write_file(
+        out,
+        &crate::output::npy_bytes_f32(&f, &[shape[0], FEATURES]),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn fixture() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/inception")
+    }
+
+    /// The committed fixture (pytorch-fid's network with every width divided by 16, random
+    /// weights and batch-norm statistics) against pytorch-fid's own forward pass
+    /// (`scripts/fid-parity.py --fixture`): two 32×32 images resized to 299.
+    #[test]
+    fn pool3_features_match_pytorch_fid_on_the_fixture() {
+        let dir = fixture();
+        let expected: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("expected.json")).unwrap()).unwrap();
+        let want: Vec<f64> = expected["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        let (images, shape) = crate::lpips::read_images(&dir.join("images.npy")).unwrap();
+        let device = BackendKind::Flex.device().unwrap();
+        let net =
+            Inception::read(&dir.join(tweedie_core::inception::WEIGHTS_FILE), &device).unwrap();
+        let got = tweedie_core::host_values(net.features(
+            &images.iter().map(|v| (v + 1.0) * 0.5).collect::<Vec<_>>(),
+            shape,
+        ));
+        assert_eq!(got.len(), want.len());
+        let scale = want.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let worst = got
+            .iter()
+            .zip(&want)
+            .fold(0.0f64, |m, (g, w)| m.max((*g as f64 - w).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "largest difference {worst} of {scale}"
+        );
+    }
+
+    #[test]
+    fn wrong_weights_and_gray_images_are_one_line_errors() {
+        let lp = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/lpips");
+        let out = std::env::temp_dir().join(format!("tweedie-incep-{}.npy", std::process::id()));
+        let e = format!(
+            "{:#}",
+            features_npy(
+                &fixture().join("images.npy"),
+                &lp.join("alex.pth"),
+                &out,
+                BackendKind::Flex
+            )
+            .unwrap_err()
+        );
+        assert!(
+            e.contains("not pytorch-fid's Inception weights") && !e.contains('\n'),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            features_npy(
+                &lp.join("gray28-a.npy"),
+                &fixture().join(tweedie_core::inception::WEIGHTS_FILE),
+                &out,
+                BackendKind::Flex
+            )
+            .unwrap_err()
+        );
+        assert!(e.contains("RGB") && !e.contains('\n'), "{e}");
+        assert!(!out.exists());
+    }
 }

@@ -346,7 +346,9 @@ fn run(a: Args) -> Result<()> {
             return Ok(());
         }
         Some(Command::Inception(i)) => {
-            return tweedie_sample::inception::features_npy(&i.images, &i.weights, &i.out, i.backend);
+            return tweedie_sample::inception::features_npy(
+                &i.images, &i.weights, &i.out, i.backend,
+            );
         }
         Some(Command::Nfe(n)) => return run_nfe(n),
         Some(Command::Tune(t)) => return run_tune(t),
