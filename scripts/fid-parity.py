@@ -11,7 +11,10 @@ pytorch-fid's file name, and pytorch-fid is handed them in place of its download
         by 16 (RGB input kept), through pytorch-fid's own forward pass.
 
 Prints the largest difference of the 2048 pool3 features relative to their largest magnitude, per
-image set, and exits non-zero above 1e-4.
+image set (tolerance 1e-4); then FID and KID of `sample feature-distance` on two sets of 3000
+random 2048-d features against pytorch-fid's `calculate_frechet_distance` and torchmetrics'
+`poly_mmd` (KID on the whole sets: one subset of every row), tolerance 1e-3 relative. Exits
+non-zero when one is exceeded.
 """
 import argparse
 import importlib.metadata
@@ -126,8 +129,35 @@ def main():
         worst = max(worst, rel)
         print(f"{name} {tuple(x.shape)}: features mean {want.mean():.4f}, largest |f| "
               f"{np.abs(want).max():.4f}, largest difference / largest |f| {rel:.2e}")
-    print(json.dumps({"largest_relative_difference": worst, "tolerance": 1e-4}))
-    sys.exit(0 if worst <= 1e-4 else 1)
+    fid_rel, kid_rel = distances(args)
+    print(json.dumps({"features_largest_relative_difference": worst, "tolerance": 1e-4,
+                      "fid_relative_difference": fid_rel, "kid_relative_difference": kid_rel,
+                      "fid_kid_tolerance": 1e-3}))
+    sys.exit(0 if worst <= 1e-4 and fid_rel <= 1e-3 and kid_rel <= 1e-3 else 1)
+
+
+def distances(args):
+    from pytorch_fid.fid_score import calculate_frechet_distance
+    from torchmetrics.image.kid import poly_mmd
+    rng = np.random.default_rng(5)
+    n, d = 3000, 2048
+    mix = rng.standard_normal((d, d)) / np.sqrt(d)
+    fa = np.maximum(rng.standard_normal((n, d)) @ mix, 0).astype(np.float32)
+    fb = np.maximum(rng.standard_normal((n, d)) @ mix * 1.1 + 0.05, 0).astype(np.float32)
+    pa, pb = os.path.join(args.out, "fa.npy"), os.path.join(args.out, "fb.npy")
+    np.save(pa, fa)
+    np.save(pb, fb)
+    res = subprocess.run([args.sample, "feature-distance", "--a", pa, "--b", pb, "--kid-subsets", "1",
+                          "--kid-subset-size", str(n)], check=True, capture_output=True, text=True)
+    got = json.loads(res.stdout.strip().splitlines()[-1])
+    a64, b64 = fa.astype(np.float64), fb.astype(np.float64)
+    fid = calculate_frechet_distance(a64.mean(0), np.cov(a64, rowvar=False),
+                                     b64.mean(0), np.cov(b64, rowvar=False))
+    kid = float(poly_mmd(torch.from_numpy(a64), torch.from_numpy(b64)))
+    fid_rel, kid_rel = abs(got["fid"] - fid) / abs(fid), abs(got["kid"] - kid) / abs(kid)
+    print(f"FID: pytorch-fid {fid:.6f}, Tweedie {got['fid']:.6f} (relative {fid_rel:.1e}); "
+          f"KID: torchmetrics {kid:.6e}, Tweedie {got['kid']:.6e} (relative {kid_rel:.1e})")
+    return fid_rel, kid_rel
 
 
 if __name__ == "__main__":

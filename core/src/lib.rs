@@ -15,6 +15,7 @@ pub mod device;
 pub mod diffusion;
 pub mod elbo;
 pub mod error;
+pub mod feature_stats;
 pub mod gaussian;
 pub mod gmm;
 pub mod inception;

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use anyhow::{Result, bail};
 use tweedie_core::device::BackendKind;
+use tweedie_core::feature_stats::{FeatureStats, kid};
 use tweedie_core::inception::{FEATURES, Inception};
 
 /// pool3 features `[n, 2048]` (row-major) of `[n, 3, h, w]` images on [−1, 1], 32 at a time.
@@ -43,6 +44,61 @@ pub fn features_npy(images: &Path, weights: &Path, out: &Path, backend: BackendK
         out,
         &crate::output::npy_bytes_f32(&f, &[shape[0], FEATURES]),
     )
+}
+
+/// FID and KID between two feature files (float32 N×d, as `sample inception` writes; at least
+/// two rows each, the same d), KID over `subsets` random subsets of `subset_size` rows drawn from
+/// `seed`; the JSON record `sample feature-distance` prints.
+pub fn distance_npy(
+    a: &Path,
+    b: &Path,
+    subsets: usize,
+    subset_size: usize,
+    seed: u64,
+) -> Result<serde_json::Value> {
+    let read = |p: &Path| -> Result<(Vec<f32>, usize, usize)> {
+        let bytes =
+            std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: cannot read: {e}", p.display()))?;
+        let (v, dims) = crate::output::parse_npy_f32(&bytes)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+        let [n, d] = <[usize; 2]>::try_from(dims.as_slice()).map_err(|_| {
+            anyhow::anyhow!("{}: expected N×d features, shape is {dims:?}", p.display())
+        })?;
+        if n < 2 {
+            bail!(
+                "{}: need at least 2 rows of features, found {n}",
+                p.display()
+            );
+        }
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            bail!("{}: feature {i} is {}", p.display(), v[i]);
+        }
+        Ok((v, n, d))
+    };
+    let ((fa, na, da), (fb, nb, db)) = (read(a)?, read(b)?);
+    if da != db {
+        bail!(
+            "{} has {da} features per row, {} has {db}",
+            a.display(),
+            b.display()
+        );
+    }
+    if subsets == 0 || subset_size < 2 {
+        bail!("--kid-subsets must be at least 1 and --kid-subset-size at least 2");
+    }
+    let fid = FeatureStats::of(&fa, da).frechet(&FeatureStats::of(&fb, db));
+    let mut rng = tweedie_core::rng::Rng::new(seed);
+    let (kid, kid_std) = kid(&fa, &fb, da, subsets, subset_size, &mut rng);
+    Ok(serde_json::json!({
+        "fid": fid,
+        "kid": kid,
+        "kid_std": kid_std,
+        "kid_subsets": subsets,
+        "kid_subset_size": subset_size.min(na).min(nb),
+        "n_a": na,
+        "n_b": nb,
+        "features": da,
+    }))
 }
 
 #[cfg(test)]
@@ -118,5 +174,35 @@ mod tests {
         );
         assert!(e.contains("RGB") && !e.contains('\n'), "{e}");
         assert!(!out.exists());
+    }
+
+    #[test]
+    fn feature_distance_reads_npy_and_refuses_bad_features() {
+        let tmp = std::env::temp_dir().join(format!("tweedie-fd-{}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap();
+        let write = |name: &str, v: &[f32], shape: &[usize]| {
+            let p = tmp.join(name);
+            std::fs::write(&p, crate::output::npy_bytes_f32(v, shape)).unwrap();
+            p
+        };
+        let a: Vec<f32> = (0..40).map(|i| ((i * 7) % 11) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..40).map(|i| ((i * 5) % 13) as f32 * 0.1 + 0.2).collect();
+        let (pa, pb) = (write("a.npy", &a, &[10, 4]), write("b.npy", &b, &[10, 4]));
+        let r = distance_npy(&pa, &pb, 3, 10, 0).unwrap();
+        let want = FeatureStats::of(&a, 4).frechet(&FeatureStats::of(&b, 4));
+        assert_eq!(r["fid"].as_f64().unwrap(), want);
+        // One subset of every row (in shuffled order): KID is the MMD² of the whole sets.
+        let r = distance_npy(&pa, &pb, 1, 10, 0).unwrap();
+        let whole = tweedie_core::feature_stats::mmd2_poly(&a, &b, 4);
+        assert!((r["kid"].as_f64().unwrap() - whole).abs() <= 1e-12 * whole.abs());
+        let wide = write("wide.npy", &a, &[8, 5]);
+        let mut nan = a.clone();
+        nan[3] = f32::NAN;
+        let nan = write("nan.npy", &nan, &[10, 4]);
+        for (x, want) in [(&wide, "features per row"), (&nan, "NaN")] {
+            let e = format!("{:#}", distance_npy(&pa, x, 3, 10, 0).unwrap_err());
+            assert!(e.contains(want) && !e.contains('\n'), "{e}");
+        }
+        std::fs::remove_dir_all(&tmp).ok();
     }
 }

@@ -121,6 +121,10 @@ enum Command {
     /// file (float32 N×3×H×W on [−1, 1] or uint8 N×H×W×3), written as float32 N×2048: what FID and
     /// KID are computed from (scripts/fid-parity.py checks them against pytorch-fid).
     Inception(InceptionArgs),
+    /// FID and KID between two feature files (float32 N×d, what `sample inception` writes): the
+    /// Fréchet distance of their Gaussians (pytorch-fid's) and the kernel inception distance
+    /// (torchmetrics'), printed as one JSON line.
+    FeatureDistance(FeatureDistanceArgs),
     /// Quality against network evaluations: for each sampler and NFE budget, draws --n images
     /// from the same seed and scores their classifier-FID against one set of reference moments.
     /// Writes <out>/<sampler>-<steps>/ (grid.png, samples.npy, run.json), <out>/nfe.json, the
@@ -213,6 +217,25 @@ struct FidArgs {
     /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
     #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
+}
+
+#[derive(clap::Args, Debug)]
+struct FeatureDistanceArgs {
+    /// Features of the samples (.npy, float32 N×d).
+    #[arg(long)]
+    a: PathBuf,
+    /// Features of the reference set (.npy, float32 N×d).
+    #[arg(long)]
+    b: PathBuf,
+    /// KID: random subsets drawn from each set.
+    #[arg(long, default_value_t = 100)]
+    kid_subsets: usize,
+    /// KID: rows per subset (capped at the smaller set's size).
+    #[arg(long, default_value_t = 1000)]
+    kid_subset_size: usize,
+    /// Seed of the KID subsets.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args, Debug)]
@@ -349,6 +372,17 @@ fn run(a: Args) -> Result<()> {
             return tweedie_sample::inception::features_npy(
                 &i.images, &i.weights, &i.out, i.backend,
             );
+        }
+        Some(Command::FeatureDistance(f)) => {
+            let json = tweedie_sample::inception::distance_npy(
+                &f.a,
+                &f.b,
+                f.kid_subsets,
+                f.kid_subset_size,
+                f.seed,
+            )?;
+            println!("{json}");
+            return Ok(());
         }
         Some(Command::Nfe(n)) => return run_nfe(n),
         Some(Command::Tune(t)) => return run_tune(t),
