@@ -19,6 +19,7 @@ use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 
 use crate::CoreError;
+use crate::checkpoint::torch_file::TorchFile;
 
 /// pytorch-fid's name for the weights file.
 pub const WEIGHTS_FILE: &str = "pt_inception-2015-12-05-6726825d.pth";
@@ -47,23 +48,13 @@ impl Conv {
     }
 }
 
-/// The file's tensors by name, taken out as they are used.
+/// The file's tensors, taken out as the network is built.
 struct Weights<'a> {
-    path: &'a Path,
-    tensors: std::collections::HashMap<String, (Vec<usize>, Vec<f32>)>,
+    file: TorchFile,
     device: &'a Device,
 }
 
 impl Weights<'_> {
-    fn take(&mut self, key: &str) -> Result<(Vec<usize>, Vec<f32>), CoreError> {
-        self.tensors.remove(key).ok_or_else(|| {
-            CoreError::checkpoint(
-                self.path,
-                format!("no tensor {key}: not pytorch-fid's Inception weights"),
-            )
-        })
-    }
-
     /// `BasicConv2d` `name`: kernel `k` (h, w), `stride`, `padding` (h, w).
     fn conv(
         &mut self,
@@ -72,26 +63,18 @@ impl Weights<'_> {
         stride: usize,
         padding: (usize, usize),
     ) -> Result<Conv, CoreError> {
-        let (shape, w) = self.take(&format!("{name}.conv.weight"))?;
-        let bad = |why: String| CoreError::checkpoint(self.path, why);
-        let [o, i, kh, kw] = <[usize; 4]>::try_from(shape.as_slice())
-            .map_err(|_| bad(format!("{name}.conv.weight has shape {shape:?}")))?;
+        let (shape, w) = self.file.take(&format!("{name}.conv.weight"))?;
+        let [o, i, kh, kw] = <[usize; 4]>::try_from(shape.as_slice()).map_err(|_| {
+            self.file
+                .error(format!("{name}.conv.weight has shape {shape:?}"))
+        })?;
         if (kh, kw) != k {
-            return Err(bad(format!(
+            return Err(self.file.error(format!(
                 "{name}.conv.weight is {kh}×{kw}, Inception-v3 needs {}×{}",
                 k.0, k.1
             )));
         }
-        let mut bn = |p: &str| -> Result<Vec<f32>, CoreError> {
-            let (s, v) = self.take(&format!("{name}.bn.{p}"))?;
-            if s != [o] {
-                return Err(CoreError::checkpoint(
-                    self.path,
-                    format!("{name}.bn.{p} has shape {s:?}, expected [{o}]"),
-                ));
-            }
-            Ok(v)
-        };
+        let mut bn = |p: &str| self.file.take_shaped(&format!("{name}.bn.{p}"), &[o]);
         let (gamma, beta, mean, var) = (
             bn("weight")?,
             bn("bias")?,
@@ -219,13 +202,8 @@ impl Inception {
     /// Reads pytorch-fid's weights file (every tensor of the network must be there in its shape,
     /// and finite; the classifier's `fc` is ignored).
     pub fn read(path: &Path, device: &Device) -> Result<Self, CoreError> {
-        let tensors = crate::lpips::read_pickle(path)?
-            .into_iter()
-            .map(|(n, s, v)| (n, (s, v)))
-            .collect();
         let mut w = Weights {
-            path,
-            tensors,
+            file: TorchFile::read(path, "pytorch-fid's Inception weights")?,
             device,
         };
         let stem = vec![

@@ -24,6 +24,7 @@ use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use crate::CoreError;
+use crate::checkpoint::torch_file::TorchFile;
 
 /// The smallest height and width AlexNet's five stages take (its last pooling needs 3 inputs).
 pub const MIN_SIZE: usize = 32;
@@ -109,83 +110,19 @@ impl LpipsFiles {
     }
 }
 
-/// A named tensor of a weight file: name, shape, values.
-pub(crate) type Named = (String, Vec<usize>, Vec<f32>);
-
-/// The named f32 tensors of a PyTorch pickle.
-pub(crate) fn read_pickle(path: &Path) -> Result<Vec<Named>, CoreError> {
-    let bad = |why: String| CoreError::checkpoint(path, why);
-    if !path.is_file() {
-        return Err(bad("no such file".into()));
-    }
-    let reader = burn::store::pytorch_reader::PytorchReader::new(path)
-        .map_err(|e| bad(format!("not a PyTorch checkpoint: {e}")))?;
-    reader
-        .into_tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            let pack = burn::store::bridge::from_pytorch(t);
-            let data = burn::store::bridge::to_data(&pack)
-                .map_err(|e| bad(format!("tensor {name}: {e}")))?;
-            let shape = data.shape().to_vec();
-            let values: Vec<f32> = data
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .map_err(|e| bad(format!("tensor {name}: {e:?}")))?;
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                return Err(bad(format!("tensor {name} holds {} at {i}", values[i])));
-            }
-            Ok((name, shape, values))
-        })
-        .collect()
-}
-
-/// Takes tensor `key` of `want` shape out of `tensors`, or says which file lacks it or holds it
-/// in another shape.
-fn take(
-    tensors: &mut Vec<Named>,
-    path: &Path,
-    key: &str,
-    want: &[usize],
-) -> Result<Vec<f32>, CoreError> {
-    let i = tensors
-        .iter()
-        .position(|(n, _, _)| n == key)
-        .ok_or_else(|| {
-            CoreError::checkpoint(path, format!("no tensor {key} (expected shape {want:?})"))
-        })?;
-    let (_, shape, values) = tensors.swap_remove(i);
-    if shape != want {
-        return Err(CoreError::checkpoint(
-            path,
-            format!("tensor {key} has shape {shape:?}, LPIPS's AlexNet needs {want:?} here"),
-        ));
-    }
-    Ok(values)
-}
-
 impl Lpips {
     /// Reads both files onto `device`; every tensor LPIPS needs must be there, in its shape and
     /// finite (torchvision's classifier weights and any other extra tensors are ignored).
     pub fn read(files: &LpipsFiles, device: &Device) -> Result<Self, CoreError> {
-        let mut trunk = read_pickle(&files.trunk)?;
+        let mut trunk = TorchFile::read(&files.trunk, "torchvision's AlexNet weights")?;
         let mut stages = Vec::with_capacity(TRUNK.len());
         let mut widths = Vec::with_capacity(TRUNK.len());
         let mut cin = 3;
         for (idx, k, stride, padding, pool_first) in TRUNK {
             let key = format!("features.{idx}.weight");
-            let cout = trunk
-                .iter()
-                .find(|(n, _, _)| *n == key)
-                .and_then(|(_, shape, _)| shape.first().copied())
-                .unwrap_or(0);
-            let w = take(&mut trunk, &files.trunk, &key, &[cout.max(1), cin, k, k])?;
-            let b = take(
-                &mut trunk,
-                &files.trunk,
-                &format!("features.{idx}.bias"),
-                &[cout],
-            )?;
+            let cout = trunk.shape(&key)?.first().copied().unwrap_or(0);
+            let w = trunk.take_shaped(&key, &[cout, cin, k, k])?;
+            let b = trunk.take_shaped(&format!("features.{idx}.bias"), &[cout])?;
             stages.push(Stage {
                 weight: Tensor::from_data(TensorData::new(w, [cout, cin, k, k]), device),
                 bias: Tensor::from_data(TensorData::new(b, [cout]), device),
@@ -196,13 +133,12 @@ impl Lpips {
             widths.push(cout);
             cin = cout;
         }
-        let mut lin = read_pickle(&files.linear)?;
+        let mut lin = TorchFile::read(&files.linear, "the lpips package's linear layers")?;
         let linear = widths
             .iter()
             .enumerate()
             .map(|(l, &c)| {
-                let key = format!("lin{l}.model.1.weight");
-                let w = take(&mut lin, &files.linear, &key, &[1, c, 1, 1])?;
+                let w = lin.take_shaped(&format!("lin{l}.model.1.weight"), &[1, c, 1, 1])?;
                 Ok(Tensor::from_data(TensorData::new(w, [1, c, 1, 1]), device))
             })
             .collect::<Result<Vec<_>, CoreError>>()?;

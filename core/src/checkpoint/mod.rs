@@ -10,6 +10,7 @@
 
 pub mod diffusers;
 pub mod hub;
+pub mod torch_file;
 
 use std::fs;
 use std::io::Write;
