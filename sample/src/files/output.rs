@@ -39,6 +39,47 @@ pub fn npy_bytes_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
     npy::encode("<f4", &bytes, shape)
 }
 
+/// Images of a `.npy` file on the [−1, 1] scale as `(values, [n, c, h, w])`: float32 N×C×H×W
+/// as given (every value finite), or uint8 N×H×W×C (what `sample` writes) by [`nchw_from_u8`].
+pub fn read_images(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    if let Ok((values, dims)) = parse_npy_f32(&bytes) {
+        let [n, c, h, w] = <[usize; 4]>::try_from(dims.as_slice()).map_err(|_| {
+            bad(format!(
+                "expected N×C×H×W float32 images, shape is {dims:?}"
+            ))
+        })?;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            anyhow::bail!("{}: value {i} is {}", path.display(), values[i]);
+        }
+        return Ok((values, [n, c, h, w]));
+    }
+    let (data, shape) = parse_npy_u8(&bytes).map_err(|e| {
+        bad(format!(
+            "{e} (images are float32 N×C×H×W on [−1, 1] or uint8 N×H×W×C)"
+        ))
+    })?;
+    Ok(nchw_from_u8(&data, shape))
+}
+
+/// The inverse of [`u8_nhwc`] up to rounding: uint8 NHWC bytes → `[N, C, H, W]` values
+/// v / 127.5 − 1 on [−1, 1].
+pub fn nchw_from_u8(data: &[u8], [n, h, w, c]: [usize; 4]) -> (Vec<f32>, [usize; 4]) {
+    let mut out = vec![0.0f32; n * c * h * w];
+    for i in 0..n {
+        for ch in 0..c {
+            for y in 0..h {
+                for xx in 0..w {
+                    out[((i * c + ch) * h + y) * w + xx] =
+                        data[((i * h + y) * w + xx) * c + ch] as f32 / 127.5 - 1.0;
+                }
+            }
+        }
+    }
+    (out, [n, c, h, w])
+}
+
 /// Parses a `.npy` file of uint8 images written by [`npy_bytes`] (N×H×W×C, C-order, version 1 or
 /// 2); the error says what does not fit.
 pub fn parse_npy_u8(b: &[u8]) -> std::result::Result<(Vec<u8>, [usize; 4]), String> {
@@ -228,6 +269,16 @@ mod tests {
             parse_npy_f32(&b).unwrap(),
             (vec![1.0, 2.0, 3.0, 4.0], vec![2, 2])
         );
+    }
+
+    /// uint8 NHWC → [−1, 1] NCHW → uint8 NHWC gives back every byte, in place.
+    #[test]
+    fn u8_images_read_back_exactly() {
+        let shape = [2, 3, 5, 3];
+        let data: Vec<u8> = (0..2 * 3 * 5 * 3).map(|i| (i * 37 % 256) as u8).collect();
+        let (values, nchw) = nchw_from_u8(&data, shape);
+        assert_eq!(nchw, [2, 3, 3, 5]);
+        assert_eq!(u8_nhwc(&values, nchw), (data, shape));
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub fn features(net: &Inception, images: &[f32], shape: [usize; 4]) -> Vec<f32> 
 /// Reads the images of `images` (float32 N×3×H×W on [−1, 1] or uint8 N×H×W×3), computes their
 /// pool3 features with the weights file `weights` and writes them to `out` as float32 N×2048.
 pub fn features_npy(images: &Path, weights: &Path, out: &Path, backend: BackendKind) -> Result<()> {
-    let (values, shape) = crate::lpips::read_images(images)?;
+    let (values, shape) = crate::output::read_images(images)?;
     if shape[1] != 3 {
         bail!(
             "{}: Inception takes RGB images, these have {} channels",
@@ -124,7 +124,7 @@ mod tests {
             .iter()
             .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
             .collect();
-        let (images, shape) = crate::lpips::read_images(&dir.join("images.npy")).unwrap();
+        let (images, shape) = crate::output::read_images(&dir.join("images.npy")).unwrap();
         let device = BackendKind::Flex.device().unwrap();
         let net =
             Inception::read(&dir.join(tweedie_core::inception::WEIGHTS_FILE), &device).unwrap();

@@ -8,40 +8,7 @@ use burn::prelude::*;
 use tweedie_core::device::BackendKind;
 use tweedie_core::lpips::{Lpips, LpipsFiles};
 
-/// Images of a `.npy` file on the [−1, 1] scale as `(values, [n, c, h, w])`: float32 N×C×H×W
-/// as given, or uint8 N×H×W×C (what `sample` writes) mapped by v / 127.5 − 1.
-pub fn read_images(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
-    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-    let bad = |e: String| anyhow::anyhow!("{}: {e}", path.display());
-    if let Ok((values, dims)) = crate::output::parse_npy_f32(&bytes) {
-        let [n, c, h, w] = <[usize; 4]>::try_from(dims.as_slice()).map_err(|_| {
-            bad(format!(
-                "expected N×C×H×W float32 images, shape is {dims:?}"
-            ))
-        })?;
-        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-            bail!("{}: value {i} is {}", path.display(), values[i]);
-        }
-        return Ok((values, [n, c, h, w]));
-    }
-    let (data, [n, h, w, c]) = crate::output::parse_npy_u8(&bytes).map_err(|e| {
-        bad(format!(
-            "{e} (LPIPS reads float32 N×C×H×W on [−1, 1] or uint8 N×H×W×C)"
-        ))
-    })?;
-    let mut values = vec![0.0f32; data.len()];
-    for i in 0..n {
-        for y in 0..h {
-            for x in 0..w {
-                for k in 0..c {
-                    values[((i * c + k) * h + y) * w + x] =
-                        data[((i * h + y) * w + x) * c + k] as f32 / 127.5 - 1.0;
-                }
-            }
-        }
-    }
-    Ok((values, [n, c, h, w]))
-}
+use crate::output::read_images;
 
 /// LPIPS of each image pair of two `.npy` files (same shape, 1 or 3 channels), with the weights
 /// in `weights` (a folder holding both files) or found by [`LpipsFiles::locate`]; the JSON record
