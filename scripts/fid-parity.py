@@ -11,7 +11,10 @@ pytorch-fid's file name, and pytorch-fid is handed them in place of its download
         by 16 (RGB input kept), through pytorch-fid's own forward pass.
 
 Prints the largest difference of the 2048 pool3 features relative to their largest magnitude, per
-image set (tolerance 1e-4); then FID and KID of `sample feature-distance` on two sets of 3000
+image set (tolerance 1e-4); then the whole `sample fid --reference` pipeline against pytorch-fid's
+`calculate_fid_given_paths` on two folders of 64 PNGs (folder reference; Tweedie's saved `.npz`
+read by pytorch-fid; pytorch-fid's `save_fid_stats` `.npz` read by Tweedie), FID within 1e-3
+relative; then FID and KID of `sample feature-distance` on two sets of 3000
 random 2048-d features against pytorch-fid's `calculate_frechet_distance` and torchmetrics'
 `poly_mmd` (KID on the whole sets: one subset of every row), tolerance 1e-3 relative. Exits
 non-zero when one is exceeded.
@@ -129,11 +132,49 @@ def main():
         worst = max(worst, rel)
         print(f"{name} {tuple(x.shape)}: features mean {want.mean():.4f}, largest |f| "
               f"{np.abs(want).max():.4f}, largest difference / largest |f| {rel:.2e}")
+    pipe_rel = pipeline(args, weights)
     fid_rel, kid_rel = distances(args)
+    fid_rel = max(fid_rel, pipe_rel)
     print(json.dumps({"features_largest_relative_difference": worst, "tolerance": 1e-4,
                       "fid_relative_difference": fid_rel, "kid_relative_difference": kid_rel,
                       "fid_kid_tolerance": 1e-3}))
     sys.exit(0 if worst <= 1e-4 and fid_rel <= 1e-3 and kid_rel <= 1e-3 else 1)
+
+
+def pipeline(args, weights):
+    """`sample fid --reference` (folder and .npz) against pytorch-fid's own command-line path."""
+    from PIL import Image
+    from pytorch_fid.fid_score import calculate_fid_given_paths, save_fid_stats
+    rng = np.random.default_rng(7)
+    folders = {}
+    for name, shift in (("samples", 0.0), ("reference", 0.15)):
+        base = rng.random((64, 8, 8, 3))
+        x = np.kron(base, np.ones((1, 4, 4, 1))) + shift * rng.random((64, 32, 32, 3))
+        u8 = np.clip(np.round(x / (1 + shift) * 255), 0, 255).astype(np.uint8)
+        folder = os.path.join(args.out, f"pipeline-{name}")
+        os.makedirs(folder, exist_ok=True)
+        for i, im in enumerate(u8):
+            Image.fromarray(im).save(os.path.join(folder, f"{i:03d}.png"))
+        np.save(folder + ".npy", u8)
+        folders[name] = folder
+    kw = dict(batch_size=32, device="cpu", dims=2048, num_workers=0)
+    want = calculate_fid_given_paths([folders["samples"], folders["reference"]], **kw)
+    ours_npz, theirs_npz = (os.path.join(args.out, f) for f in ("tweedie-stats.npz", "pytorch-fid-stats.npz"))
+    save_fid_stats([folders["reference"], theirs_npz], **kw)
+
+    def tweedie(reference, *extra):
+        res = subprocess.run([args.sample, "fid", "--samples", folders["samples"] + ".npy", "--reference",
+                              reference, "--weights", weights, "--no-cache", "--quiet", *extra],
+                             check=True, capture_output=True, text=True)
+        return json.loads(res.stdout.strip().splitlines()[-1])["fid"]
+
+    got = {"folder": tweedie(folders["reference"], "--save-stats", ours_npz),
+           "pytorch-fid's .npz": tweedie(theirs_npz)}
+    got["Tweedie's .npz in pytorch-fid"] = calculate_fid_given_paths([folders["samples"], ours_npz], **kw)
+    worst = max(abs(v - want) / abs(want) for v in got.values())
+    print(f"sample fid --reference, 64 vs 64 PNGs: pytorch-fid {want:.6f}; " +
+          ", ".join(f"{k} {v:.6f}" for k, v in got.items()) + f" (largest relative {worst:.1e})")
+    return worst
 
 
 def distances(args):

@@ -43,6 +43,22 @@ impl FeatureStats {
         Self { mean, cov }
     }
 
+    /// Moments given as a mean (d) and a row-major covariance (d × d), as files hold them.
+    pub fn from_moments(mean: Vec<f64>, cov: &[f64]) -> Self {
+        let d = mean.len();
+        assert_eq!(cov.len(), d * d, "a d × d covariance");
+        Self {
+            cov: Mat::from_fn(d, d, |i, j| cov[i * d + j]),
+            mean,
+        }
+    }
+
+    /// The covariance, row-major.
+    pub fn cov_row_major(&self) -> Vec<f64> {
+        let d = self.mean.len();
+        (0..d * d).map(|k| self.cov[(k / d, k % d)]).collect()
+    }
+
     /// The Fréchet distance between the Gaussians of `self` and `other`.
     pub fn frechet(&self, other: &Self) -> f64 {
         let d = self.mean.len();

@@ -12,7 +12,7 @@
 //! users have (nothing is downloaded). `scripts/fid-parity.py` checks the features against
 //! `pytorch_fid.inception.InceptionV3`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
 use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
@@ -23,6 +23,26 @@ use crate::checkpoint::torch_file::TorchFile;
 
 /// pytorch-fid's name for the weights file.
 pub const WEIGHTS_FILE: &str = "pt_inception-2015-12-05-6726825d.pth";
+
+/// The weights file where users keep it, nothing downloaded: `$TWEEDIE_INCEPTION` (the file)
+/// when set, else `~/.cache/tweedie/inception/` or the torch hub cache (`$TORCH_HOME`, default
+/// `~/.cache/torch`, `hub/checkpoints/`), where pytorch-fid's own download puts it.
+pub fn locate() -> Option<PathBuf> {
+    if let Some(file) = std::env::var_os("TWEEDIE_INCEPTION") {
+        let file = PathBuf::from(file);
+        return file.is_file().then_some(file);
+    }
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let torch = std::env::var_os("TORCH_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".cache/torch"));
+    [
+        home.join(".cache/tweedie/inception").join(WEIGHTS_FILE),
+        torch.join("hub/checkpoints").join(WEIGHTS_FILE),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+}
 
 /// The side the images are resized to.
 pub const SIZE: usize = 299;
@@ -195,6 +215,7 @@ impl Block {
 pub struct Inception {
     stem: Vec<Conv>,
     blocks: Vec<Block>,
+    width: usize,
     device: Device,
 }
 
@@ -300,11 +321,32 @@ impl Inception {
                 max,
             })));
         }
+        let width = match blocks.last() {
+            Some(Block::Expanded(e)) => [
+                &e.one,
+                &e.split.1,
+                &e.split.2,
+                &e.double.1,
+                &e.double.2,
+                &e.pool,
+            ]
+            .iter()
+            .map(|c| c.weight.dims()[0])
+            .sum(),
+            _ => unreachable!("the network ends in Mixed_7c"),
+        };
         Ok(Self {
             stem,
             blocks,
+            width,
             device: device.clone(),
         })
+    }
+
+    /// Features per image: 2048 ([`FEATURES`]) for the published network (narrower for a test
+    /// fixture with every width divided).
+    pub fn width(&self) -> usize {
+        self.width
     }
 
     /// pool3 features `[n, 2048]` of `n` images `[n, 3, h, w]` (values on [0, 1], flattened in

@@ -3,6 +3,7 @@
 pub mod check;
 pub mod cli;
 pub mod experiment;
+pub mod npz;
 pub mod output;
 pub mod progress;
 pub mod toml_file;

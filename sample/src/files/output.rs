@@ -39,6 +39,18 @@ pub fn npy_bytes_f32(data: &[f32], shape: &[usize]) -> Vec<u8> {
     npy::encode("<f4", &bytes, shape)
 }
 
+/// The bytes of a `.npy` file holding `data` as little-endian float64 of `shape`.
+pub fn npy_bytes_f64(data: &[f64], shape: &[usize]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy::encode("<f8", &bytes, shape)
+}
+
+/// The bytes of a `.npy` file holding `data` as little-endian int64 of `shape`.
+pub fn npy_bytes_i64(data: &[i64], shape: &[usize]) -> Vec<u8> {
+    let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+    npy::encode("<i8", &bytes, shape)
+}
+
 /// Images of a `.npy` file on the [−1, 1] scale as `(values, [n, c, h, w])`: float32 N×C×H×W
 /// as given (every value finite), or uint8 N×H×W×C (what `sample` writes) by [`nchw_from_u8`].
 pub fn read_images(path: &Path) -> Result<(Vec<f32>, [usize; 4])> {
@@ -98,6 +110,30 @@ pub fn parse_npy_f32(b: &[u8]) -> std::result::Result<(Vec<f32>, Vec<usize>), St
     let values = data
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    Ok((values, dims))
+}
+
+/// Parses a `.npy` file of float64 or float32 values (little-endian, C-order, any shape) as f64:
+/// what numpy's `mean` and `cov` of float32 features give (pytorch-fid's statistics).
+pub fn parse_npy_f64(b: &[u8]) -> std::result::Result<(Vec<f64>, Vec<usize>), String> {
+    if let Ok((v, dims)) = parse_npy_f32(b) {
+        return Ok((v.into_iter().map(f64::from).collect(), dims));
+    }
+    let (data, dims) = npy::decode(b, &["<f8", "f8"], 8)?;
+    let values = data
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    Ok((values, dims))
+}
+
+/// Parses a `.npy` file of little-endian int64 values, any shape.
+pub fn parse_npy_i64(b: &[u8]) -> std::result::Result<(Vec<i64>, Vec<usize>), String> {
+    let (data, dims) = npy::decode(b, &["<i8", "i8"], 8)?;
+    let values = data
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
         .collect();
     Ok((values, dims))
 }

@@ -9,21 +9,20 @@ use tweedie_core::feature_stats::{FeatureStats, kid};
 use tweedie_core::inception::{FEATURES, Inception};
 
 /// pool3 features `[n, 2048]` (row-major) of `[n, 3, h, w]` images on [−1, 1], 32 at a time.
-pub fn features(net: &Inception, images: &[f32], shape: [usize; 4]) -> Vec<f32> {
-    let [n, c, h, w] = shape;
+pub fn features(net: &Inception, images: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
     let per = c * h * w;
-    let mut out = Vec::with_capacity(n * FEATURES);
-    for s in (0..n).step_by(32) {
-        let e = (s + 32).min(n);
-        let unit: Vec<f32> = images[s * per..e * per]
-            .iter()
-            .map(|v| (v + 1.0) * 0.5)
-            .collect();
-        out.extend(tweedie_core::host_values(
-            net.features(&unit, [e - s, c, h, w]),
-        ));
-    }
-    out
+    crate::inception_fid::features_of(
+        net,
+        n,
+        [c, h, w],
+        |s, e| {
+            images[s * per..e * per]
+                .iter()
+                .map(|v| (v + 1.0) * 0.5)
+                .collect()
+        },
+        |_| {},
+    )
 }
 
 /// Reads the images of `images` (float32 N×3×H×W on [−1, 1] or uint8 N×H×W×3), computes their

@@ -5,6 +5,7 @@ pub mod fid;
 pub mod generate;
 pub mod gmm_bench;
 pub mod inception;
+pub mod inception_fid;
 pub mod lpips;
 pub mod metrics;
 pub mod nfe;

@@ -111,8 +111,9 @@ struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 enum Command {
-    /// Classifier-FID of a sample set against a dataset split: the Fréchet distance between
-    /// Gaussians fitted to the MNIST classifier's penultimate features (lower is better).
+    /// FID of a sample set (lower is better). With --reference: Inception FID and KID on
+    /// pytorch-fid's network (CIFAR-10, the papers' number). Without: classifier-FID, the
+    /// Fréchet distance between Gaussians fitted to the MNIST classifier's penultimate features.
     Fid(FidArgs),
     /// LPIPS (Zhang et al. 2018, AlexNet, the lpips package's v0.1 layers) between the image
     /// pairs of two .npy files; prints one JSON line with the distance per pair and the mean.
@@ -209,11 +210,44 @@ struct TuneArgs {
 
 #[derive(clap::Args, Debug)]
 struct FidArgs {
-    /// Samples: a .npy of uint8 images N×H×W×C (what `sample` writes).
+    /// Samples: a .npy of uint8 images N×H×W×C (what `sample` writes), or float32 N×C×H×W on
+    /// [−1, 1].
     #[arg(long)]
     samples: PathBuf,
+    /// Inception FID and KID (pytorch-fid's network, the papers' CIFAR-10 number) against a
+    /// dataset NAME[:SPLIT] (split train unless given; --n-reference and --data-dir apply), a
+    /// folder of images, or an .npz of statistics (mu, sigma; pytorch-fid's --save-stats
+    /// writes one). Without it: classifier-FID against --dataset/--split with --classifier (MNIST).
+    #[arg(long)]
+    reference: Option<String>,
+    /// Inception: pytorch-fid's weights file (else $TWEEDIE_INCEPTION,
+    /// ~/.cache/tweedie/inception/ or the torch hub cache).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Inception: where reference statistics are cached (default ~/.cache/tweedie/fid).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Inception: compute the reference statistics without reading or writing the cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Inception: also write the reference statistics to this .npz (mu, sigma, features,
+    /// image_shape; pytorch-fid reads it).
+    #[arg(long)]
+    save_stats: Option<PathBuf>,
+    /// KID: random subsets drawn from each set.
+    #[arg(long, default_value_t = 100)]
+    kid_subsets: usize,
+    /// KID: rows per subset (capped at the smaller set's size).
+    #[arg(long, default_value_t = 1000)]
+    kid_subset_size: usize,
+    /// Seed of the KID subsets.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     #[command(flatten)]
-    reference: ReferenceArgs,
+    reference_set: ReferenceArgs,
     /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
     #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
@@ -243,9 +277,10 @@ struct InceptionArgs {
     /// Images: float32 N×3×H×W on [−1, 1], or uint8 N×H×W×3 (what `sample` writes).
     #[arg(long)]
     images: PathBuf,
-    /// pytorch-fid's weights file, pt_inception-2015-12-05-6726825d.pth.
+    /// pytorch-fid's weights file, pt_inception-2015-12-05-6726825d.pth (else
+    /// $TWEEDIE_INCEPTION, ~/.cache/tweedie/inception/ or the torch hub cache).
     #[arg(long)]
-    weights: PathBuf,
+    weights: Option<PathBuf>,
     /// Where to write the features (.npy).
     #[arg(long)]
     out: PathBuf,
@@ -274,7 +309,7 @@ struct LpipsArgs {
 /// The classifier and the reference images classifier-FID compares with.
 #[derive(clap::Args, Debug)]
 struct ReferenceArgs {
-    /// The classifier's run directory.
+    /// Classifier-FID: the classifier's run directory.
     #[arg(long, default_value = "checkpoints/mnist-classifier")]
     classifier: PathBuf,
     /// Reference dataset: mnist, fashion-mnist, cifar10 or folder.
@@ -358,7 +393,30 @@ fn main() -> ExitCode {
 fn run(a: Args) -> Result<()> {
     match &a.command {
         Some(Command::Fid(f)) => {
-            let json = fid::score_npy(&f.samples, &f.reference.spec(), f.backend)?;
+            let json = match &f.reference {
+                Some(text) => {
+                    use tweedie_sample::inception_fid::{FidOptions, FidReference, default_cache};
+                    let r = &f.reference_set;
+                    let reference =
+                        FidReference::parse(text, r.n_reference, r.data_dir.as_deref())?;
+                    let o = FidOptions {
+                        weights: f.weights.clone(),
+                        cache: if f.no_cache {
+                            None
+                        } else {
+                            f.cache_dir.clone().or_else(default_cache)
+                        },
+                        save_stats: f.save_stats.clone(),
+                        kid_subsets: f.kid_subsets,
+                        kid_subset_size: f.kid_subset_size,
+                        seed: f.seed,
+                        backend: f.backend,
+                        quiet: f.quiet,
+                    };
+                    tweedie_sample::inception_fid::score_npy(&f.samples, &reference, &o)?
+                }
+                None => fid::score_npy(&f.samples, &f.reference_set.spec(), f.backend)?,
+            };
             println!("{json}");
             return Ok(());
         }
@@ -369,9 +427,8 @@ fn run(a: Args) -> Result<()> {
             return Ok(());
         }
         Some(Command::Inception(i)) => {
-            return tweedie_sample::inception::features_npy(
-                &i.images, &i.weights, &i.out, i.backend,
-            );
+            let weights = tweedie_sample::inception_fid::weights_file(i.weights.as_deref())?;
+            return tweedie_sample::inception::features_npy(&i.images, &weights, &i.out, i.backend);
         }
         Some(Command::FeatureDistance(f)) => {
             let json = tweedie_sample::inception::distance_npy(
