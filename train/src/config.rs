@@ -162,6 +162,24 @@ pub struct TrainSection {
     pub eval_every: usize,
     /// Test images for that evaluation (the bound costs T network calls per batch).
     pub eval_images: usize,
+    /// Score the model every N steps (and at the end) by FID: `fid_samples` samples of the grid's
+    /// sampler against the training images, logged in `metrics.jsonl` and drawn in `fid.png`.
+    /// RGB data: Inception FID and KID on pytorch-fid's network (the papers' CIFAR-10 number;
+    /// `fid_weights`); gray data: classifier-FID (`fid_classifier`). 0: never.
+    pub fid_every: usize,
+    /// Samples per FID score (papers use 50,000; a few thousand track progress).
+    pub fid_samples: usize,
+    /// Reference images: the first N of the training set (0: all of it). Inception's reference
+    /// statistics are computed once and cached in `~/.cache/tweedie/fid`.
+    pub fid_reference_images: usize,
+    /// pytorch-fid's weights file (`pt_inception-2015-12-05-6726825d.pth`); unset: looked up in
+    /// `$TWEEDIE_INCEPTION`, `~/.cache/tweedie/inception/` and the torch hub cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fid_weights: Option<PathBuf>,
+    /// Gray data: the classifier run directory of classifier-FID (unset:
+    /// `checkpoints/mnist-classifier`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fid_classifier: Option<PathBuf>,
 }
 
 impl Default for TrainSection {
@@ -189,6 +207,11 @@ impl Default for TrainSection {
             sample_steps: 20,
             eval_every: 0,
             eval_images: 16,
+            fid_every: 0,
+            fid_samples: 1000,
+            fid_reference_images: 0,
+            fid_weights: None,
+            fid_classifier: None,
         }
     }
 }
@@ -344,6 +367,14 @@ impl TrainFile {
                 d.timesteps
             );
         }
+        if t.fid_every > 0
+            && (t.fid_samples < 2 || t.sample_steps == 0 || t.sample_steps > d.timesteps)
+        {
+            bail!(
+                "[train] fid_every needs fid_samples ≥ 2 and sample_steps in 1..={}",
+                d.timesteps
+            );
+        }
         if t.shards == 0 || t.shards > t.batch_size {
             bail!(
                 "[train] shards must be in 1..=batch_size ({}), got {}",
@@ -351,10 +382,11 @@ impl TrainFile {
                 t.shards
             );
         }
-        if self.condition.is_some() && (t.sample_every > 0 || t.eval_every > 0) {
+        if self.condition.is_some() && (t.sample_every > 0 || t.eval_every > 0 || t.fid_every > 0) {
             bail!(
-                "[train] sample_every and eval_every must be 0 for a conditional model (its samples \
-                 need observations: reconstruction files draw them with method `amortized`)"
+                "[train] sample_every, eval_every and fid_every must be 0 for a conditional model \
+                 (its samples need observations: reconstruction files draw them with method \
+                 `amortized`)"
             );
         }
         if t.loss_weighting == LossWeighting::Precond && self.model.precondition != Some(true) {

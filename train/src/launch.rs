@@ -45,7 +45,7 @@ pub struct DiffusionRun {
     /// Continue from this checkpoint.
     pub resume: Option<PathBuf>,
     pub restart: bool,
-    /// Skip the bound evaluations of `[train] eval_every`.
+    /// Skip the bound evaluations of `[train] eval_every` and the FID scores of `fid_every`.
     pub no_eval: bool,
     pub download: bool,
     pub quiet: bool,
@@ -93,6 +93,8 @@ pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
         restart: o.restart,
         progress: !o.quiet,
         eval_data,
+        score_fid: !o.no_eval,
+        fid_cache: tweedie_sample::inception_fid::default_cache(),
     };
     trainer::train(plan, &data, &opts)
 }

@@ -10,6 +10,7 @@ pub mod clip;
 pub mod config;
 pub mod ema;
 pub mod eval;
+pub mod fid_score;
 pub mod launch;
 pub mod plot;
 pub mod trainer;

@@ -72,7 +72,8 @@ struct Args {
     #[arg(long, conflicts_with = "resume")]
     restart: bool,
     /// Skip the test-split evaluations of `[train] eval_every` (the bound costs T network calls
-    /// per batch of test images), the one at the end of the run included.
+    /// per batch of test images) and the FID scores of `[train] fid_every`, the ones at the end
+    /// of the run included.
     #[arg(long)]
     no_eval: bool,
     /// Download the dataset's files if they are missing (same as `[data] download = true`).

@@ -71,6 +71,38 @@ pub fn loss_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
     })
 }
 
+/// Plots FID against the training step, one dot per score, on a linear y axis from 0.
+pub fn fid_curve_png(points: &[(f64, f64)], title: &str) -> Result<Vec<u8>> {
+    render_png(800, 480, |root| {
+        let pts: Vec<(f64, f64)> = points.iter().copied().filter(|p| p.1.is_finite()).collect();
+        let x_max = pts.iter().map(|p| p.0).fold(1.0, f64::max) * 1.05;
+        let y_max = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("step")
+            .y_desc("FID (lower is better)")
+            .x_label_formatter(&|x| format!("{x:.0}"))
+            .y_label_formatter(&|y| format!("{y:.1}"))
+            .label_style(("sans-serif", 14))
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(LineSeries::new(pts.iter().copied(), BLUE.stroke_width(2)))
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .draw_series(pts.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

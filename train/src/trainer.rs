@@ -33,6 +33,7 @@ use tweedie_sample::sampler::{self, NoiseSource};
 
 use crate::config::{LossWeighting, Plan, TrainFile, TrainSection};
 use crate::eval::{EvalOptions, evaluate};
+use crate::fid_score::{FidRecord, FidScorer};
 use crate::{clip, ema, plot};
 
 pub const OPTIM_FILE: &str = "optim.bpk";
@@ -76,6 +77,10 @@ pub struct RunOptions {
     pub progress: bool,
     /// Held-out images for `[train] eval_every`.
     pub eval_data: Option<ImageSet>,
+    /// Score `[train] fid_every` (off: `--no-eval`).
+    pub score_fid: bool,
+    /// Where Inception's reference statistics are cached (`None`: computed each run).
+    pub fid_cache: Option<PathBuf>,
 }
 
 /// One logged step.
@@ -196,6 +201,8 @@ pub struct Trainer<'a> {
     last_checkpoint: PathBuf,
     /// `time_limit` was reached at the last step (set by [`Trainer::periodic`]).
     time_up: bool,
+    /// `[train] fid_every`'s network and reference, and the (step, FID) points for `fid.png`.
+    fid: Option<(FidScorer, Vec<(f64, f64)>)>,
     _run_dir: RunDir,
 }
 
@@ -450,6 +457,20 @@ impl<'a> Trainer<'a> {
         let mut state = TrainState::fresh(plan, data, opts)?;
         let plan = &state.plan;
         let tc = &plan.file.train;
+        // Before the run directory is claimed: a missing network stops the run having changed
+        // nothing.
+        let scorer = if tc.fid_every > 0 && opts.score_fid {
+            let plain = state.device.clone().without_autodiff();
+            Some(FidScorer::new(
+                plan,
+                data,
+                opts.fid_cache.clone(),
+                &plain,
+                !opts.progress,
+            )?)
+        } else {
+            None
+        };
         let run_dir = claim_run_dir(plan, opts)?;
         if let Some(old) = run_dir.moved_to() {
             eprintln!(
@@ -505,6 +526,7 @@ impl<'a> Trainer<'a> {
             .progress_chars("=> "),
         );
         bar.set_position(start as u64);
+        let fid = scorer.map(|s| (s, fid_points(&metrics_path)));
         let t = Self {
             state,
             opts,
@@ -519,9 +541,11 @@ impl<'a> Trainer<'a> {
             smooth: None,
             last_checkpoint: PathBuf::new(),
             time_up: false,
+            fid,
             _run_dir: run_dir,
         };
         t.announce_evaluations();
+        t.announce_fid();
         // The clock starts when the steps do (as the log's `seconds` always has).
         Ok(Self {
             clock: Instant::now(),
@@ -590,6 +614,9 @@ impl<'a> Trainer<'a> {
         }
         if self.opts.eval_data.is_some() && (every(tc.eval_every) || (tc.eval_every > 0 && last)) {
             self.evaluate(done)?;
+        }
+        if self.fid.is_some() && (every(tc.fid_every) || (tc.fid_every > 0 && last)) {
+            self.score_fid(done)?;
         }
         if every(tc.checkpoint_every) || last {
             self.last_checkpoint = save(
@@ -668,6 +695,93 @@ impl<'a> Trainer<'a> {
             r.l_simple, r.bpd, r.images
         ));
         Ok(())
+    }
+
+    /// `[train] fid_every`: `fid_samples` samples of the grid's sampler (EMA weights, a fixed
+    /// seed, so scores along the run differ by the model alone), scored, logged in
+    /// `metrics.jsonl` and drawn in `fid.png`.
+    fn score_fid(&mut self, done: usize) -> Result<()> {
+        let clock = Instant::now();
+        let tc = self.state.plan.file.train.clone();
+        let bar = self.bars.add(ProgressBar::new(tc.fid_samples as u64));
+        bar.set_style(
+            ProgressStyle::with_template(&format!(
+                "  FID samples at step {done} [{{bar:30}}] {{pos}}/{{len}} ETA {{eta}}"
+            ))
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        let (images, shape) = draw_samples(
+            &self.state.plan,
+            &self.state.schedule,
+            &self.eval_model(),
+            tc.fid_samples,
+            self.state.plan.file.seed ^ FID_STREAM,
+            |k| bar.inc(k as u64),
+        )?;
+        bar.finish_and_clear();
+        self.bars.remove(&bar);
+        let (scorer, points) = self.fid.as_mut().expect("scored only with a scorer");
+        let mut record = scorer.score(&images, shape, self.state.plan.file.seed);
+        record.seconds = clock.elapsed().as_secs_f64();
+        let line = serde_json::json!({ "step": done, "fid": record });
+        writeln!(self.metrics, "{line}")
+            .with_context(|| self.metrics_path.display().to_string())?;
+        self.metrics.flush().ok();
+        points.push((done as f64, record.fid));
+        let kid = record
+            .kid
+            .map_or(String::new(), |k| format!(", KID {k:.4}"));
+        self.bar.println(format!(
+            "step {done}: {} {:.2}{kid} ({} samples against {} training images, {})",
+            if record.network == "inception" {
+                "FID"
+            } else {
+                "classifier-FID"
+            },
+            record.fid,
+            record.samples,
+            record.reference_images,
+            human_seconds(record.seconds)
+        ));
+        let png = plot::fid_curve_png(
+            points,
+            &format!("{} — {}", self.state.plan.run_dir.display(), scorer.name()),
+        )?;
+        checkpoint::write_atomic(&self.state.plan.run_dir.join("fid.png"), &png)?;
+        Ok(())
+    }
+
+    /// Says up front what `[train] fid_every` will cost (one timed network call).
+    fn announce_fid(&self) {
+        let Some((scorer, _)) = &self.fid else {
+            return;
+        };
+        let tc = &self.state.plan.file.train;
+        let scores = (self.state.step + 1..=tc.steps)
+            .filter(|d| d % tc.fid_every == 0 || *d == tc.steps)
+            .count();
+        let batch = tc.fid_samples.min(FID_BATCH);
+        let one = time_one_call(
+            &self.state.model.valid(),
+            &self.state.device.clone().without_autodiff(),
+            batch,
+            self.state.data.shape,
+        );
+        let each = one * (tc.sample_steps * tc.fid_samples.div_ceil(batch)) as f64
+            + scorer.cost(tc.fid_samples);
+        self.bars.suspend(|| {
+            eprintln!(
+                "{}: {scores} time(s) (every {} steps and at the end), {} samples in {} steps of \
+                 {} each time: about {} each (--no-eval skips it)",
+                scorer.name(),
+                tc.fid_every,
+                tc.fid_samples,
+                tc.sample_steps,
+                tweedie_core::choice::name(&tc.sample_sampler),
+                human_seconds(each)
+            )
+        });
     }
 
     /// Says up front what the bound evaluations will cost (one timed network call).
@@ -943,7 +1057,8 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{}: damaged", path.display()))
 }
 
-/// Redraws `run_dir/loss.png` from `run_dir/metrics.jsonl`; returns the PNG's path.
+/// Redraws `run_dir/loss.png` (and `fid.png`, when FID was scored) from `run_dir/metrics.jsonl`;
+/// returns the loss curve's path.
 pub fn replot(run_dir: &Path) -> Result<PathBuf> {
     let path = run_dir.join(METRICS_FILE);
     let text = std::fs::read_to_string(&path)
@@ -959,6 +1074,11 @@ pub fn replot(run_dir: &Path) -> Result<PathBuf> {
     let png = plot::loss_curve_png(&curve, &format!("{} — L_simple", run_dir.display()))?;
     let out = run_dir.join("loss.png");
     checkpoint::write_atomic(&out, &png)?;
+    let fid = fid_points(&path);
+    if !fid.is_empty() {
+        let png = plot::fid_curve_png(&fid, &format!("{} — FID", run_dir.display()))?;
+        checkpoint::write_atomic(&run_dir.join("fid.png"), &png)?;
+    }
     Ok(out)
 }
 
@@ -971,27 +1091,14 @@ fn write_sample_grid(
     step: usize,
 ) -> Result<()> {
     let tc = &plan.file.train;
-    let device = model
-        .devices()
-        .first()
-        .cloned()
-        .context("model has no device")?;
-    let ts = schedule.timesteps(tc.sample_steps, tc.sample_sampler.default_spacing())?;
-    let mut rng = Rng::new(plan.file.seed ^ 0x5A3F);
-    let (c, r) = (plan.unet.in_channels, plan.unet.resolution);
-    let x = rng.normal([tc.sample_n, c, r, r], &device);
-    let (x0, _) = sampler::run(
-        model,
-        tc.sample_sampler
-            .build(0.0, ModelVariance::Small, true)
-            .as_mut(),
+    let (bytes, shape) = draw_samples(
+        plan,
         schedule,
-        &ts,
-        x,
-        &mut rng,
-        |_, _| {},
-    );
-    let (bytes, shape) = to_u8_nhwc(x0);
+        model,
+        tc.sample_n,
+        plan.file.seed ^ 0x5A3F,
+        |_| {},
+    )?;
     let dir = plan.run_dir.join("samples");
     std::fs::create_dir_all(&dir).with_context(|| dir.display().to_string())?;
     let cols = (tc.sample_n as f64).sqrt().ceil() as usize;
@@ -1000,6 +1107,70 @@ fn write_sample_grid(
         &grid_png(&bytes, shape, cols)?,
     )?;
     Ok(())
+}
+
+/// The seed stream of `[train] fid_every`'s samples.
+const FID_STREAM: u64 = 0xF1D5;
+/// Samples drawn at once for FID.
+const FID_BATCH: usize = 64;
+
+/// `n` samples (uint8 N×H×W×C) of the grid's sampler (`sample_sampler`, `sample_steps`) from
+/// `seed`, `FID_BATCH` at a time beyond one grid; `tick(k)`: k more done.
+fn draw_samples(
+    plan: &Plan,
+    schedule: &tweedie_core::schedule::NoiseSchedule,
+    model: &UNet,
+    n: usize,
+    seed: u64,
+    mut tick: impl FnMut(usize),
+) -> Result<(Vec<u8>, [usize; 4])> {
+    let tc = &plan.file.train;
+    let device = model
+        .devices()
+        .first()
+        .cloned()
+        .context("model has no device")?;
+    let ts = schedule.timesteps(tc.sample_steps, tc.sample_sampler.default_spacing())?;
+    let mut rng = Rng::new(seed);
+    let (c, r) = (plan.unet.in_channels, plan.unet.resolution);
+    let batch = if n <= tc.sample_n.max(FID_BATCH) {
+        n
+    } else {
+        FID_BATCH
+    };
+    let mut out = Vec::with_capacity(n * c * r * r);
+    for s in (0..n).step_by(batch) {
+        let b = batch.min(n - s);
+        let x = rng.normal([b, c, r, r], &device);
+        let (x0, _) = sampler::run(
+            model,
+            tc.sample_sampler
+                .build(0.0, ModelVariance::Small, true)
+                .as_mut(),
+            schedule,
+            &ts,
+            x,
+            &mut rng,
+            |_, _| {},
+        );
+        out.extend(to_u8_nhwc(x0).0);
+        tick(b);
+    }
+    Ok((out, [n, r, r, c]))
+}
+
+/// The (step, FID) points already in `metrics.jsonl` (a resumed run's curve goes on from them;
+/// `open_metrics` has dropped the lines past the resumed step).
+fn fid_points(path: &Path) -> Vec<(f64, f64)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let r: FidRecord = serde_json::from_value(v.get("fid")?.clone()).ok()?;
+            Some((v["step"].as_u64()? as f64, r.fid))
+        })
+        .collect()
 }
 
 /// Opens `metrics.jsonl` for appending, first dropping lines past `keep_up_to` (a resumed run

@@ -202,6 +202,8 @@ fn train_with(
         restart: false,
         progress: false,
         eval_data: None,
+        score_fid: false,
+        fid_cache: None,
     };
     trainer::train(&plan, &images(), &opts).unwrap()
 }

@@ -50,6 +50,8 @@ fn opts(resume: Option<PathBuf>) -> RunOptions {
         restart: false,
         progress: false,
         eval_data: None,
+        score_fid: false,
+        fid_cache: None,
     }
 }
 
@@ -475,4 +477,91 @@ fn a_used_run_directory_is_never_overwritten() {
     for d in [dir, old] {
         std::fs::remove_dir_all(d).unwrap();
     }
+}
+
+/// `[train] fid_every` on RGB data: Inception FID and KID (the committed narrow fixture network)
+/// logged at every score and at the end, `fid.png` drawn, the reference statistics cached once,
+/// and a resumed run's scores continuing the log; on gray data a missing classifier stops the run
+/// before it claims its directory.
+#[test]
+fn fid_is_scored_logged_plotted_and_resumed() {
+    let dir = tmp("fid");
+    let cache = dir.join("cache");
+    let weights = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../testdata/inception")
+        .join(tweedie_core::inception::WEIGHTS_FILE);
+    let mut r = Rng::new(4);
+    let rgb = ImageSet {
+        shape: [3, 8, 8],
+        pixels: (0..12 * 3 * 64).map(|_| r.below(256) as u8).collect(),
+        labels: vec![0; 12],
+    };
+    let run = dir.join("run");
+    let extra = format!(
+        "sample_every = 0\nfid_every = 2\nfid_samples = 3\nsample_steps = 2\nfid_weights = \"{}\"\n",
+        weights.display()
+    );
+    let mut p = plan(&run, 4, &extra);
+    p.unet.in_channels = 3;
+    let o = RunOptions {
+        score_fid: true,
+        fid_cache: Some(cache.clone()),
+        ..opts(None)
+    };
+    trainer::train(&p, &rgb, &o).unwrap();
+    let scores = |run: &std::path::Path| -> Vec<(u64, serde_json::Value)> {
+        std::fs::read_to_string(run.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|v| v.get("fid").is_some())
+            .map(|v| (v["step"].as_u64().unwrap(), v["fid"].clone()))
+            .collect()
+    };
+    let s = scores(&run);
+    assert_eq!(s.iter().map(|x| x.0).collect::<Vec<_>>(), [2, 4]);
+    for (_, f) in &s {
+        assert_eq!(f["network"], "inception");
+        assert!(f["fid"].as_f64().unwrap() > 0.0 && f["kid"].as_f64().unwrap().is_finite());
+        assert_eq!(
+            (f["samples"].as_u64(), f["reference_images"].as_u64()),
+            (Some(3), Some(12))
+        );
+    }
+    assert!(run.join("fid.png").is_file());
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+    let more = plan(&run, 6, &extra);
+    let mut more = more;
+    more.unet.in_channels = 3;
+    let o = RunOptions {
+        resume: Some(run.clone()),
+        ..o
+    };
+    trainer::train(&more, &rgb, &o).unwrap();
+    let s2 = scores(&run);
+    assert_eq!(s2.iter().map(|x| x.0).collect::<Vec<_>>(), [2, 4, 6]);
+    assert_eq!(s2[..2], s[..]);
+    assert_eq!(std::fs::read_dir(&cache).unwrap().count(), 1);
+
+    let gray_run = dir.join("gray");
+    let p = plan(
+        &gray_run,
+        2,
+        &format!(
+            "sample_every = 0\nfid_every = 1\nfid_classifier = \"{}\"\n",
+            dir.join("no-classifier").display()
+        ),
+    );
+    let o = RunOptions {
+        score_fid: true,
+        ..opts(None)
+    };
+    let e = format!("{:#}", trainer::train(&p, &data(), &o).err().unwrap());
+    assert!(
+        e.contains("[train] fid_classifier") && !e.contains('\n'),
+        "{e}"
+    );
+    assert!(!gray_run.exists());
+    std::fs::remove_dir_all(&dir).ok();
 }

@@ -260,34 +260,43 @@ pub fn default_cache() -> Option<PathBuf> {
 }
 
 /// The statistics of `reference`: read (statistics), from the cache, or computed from its images
-/// (then cached). Returns them and whether the cache answered.
+/// (then cached). Returns them and whether they were read rather than computed.
 pub fn reference_stats(
     reference: &FidReference,
     o: &ReferenceOptions,
 ) -> Result<(ReferenceStats, bool)> {
-    let Some(set) = reference.images()? else {
-        let FidReference::Stats(p) = reference else {
-            unreachable!("only statistics have no images")
-        };
-        return Ok((ReferenceStats::read(p)?, true));
+    let name = match reference {
+        FidReference::Dataset { kind, split, .. } => format!("{}-{}", kind.name(), split.name()),
+        FidReference::Folder(_) => "folder".into(),
+        FidReference::Stats(p) => return Ok((ReferenceStats::read(p)?, true)),
     };
+    let set = reference
+        .images()?
+        .expect("a dataset or a folder has images");
+    stats_of_set(&set, &reference.label(), &name, o)
+}
+
+/// The statistics of the images of `set` (`label` names it in messages, `name` starts its cache
+/// file's name): from the cache, or computed (then cached). Returns them and whether the cache
+/// answered.
+pub fn stats_of_set(
+    set: &ImageSet,
+    label: &str,
+    name: &str,
+    o: &ReferenceOptions,
+) -> Result<(ReferenceStats, bool)> {
     if set.shape[0] != 3 {
         bail!(
-            "{}: Inception takes RGB images, these have {} channels",
-            reference.label(),
+            "{label}: Inception takes RGB images, these have {} channels",
             set.shape[0]
         );
     }
     if set.len() < 2 {
-        bail!("{}: need at least 2 reference images", reference.label());
+        bail!("{label}: need at least 2 reference images");
     }
     let weights = std::fs::read(o.weights)
         .with_context(|| format!("{}: cannot read", o.weights.display()))?;
     let pixels: Vec<u8> = (0..set.len()).flat_map(|i| set.image(i).to_vec()).collect();
-    let name = match reference {
-        FidReference::Dataset { kind, split, .. } => format!("{}-{}", kind.name(), split.name()),
-        _ => "folder".into(),
-    };
     let file = format!(
         "{name}-{}-{}-{}.npz",
         set.len(),
@@ -306,10 +315,9 @@ pub fn reference_stats(
     crate::progress::say(
         &bar,
         format!(
-            "Inception features of the {} reference images of {} (once; about {:.0} s at 7 \
+            "Inception features of the {} reference images of {label} (once; about {:.0} s at 7 \
              images/s on 2 CPU cores){}",
             set.len(),
-            reference.label(),
             set.len() as f64 / 7.0,
             match &cached {
                 Some(p) => format!(", cached in {}", p.display()),
@@ -317,15 +325,34 @@ pub fn reference_stats(
             }
         ),
     );
-    let f = features_of_set(o.net, &set, |k| bar.inc(k as u64));
+    let f = features_of_set(o.net, set, |k| bar.inc(k as u64));
     bar.finish_and_clear();
     let stats = ReferenceStats::of(f, o.net.width(), set.shape);
-    if let Some(p) = &cached {
-        std::fs::create_dir_all(o.cache.as_ref().expect("a cache"))
-            .with_context(|| format!("{}: cannot create", p.display()))?;
+    if let (Some(dir), Some(p)) = (&o.cache, &cached) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create", dir.display()))?;
         stats.write(p)?;
     }
     Ok((stats, false))
+}
+
+/// FID of the sample features `f` (`[n, d]`, d the reference's) against `r`, and KID (mean and
+/// standard deviation over `subsets` random subsets of `subset_size` rows drawn from `seed`)
+/// when the reference keeps its features.
+pub fn fid_kid(
+    f: &[f32],
+    r: &ReferenceStats,
+    subsets: usize,
+    subset_size: usize,
+    seed: u64,
+) -> (f64, Option<(f64, f64)>) {
+    let d = r.stats.mean.len();
+    let fid = FeatureStats::of(f, d).frechet(&r.stats);
+    let kid = r.features.as_ref().map(|rf| {
+        let mut rng = tweedie_core::rng::Rng::new(seed);
+        kid(f, rf, d, subsets, subset_size, &mut rng)
+    });
+    (fid, kid)
 }
 
 /// What `sample fid --reference` needs besides the samples and the reference.
@@ -431,14 +458,9 @@ pub fn score_npy(
         |k| bar.inc(k as u64),
     );
     bar.finish_and_clear();
-    let d = net.width();
-    let fid = FeatureStats::of(&f, d).frechet(&r.stats);
-    let (kid, kid_std, kid_note) = match &r.features {
-        Some(rf) => {
-            let mut rng = tweedie_core::rng::Rng::new(o.seed);
-            let (k, s) = kid(&f, rf, d, o.kid_subsets, o.kid_subset_size, &mut rng);
-            (Some(k), Some(s), None)
-        }
+    let (fid, kid) = fid_kid(&f, &r, o.kid_subsets, o.kid_subset_size, o.seed);
+    let (kid, kid_std, kid_note) = match kid {
+        Some((k, s)) => (Some(k), Some(s), None),
         None => (
             None,
             None,

@@ -168,6 +168,8 @@ fn run(a: Args) -> Result<()> {
                 restart: false,
                 progress: false,
                 eval_data: None,
+                score_fid: false,
+                fid_cache: None,
             };
             let mut state = TrainState::fresh(&plan, data, &opts)?;
             params = state.num_params();
