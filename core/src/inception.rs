@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::module::{avg_pool2d, conv2d, max_pool2d};
+use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 
 use crate::CoreError;
@@ -59,10 +59,10 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        burn::tensor::activation::relu(conv2d(
+        burn::tensor::activation::relu(crate::kernel::conv2d_with(
             x,
             self.weight.clone(),
-            Some(self.bias.clone()),
+            self.bias.clone(),
             self.options.clone(),
         ))
     }

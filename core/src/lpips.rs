@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use burn::tensor::module::{conv2d, max_pool2d};
+use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 
 use crate::CoreError;
@@ -178,10 +178,10 @@ impl Lpips {
                 x = max_pool2d(x, pool.clone());
             }
             let opts = ConvOptions::new([s.stride; 2], [s.padding; 2], [1, 1], 1);
-            x = burn::tensor::activation::relu(conv2d(
+            x = burn::tensor::activation::relu(crate::kernel::conv2d_with(
                 x,
                 s.weight.clone(),
-                Some(s.bias.clone()),
+                s.bias.clone(),
                 opts,
             ));
             out.push(x.clone());

@@ -254,6 +254,26 @@ pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     ))
 }
 
+/// A convolution with bias of raw tensors (inference networks read from files: Inception,
+/// AlexNet): the [`FusedOps`] kernel where [`fused_available`] (on flex, the shifted matrix
+/// products of [`conv`]), burn's `conv2d` elsewhere.
+pub fn conv2d_with(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    options: ConvOptions<2>,
+) -> Tensor<4> {
+    if !fused_available(&x.device()) {
+        return burn::tensor::module::conv2d(x, weight, Some(bias), options);
+    }
+    Tensor::from_dispatch(Dispatch::fused_conv2d(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        options,
+    ))
+}
+
 thread_local! {
     static RECORDED: std::cell::RefCell<Option<Vec<conv::Geometry>>> =
         const { std::cell::RefCell::new(None) };

@@ -53,6 +53,21 @@ pub fn observed_for_batch(y: &Tensor<4>, b: usize, device: &Device) -> Tensor<4>
     y.to_device(device)
 }
 
+/// ∇ₓ log p(y | x) per sample `[B, C, H, W]`, on `x`'s device (by autodiff through the
+/// likelihood alone, on an autodiff copy when `x`'s device has none: no network is involved).
+pub fn log_likelihood_grad(lik: &dyn Likelihood, x: Tensor<4>) -> Tensor<4> {
+    let device = x.device();
+    let ad = if device.is_autodiff() {
+        device.clone()
+    } else {
+        device.clone().autodiff()
+    };
+    let xg = Tensor::<4>::from_data(x.into_data(), &ad).require_grad();
+    let grads = lik.log_prob(xg.clone()).sum().backward();
+    let g = xg.grad(&grads).expect("log p(y | x) depends on x");
+    Tensor::from_data(g.into_data(), &device)
+}
+
 impl Observation {
     /// (y over the batch, A(x_0)).
     fn observed_and_predicted(&self, x0: Tensor<4>) -> (Tensor<4>, Tensor<4>) {

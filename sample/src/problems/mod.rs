@@ -5,3 +5,4 @@ pub mod likelihood;
 pub mod noise;
 pub mod operator;
 pub mod spec;
+pub mod spectral;

@@ -109,7 +109,8 @@ impl NoiseSpec {
         let pos = |name: &str, v: f64| check::float(&format!("noise.{name}"), v, Range::Positive);
         Ok(match *self {
             NoiseSpec::Gaussian { sigma_y } => {
-                pos("sigma_y", sigma_y)?;
+                // 0: a noiseless observation (the methods that need a likelihood refuse it).
+                check::float("noise.sigma_y", sigma_y, Range::NonNegative)?;
                 Box::new(Gaussian { sigma_y })
             }
             NoiseSpec::Poisson { rate } => {

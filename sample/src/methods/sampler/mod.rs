@@ -2,22 +2,30 @@
 //! only loop over t, counts network evaluations, and detaches every step so that no autodiff
 //! graph survives from one step to the next.
 
+mod daps;
 mod ddim;
+mod ddnm;
 mod ddpm;
+mod ddrm;
 mod diffpir;
 mod dpmpp;
 mod dps;
 mod heun;
 mod pigdm;
+mod reddiff;
 mod replacement;
 
+pub use daps::{Daps, DapsSettings};
 pub use ddim::Ddim;
+pub use ddnm::{Ddnm, DdnmSettings};
 pub use ddpm::Ddpm;
+pub use ddrm::{Ddrm, DdrmSettings, SpectralData};
 pub use diffpir::{DiffPir, prox_log_likelihood};
 pub use dpmpp::DpmSolverPp2m;
 pub use dps::{Dps, DpsStep};
 pub use heun::Heun;
 pub use pigdm::PiGdm;
+pub use reddiff::{RedDiff, RedDiffSettings};
 pub use replacement::Replacement;
 
 use burn::prelude::*;

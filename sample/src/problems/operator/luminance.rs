@@ -49,6 +49,9 @@ impl ForwardOperator for Luminance {
         let atav = self.adjoint(self.apply(v.clone()))?;
         Some((v - atav.div_scalar(rho + norm2())).div_scalar(rho))
     }
+    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+        Some(Box::new(*self))
+    }
 }
 
 #[cfg(test)]

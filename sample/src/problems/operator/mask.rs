@@ -55,7 +55,7 @@ impl Mask {
             ..m
         }
     }
-    fn tensor(&self, device: &Device) -> Tensor<4> {
+    pub(crate) fn tensor(&self, device: &Device) -> Tensor<4> {
         let v: Vec<f32> = self
             .observed
             .iter()
@@ -86,6 +86,9 @@ impl ForwardOperator for Mask {
     fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
         let m = self.tensor(&v.device());
         Some(v / m.add_scalar(rho))
+    }
+    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+        Some(Box::new(self.clone()))
     }
 }
 

@@ -41,6 +41,9 @@ impl ForwardOperator for Matrix {
         let d = self.a[0].len();
         Some(y.reshape([b, self.a.len()]).matmul(a).reshape([b, d, 1, 1]))
     }
+    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+        Some(Box::new(self.svd()))
+    }
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ mod saturate;
 pub use blur::GaussianBlur;
 pub use downsample::AvgPool;
 pub use identity::Identity;
-pub use luminance::Luminance;
+pub use luminance::{Luminance, WEIGHTS as LUMINANCE_WEIGHTS};
 pub use mask::Mask;
 pub use matrix::Matrix;
 pub use saturate::Saturate;
@@ -47,6 +47,10 @@ pub trait ForwardOperator {
     }
     /// (AᵀA + ρI)⁻¹ v, where it has a closed form (the data step of DiffPIR, ΠGDM-style solvers).
     fn solve_normal(&self, _v: Tensor<4>, _rho: f64) -> Option<Tensor<4>> {
+        None
+    }
+    /// A = U Σ Vᵀ in closed form, where it has one (the spectral methods: DDRM, DDNM).
+    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
         None
     }
 }

@@ -11,6 +11,7 @@ use super::GmmProblem;
 use crate::amortized::{CsbSettings, TrainSettings};
 use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
+use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
 use crate::smc::{Potential, Resampling, Twist};
 
 /// A benchmark file (`kind = "gmm-benchmark"`).
@@ -31,6 +32,18 @@ pub struct GmmFile {
     /// The conditional Schrödinger bridge (method `csb`).
     #[serde(default)]
     pub csb: CsbSettings,
+    /// DDRM (method `ddrm`; its own `steps`, the paper's 20 by default).
+    #[serde(default)]
+    pub ddrm: DdrmSettings,
+    /// DDNM⁺ (method `ddnm`; its own `steps`).
+    #[serde(default)]
+    pub ddnm: DdnmSettings,
+    /// RED-diff (method `reddiff`; its own `steps`).
+    #[serde(default)]
+    pub reddiff: RedDiffSettings,
+    /// DAPS (method `daps`; its own `steps`).
+    #[serde(default)]
+    pub daps: DapsSettings,
     /// Directory of the plots; default `out/<file stem>`.
     pub out: Option<std::path::PathBuf>,
 }
@@ -166,6 +179,14 @@ pub enum GmmMethod {
     Amortized,
     /// The conditional Schrödinger bridge (Shi et al. 2022) built from that network by IPF.
     Csb,
+    /// DDRM (Kawar et al. 2022), one particle, in A's singular basis.
+    Ddrm,
+    /// DDNM⁺ (Wang et al. 2023), one particle.
+    Ddnm,
+    /// RED-diff (Mardani et al. 2024), one optimised x₀ per draw.
+    Reddiff,
+    /// DAPS (Zhang et al. 2025), one particle.
+    Daps,
 }
 
 impl GmmMethod {
@@ -178,6 +199,10 @@ impl GmmMethod {
             Self::Fk => "fk",
             Self::Amortized => "amortized",
             Self::Csb => "csb",
+            Self::Ddrm => "ddrm",
+            Self::Ddnm => "ddnm",
+            Self::Reddiff => "reddiff",
+            Self::Daps => "daps",
         }
     }
 
@@ -189,6 +214,18 @@ impl GmmMethod {
     /// Whether it trains a network on (x, y) pairs first.
     pub fn is_amortized(self) -> bool {
         matches!(self, Self::Amortized | Self::Csb)
+    }
+
+    /// Reverse steps of the run: the method's own for DDRM and DDNM, else `[run] steps`.
+    pub fn steps(self, file: &GmmFile) -> usize {
+        match self {
+            Self::Ddrm => file.ddrm.steps,
+            Self::Ddnm => file.ddnm.steps,
+            Self::Reddiff => file.reddiff.steps,
+            Self::Daps => file.daps.steps,
+            Self::Csb => file.csb.steps,
+            _ => file.run.steps,
+        }
     }
 
     /// The random stream of the run with `k` particles: `Rng::derive(seed, stream)`.
@@ -261,6 +298,10 @@ impl GmmFile {
         if self.run.methods.contains(&GmmMethod::Csb) {
             self.csb.validate("csb")?;
         }
+        self.ddrm.validate("ddrm")?;
+        self.ddnm.validate("ddnm")?;
+        self.reddiff.validate("reddiff")?;
+        self.daps.validate("daps")?;
         if let Some(dy) = self.observation.random_dy
             && dy > MAX_DY
         {

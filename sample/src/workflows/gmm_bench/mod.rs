@@ -27,7 +27,10 @@ use crate::amortized::{CondMlp, ConditionalBridge};
 use crate::likelihood::Observation;
 use crate::noise::Gaussian;
 use crate::operator::Matrix;
-use crate::sampler::{self, Ddpm, DiffPir, Dps, DpsStep, PiGdm, Sampler};
+use crate::sampler::{
+    self, Daps, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep, PiGdm,
+    RedDiff, Sampler, SpectralData,
+};
 use crate::smc::{ResampleWhen, Smc, SmcConfig, Twist, log_sum_exp};
 
 /// A built problem.
@@ -100,7 +103,9 @@ impl GmmProblem {
             let device = Device::flex();
             let cond = Tensor::<4>::from_data(TensorData::new(y, [n, dy, 1, 1]), &device);
             let model = tweedie_core::denoiser::Conditioned { net, cond };
-            let timesteps = self.schedule.timesteps(file.run.steps, Spacing::Trailing)?;
+            let timesteps = self
+                .schedule
+                .timesteps(method.steps(file), Spacing::Trailing)?;
             let mut ddpm = Ddpm {
                 variance: tweedie_core::elbo::ModelVariance::Small,
                 clip: false,
@@ -157,7 +162,9 @@ impl GmmProblem {
         let d = self.prior.dim();
         let device = Device::flex();
         let grad_device = device.clone().autodiff();
-        let timesteps = self.schedule.timesteps(file.run.steps, Spacing::Trailing)?;
+        let timesteps = self
+            .schedule
+            .timesteps(method.steps(file), Spacing::Trailing)?;
         let mut rng = Rng::new(seed);
         let ddpm = Ddpm {
             variance: tweedie_core::elbo::ModelVariance::Small,
@@ -229,6 +236,57 @@ impl GmmProblem {
                     seed ^ 0x5eed,
                 ));
                 Box::new(ddpm)
+            }
+            GmmMethod::Ddrm | GmmMethod::Ddnm => {
+                let o = self.observation(&device);
+                let data = SpectralData::new(
+                    Box::new(
+                        Matrix {
+                            a: self.obs.a.clone(),
+                        }
+                        .svd(),
+                    ),
+                    o.y.repeat_dim(0, rows),
+                    [d, 1, 1],
+                    self.obs.sigma,
+                );
+                if method == GmmMethod::Ddrm {
+                    Box::new(Ddrm {
+                        data,
+                        settings: DdrmSettings {
+                            clip: false,
+                            ..file.ddrm
+                        },
+                    })
+                } else {
+                    Box::new(Ddnm {
+                        data,
+                        settings: DdnmSettings {
+                            clip: false,
+                            ..file.ddnm
+                        },
+                    })
+                }
+            }
+            GmmMethod::Reddiff => {
+                let o = self.observation(&device);
+                let init = crate::operator::pseudo_inverse(o.op.as_ref(), o.y.clone())
+                    .expect("a matrix is linear")
+                    .repeat_dim(0, rows);
+                Box::new(RedDiff::new(Box::new(o), init, file.reddiff))
+            }
+            GmmMethod::Daps => {
+                let svd = Matrix {
+                    a: self.obs.a.clone(),
+                }
+                .svd();
+                let curvature = svd.largest().powi(2) / (self.obs.sigma * self.obs.sigma);
+                Box::new(Daps::new(
+                    Box::new(self.observation(&device)),
+                    file.daps,
+                    curvature,
+                    self.schedule.alphas_cumprod.clone(),
+                ))
             }
             GmmMethod::Amortized | GmmMethod::Csb => unreachable!("drawn above"),
         };
@@ -364,10 +422,7 @@ pub fn score(
             .as_ref()
             .map(|l| log_sum_exp(l) - (l.len() as f64).ln()),
         ess_mean: draws.ess_mean,
-        nfe: match method {
-            GmmMethod::Csb => file.csb.steps,
-            _ => k * file.run.steps,
-        },
+        nfe: k * method.steps(file),
         seconds: draws.seconds,
         train_seconds: None,
         sw_ratio_fresh: None,

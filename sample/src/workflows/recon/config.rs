@@ -13,6 +13,7 @@ use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::noise::NoiseModel;
 use crate::operator::{ForwardOperator, Mask};
+use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
 use crate::smc::{Potential, ResampleWhen, Resampling, SmcConfig, Twist};
 pub use crate::spec::{NoiseSpec, OperatorSpec};
 
@@ -48,6 +49,14 @@ pub struct ReconFile {
     pub amortized: AmortizedSection,
     #[serde(default)]
     pub csb: CsbSection,
+    #[serde(default)]
+    pub ddrm: DdrmSettings,
+    #[serde(default)]
+    pub ddnm: DdnmSettings,
+    #[serde(default)]
+    pub reddiff: RedDiffSettings,
+    #[serde(default)]
+    pub daps: DapsSettings,
 }
 
 /// The amortized method: a conditional network trained for this file's observation model
@@ -486,6 +495,18 @@ pub enum ReconMethod {
     /// The conditional Schrödinger bridge refined from that network by IPF (`[csb]`): one
     /// bridge trajectory per sample.
     Csb,
+    /// DDRM (Kawar et al. 2022): sampling in A's spectral basis (`[ddrm]`; Gaussian noise, an
+    /// operator with a closed-form SVD).
+    Ddrm,
+    /// DDNM / DDNM⁺ (Wang et al. 2023): x̂₀'s range-space part replaced by the observation's
+    /// (`[ddnm]`; Gaussian noise, an operator with a closed-form SVD).
+    Ddnm,
+    /// RED-diff (Mardani et al. 2024): x₀ optimised on the likelihood plus the stop-gradient
+    /// denoising residual (`[reddiff]`; any operator and noise model).
+    Reddiff,
+    /// DAPS (Zhang et al. 2025): per annealing level an ODE to x̂₀, Langevin on x₀ with the
+    /// likelihood, re-noising (`[daps]`; any operator and noise model).
+    Daps,
 }
 
 impl ReconMethod {
@@ -500,6 +521,10 @@ impl ReconMethod {
             Self::Fk => "fk",
             Self::Amortized => "amortized",
             Self::Csb => "csb",
+            Self::Ddrm => "ddrm",
+            Self::Ddnm => "ddnm",
+            Self::Reddiff => "reddiff",
+            Self::Daps => "daps",
         }
     }
 
@@ -656,6 +681,10 @@ impl ReconFile {
             ReconMethod::Fk => self.fk.steps,
             ReconMethod::Amortized => self.amortized.steps,
             ReconMethod::Csb => self.csb.steps,
+            ReconMethod::Ddrm => self.ddrm.steps,
+            ReconMethod::Ddnm => self.ddnm.steps,
+            ReconMethod::Reddiff => self.reddiff.steps,
+            ReconMethod::Daps => self.daps.steps,
             ReconMethod::Pinv => 0,
         }
     }
@@ -823,6 +852,52 @@ impl ReconFile {
             }
             self.csb.settings().validate("csb")?;
         }
+        if self.gaussian_sigma() == Some(0.0)
+            && let Some(m) = self.run.methods.iter().find(|m| {
+                !matches!(
+                    m,
+                    ReconMethod::Pinv
+                        | ReconMethod::Replacement
+                        | ReconMethod::Ddrm
+                        | ReconMethod::Ddnm
+                        | ReconMethod::Amortized
+                        | ReconMethod::Csb
+                )
+            })
+        {
+            bail!(
+                "run.methods: {} needs noise.sigma_y > 0 (its likelihood is a density); a \
+                 noiseless observation takes pinv, replacement, ddrm, ddnm, amortized and csb",
+                m.name()
+            );
+        }
+        for m in [ReconMethod::Ddrm, ReconMethod::Ddnm] {
+            if !uses(m) {
+                continue;
+            }
+            if self.gaussian_sigma().is_none() {
+                bail!(
+                    "run.methods: {} needs gaussian noise, not {} (its steps split y's noise \
+                     level per singular value)",
+                    m.name(),
+                    self.noise_model()?.name()
+                );
+            }
+            if let Some(op) = probe
+                && op.spectral().is_none()
+            {
+                bail!(
+                    "run.methods: {} needs an operator with a closed-form SVD (inpainting, \
+                     block-average super-resolution, colorization, denoising); {} has none",
+                    m.name(),
+                    op.name()
+                );
+            }
+        }
+        self.ddrm.validate("ddrm")?;
+        self.ddnm.validate("ddnm")?;
+        self.reddiff.validate("reddiff")?;
+        self.daps.validate("daps")?;
         if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");
         }
@@ -957,7 +1032,7 @@ zeta = 0.5
             ),
             (
                 SR4.replace("sigma_y = 0.05", "sigma_y = -0.05"),
-                "noise.sigma_y must be > 0, got -0.05",
+                "noise.sigma_y must be ≥ 0, got -0.05",
             ),
             (
                 SR4.replace("zeta = 0.5", "zeta = 0.0"),
@@ -1007,6 +1082,29 @@ zeta = 0.5
                 format!("{SR4}[diffpir]\niters = 0\n"),
                 "diffpir.iters must be at least 1",
             ),
+            (
+                SR4.replace("\"pigdm\"]", "\"ddrm\"]").replace(
+                    "kind = \"sr\"\nfactor = 4",
+                    "kind = \"blur\"\nsigma = 1.0\nsize = 5",
+                ),
+                "ddrm needs an operator with a closed-form SVD",
+            ),
+            (
+                SR4.replace("\"pigdm\"]", "\"ddnm\"]").replace(
+                    "kind = \"gaussian\"\nsigma_y = 0.05",
+                    "kind = \"poisson\"\nrate = 50.0",
+                ),
+                "ddnm needs gaussian noise, not poisson",
+            ),
+            (
+                SR4.replace("sigma_y = 0.05", "sigma_y = 0.0"),
+                "dps needs noise.sigma_y > 0",
+            ),
+            (
+                format!("{SR4}[daps]\nlr_min_ratio = 0.0\n"),
+                "daps.lr_min_ratio must be",
+            ),
+            (format!("{SR4}[ddrm]\neta = 1.5\n"), "ddrm.eta must be"),
             (
                 format!(
                     "{}[tds]\nmax_shift = -1.0\n",

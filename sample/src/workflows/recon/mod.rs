@@ -28,7 +28,10 @@ use tweedie_core::schedule::{NoiseSchedule, Spacing};
 use crate::likelihood::Observation;
 use crate::metrics::{psnr, ssim_chw};
 use crate::operator::pseudo_inverse;
-use crate::sampler::{self, Ddpm, DiffPir, Dps, DpsStep, PiGdm, Replacement, Sampler};
+use crate::sampler::{
+    self, Daps, Ddnm, Ddpm, Ddrm, DiffPir, Dps, DpsStep, PiGdm, RedDiff, Replacement, Sampler,
+    SpectralData,
+};
 use config::DpsRule;
 
 /// The images to reconstruct and their observation, on the host ([−1, 1] scale).
@@ -201,7 +204,7 @@ pub fn reconstruct(
             &models.device
         };
         let y = problem.y_rows(range, k, device);
-        let mut sampler = guided_sampler(file, method, y, [h, w])?;
+        let mut sampler = guided_sampler(file, method, y, [c, h, w], schedule)?;
         let model = if guided { models.grad } else { models.plain };
         let x_t = rng.normal_tensor([rows, c, h, w], device);
         let (x0, n) = sampler::run(
@@ -234,7 +237,8 @@ fn guided_sampler(
     file: &ReconFile,
     method: ReconMethod,
     y: Tensor<4>,
-    [h, w]: [usize; 2],
+    [c, h, w]: [usize; 3],
+    schedule: &NoiseSchedule,
 ) -> Result<Box<dyn Sampler>> {
     let op = file.operator(h, w)?;
     let sigma = file.gaussian_sigma();
@@ -302,6 +306,51 @@ fn guided_sampler(
                 mask,
                 y,
             })
+        }
+        ReconMethod::Ddrm | ReconMethod::Ddnm => {
+            let (Some(spectral), Some(sigma)) = (op.spectral(), sigma) else {
+                bail!(
+                    "{} needs gaussian noise and an operator with a closed-form SVD",
+                    method.name()
+                );
+            };
+            let data = SpectralData::new(spectral, y, [c, h, w], sigma);
+            if method == ReconMethod::Ddrm {
+                Box::new(Ddrm {
+                    data,
+                    settings: file.ddrm,
+                })
+            } else {
+                Box::new(Ddnm {
+                    data,
+                    settings: file.ddnm,
+                })
+            }
+        }
+        ReconMethod::Reddiff => {
+            let noise = file.noise_model()?;
+            let rows = y.dims()[0];
+            let init = pseudo_inverse(op.as_ref(), noise.mean_estimate(y.clone()))
+                .map(|x| x.clamp(-1.0, 1.0))
+                .unwrap_or_else(|| Tensor::zeros([rows, c, h, w], &y.device()));
+            let likelihood = Box::new(Observation { op, noise, y });
+            Box::new(RedDiff::new(likelihood, init, file.reddiff))
+        }
+        ReconMethod::Daps => {
+            // The likelihood's curvature bound: ‖A‖²/σ² for Gaussian noise (AAᵀ's mean
+            // diagonal stands in for its largest eigenvalue; blur's is at most 1).
+            let curvature = sigma.map_or(0.0, |s| op.mean_gram_diagonal().unwrap_or(1.0) / (s * s));
+            let likelihood = Box::new(Observation {
+                op,
+                noise: file.noise_model()?,
+                y,
+            });
+            Box::new(Daps::new(
+                likelihood,
+                file.daps,
+                curvature,
+                schedule.alphas_cumprod.clone(),
+            ))
         }
         ReconMethod::Pinv
         | ReconMethod::Tds
