@@ -5,4 +5,3 @@ pub mod likelihood;
 pub mod noise;
 pub mod operator;
 pub mod spec;
-pub mod spectral;

@@ -18,7 +18,7 @@ use tweedie_core::diffusion::Transition;
 
 use super::{NoiseSource, Sampler, StepOutput, tweedie_x0};
 use crate::check::{self, Range};
-use crate::spectral::Spectral;
+use crate::operator::spectral::Spectral;
 
 /// DDRM's settings (`[ddrm]`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]

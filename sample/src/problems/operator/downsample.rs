@@ -57,7 +57,7 @@ impl ForwardOperator for AvgPool {
         let atav = self.adjoint(self.apply(v.clone()))?;
         Some((v - atav.div_scalar(1.0 / k2 + rho)).div_scalar(rho))
     }
-    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+    fn spectral(&self) -> Option<Box<dyn crate::operator::spectral::Spectral>> {
         Some(Box::new(*self))
     }
 }

@@ -26,7 +26,7 @@ impl ForwardOperator for Identity {
     fn solve_normal(&self, v: Tensor<4>, rho: f64) -> Option<Tensor<4>> {
         Some(v.div_scalar(1.0 + rho))
     }
-    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+    fn spectral(&self) -> Option<Box<dyn crate::operator::spectral::Spectral>> {
         Some(Box::new(*self))
     }
 }

@@ -49,7 +49,7 @@ impl ForwardOperator for Luminance {
         let atav = self.adjoint(self.apply(v.clone()))?;
         Some((v - atav.div_scalar(rho + norm2())).div_scalar(rho))
     }
-    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+    fn spectral(&self) -> Option<Box<dyn crate::operator::spectral::Spectral>> {
         Some(Box::new(*self))
     }
 }

@@ -87,7 +87,7 @@ impl ForwardOperator for Mask {
         let m = self.tensor(&v.device());
         Some(v / m.add_scalar(rho))
     }
-    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+    fn spectral(&self) -> Option<Box<dyn crate::operator::spectral::Spectral>> {
         Some(Box::new(self.clone()))
     }
 }

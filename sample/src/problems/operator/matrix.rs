@@ -41,7 +41,7 @@ impl ForwardOperator for Matrix {
         let d = self.a[0].len();
         Some(y.reshape([b, self.a.len()]).matmul(a).reshape([b, d, 1, 1]))
     }
-    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+    fn spectral(&self) -> Option<Box<dyn crate::operator::spectral::Spectral>> {
         Some(Box::new(self.svd()))
     }
 }

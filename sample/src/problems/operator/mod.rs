@@ -9,6 +9,7 @@ mod luminance;
 mod mask;
 mod matrix;
 mod saturate;
+pub mod spectral;
 
 pub use blur::GaussianBlur;
 pub use downsample::AvgPool;
@@ -50,7 +51,7 @@ pub trait ForwardOperator {
         None
     }
     /// A = U Σ Vᵀ in closed form, where it has one (the spectral methods: DDRM, DDNM).
-    fn spectral(&self) -> Option<Box<dyn crate::spectral::Spectral>> {
+    fn spectral(&self) -> Option<Box<dyn spectral::Spectral>> {
         None
     }
 }

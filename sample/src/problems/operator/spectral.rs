@@ -19,7 +19,7 @@
 
 use burn::prelude::*;
 
-use crate::operator::{AvgPool, ForwardOperator, Identity, Luminance, Mask, Matrix};
+use super::{AvgPool, ForwardOperator, Identity, Luminance, Mask, Matrix};
 
 /// A = U Σ Vᵀ, with every tensor laid out like the images `[B, C, H, W]` (spectral coordinates
 /// take the pixels' places).
@@ -83,10 +83,7 @@ impl Luminance {
     /// H x over the channel axis (H = Hᵀ = H⁻¹).
     fn reflect(&self, x: Tensor<4>) -> Tensor<4> {
         let norm = self.gram_scale().expect("AAᵀ = ‖w‖²").sqrt();
-        let q: Vec<f64> = crate::operator::LUMINANCE_WEIGHTS
-            .iter()
-            .map(|w| w / norm)
-            .collect();
+        let q: Vec<f64> = super::LUMINANCE_WEIGHTS.iter().map(|w| w / norm).collect();
         let (u, scale) = householder(&q);
         let u = Tensor::<4>::from_data(TensorData::new(u, [1, 3, 1, 1]), &x.device());
         let ux = (x.clone() * u.clone()).sum_dim(1);
