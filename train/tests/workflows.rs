@@ -134,8 +134,10 @@ fn every_workflow_runs_as_library_code_and_reports() {
     };
     (rf.tds.steps, rf.fk.steps) = (3, 3);
     (rf.tds.particles, rf.fk.particles) = (vec![2], vec![2]);
+    (rf.ddrm.steps, rf.ddnm.steps, rf.reddiff.steps) = (3, 3, 3);
+    (rf.daps.steps, rf.daps.ode_steps, rf.daps.langevin_steps) = (2, 2, 2);
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 7);
+    assert_eq!(rr.runs.len(), 11);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 784, "{:?}", r.method);
@@ -156,7 +158,9 @@ fn every_workflow_runs_as_library_code_and_reports() {
     ] {
         assert!(root.join("recon").join(f).is_file(), "{f}");
     }
-    assert_eq!(rr.table().lines().count(), 2 + 7);
+    assert_eq!(rr.table().lines().count(), 2 + 11);
+    let nfe = |m: &str| rr.record["methods"][m]["nfe"].as_u64();
+    assert_eq!(nfe("daps"), Some(4), "levels × ODE steps");
 
     // Tuning the step sizes on train images writes a valid copy with the chosen values.
     let mut tf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
@@ -203,8 +207,12 @@ fn every_workflow_runs_as_library_code_and_reports() {
     };
     (gf.run.fresh_y, gf.amortized.steps) = (2, 5);
     (gf.csb.iterations, gf.csb.train_steps, gf.csb.steps) = (1, 3, 4);
+    (gf.ddrm.steps, gf.ddnm.steps, gf.reddiff.steps) = (5, 5, 5);
+    (gf.daps.steps, gf.daps.langevin_steps) = (4, 3);
     let gr = gmm_bench::run(&gf, &gopts).unwrap();
-    assert_eq!(gr.rows.len(), 7);
+    assert_eq!(gr.rows.len(), 11);
+    let daps = gr.rows.iter().find(|r| r.method == "daps").unwrap();
+    assert_eq!(daps.nfe, 4 * 5, "levels × ODE steps");
     let csb = gr.rows.iter().find(|r| r.method == "csb").unwrap();
     assert_eq!(csb.nfe, 4);
     assert!(csb.train_seconds.is_some() && csb.sw_ratio_fresh.is_some_and(f64::is_finite));
@@ -306,6 +314,8 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
     rf.limit_images(2).unwrap();
     (rf.dps.steps, rf.diffpir.steps, rf.pigdm.steps, rf.tds.steps) = (3, 3, 3, 3);
     rf.tds.particles = vec![2];
+    (rf.ddrm.steps, rf.ddnm.steps, rf.reddiff.steps) = (3, 3, 3);
+    (rf.daps.steps, rf.daps.ode_steps, rf.daps.langevin_steps) = (2, 2, 2);
     let ropts = ReconOptions {
         path: preset("cifar10-colorize.toml"),
         backend: BackendKind::Flex,
@@ -317,7 +327,7 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
         )),
     };
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 5);
+    assert_eq!(rr.runs.len(), 9);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 3 * 64, "{:?}", r.method);

@@ -34,6 +34,8 @@ pub struct DapsSettings {
     pub lr: f64,
     /// The step size at the last level, as a fraction of `lr` (paper: 0.01).
     pub lr_min_ratio: f64,
+    /// Clamp x̂₀ to [−1, 1] (the data range of images).
+    pub clip: bool,
 }
 
 impl Default for DapsSettings {
@@ -44,6 +46,7 @@ impl Default for DapsSettings {
             langevin_steps: 100,
             lr: 1e-4,
             lr_min_ratio: 0.01,
+            clip: true,
         }
     }
 }
@@ -135,7 +138,7 @@ impl Sampler for Daps {
                 alpha_bar: self.alphas[t_k],
                 alpha_bar_prev: 1.0,
             };
-            x0 = tweedie_x0(&at, x.clone(), e.clone(), true);
+            x0 = tweedie_x0(&at, x.clone(), e.clone(), s.clip);
             if k + 1 == n {
                 break;
             }
@@ -145,7 +148,7 @@ impl Sampler for Daps {
             e = model.eps(x.clone(), &vec![t_next; b]);
             extra += 1;
         }
-        let x0_hat = x0.clamp(-1.0, 1.0);
+        let x0_hat = x0;
         // 2. Langevin on x₀ around x̂₀ with the likelihood.
         let r2 = ve_sigma(tr.alpha_bar).powi(2).max(1e-12);
         let ratio = self.level as f64 / s.steps.max(1) as f64;

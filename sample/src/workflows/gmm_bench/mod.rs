@@ -28,8 +28,8 @@ use crate::likelihood::Observation;
 use crate::noise::Gaussian;
 use crate::operator::Matrix;
 use crate::sampler::{
-    self, Daps, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep, PiGdm,
-    RedDiff, Sampler, SpectralData,
+    self, Daps, DapsSettings, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep,
+    PiGdm, RedDiff, Sampler, SpectralData,
 };
 use crate::smc::{ResampleWhen, Smc, SmcConfig, Twist, log_sum_exp};
 
@@ -59,6 +59,9 @@ pub struct Draws {
     pub log_z: Option<Vec<f64>>,
     pub ess_mean: Option<f64>,
     pub seconds: f64,
+    /// Network calls per trajectory, as the sampler loop counted them (None: the method's own
+    /// count, for the amortized ones).
+    pub nfe: Option<usize>,
 }
 
 impl GmmProblem {
@@ -127,6 +130,7 @@ impl GmmProblem {
             log_z: None,
             ess_mean: None,
             seconds: clock.elapsed().as_secs_f64(),
+            nfe: None,
         })
     }
 
@@ -283,7 +287,10 @@ impl GmmProblem {
                 let curvature = svd.largest().powi(2) / (self.obs.sigma * self.obs.sigma);
                 Box::new(Daps::new(
                     Box::new(self.observation(&device)),
-                    file.daps,
+                    DapsSettings {
+                        clip: false,
+                        ..file.daps
+                    },
                     curvature,
                     self.schedule.alphas_cumprod.clone(),
                 ))
@@ -300,7 +307,7 @@ impl GmmProblem {
             &device
         };
         let x_t = rng.normal_tensor([rows, d, 1, 1], dev);
-        let (x0, _) = sampler::run(
+        let (x0, nfe) = sampler::run(
             &self.prior,
             sampler,
             &self.schedule,
@@ -329,6 +336,7 @@ impl GmmProblem {
             log_z,
             ess_mean,
             seconds: clock.elapsed().as_secs_f64(),
+            nfe: Some(nfe),
         })
     }
 }
@@ -422,7 +430,7 @@ pub fn score(
             .as_ref()
             .map(|l| log_sum_exp(l) - (l.len() as f64).ln()),
         ess_mean: draws.ess_mean,
-        nfe: k * method.steps(file),
+        nfe: k * draws.nfe.unwrap_or(method.steps(file)),
         seconds: draws.seconds,
         train_seconds: None,
         sw_ratio_fresh: None,
