@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Result, bail};
 use tweedie_core::device::BackendKind;
 use tweedie_core::feature_stats::{FeatureStats, kid};
-use tweedie_core::inception::{FEATURES, Inception};
+use tweedie_core::inception::Inception;
 
 /// pool3 features `[n, 2048]` (row-major) of `[n, 3, h, w]` images on [−1, 1], 32 at a time.
 pub fn features(net: &Inception, images: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
@@ -26,23 +26,44 @@ pub fn features(net: &Inception, images: &[f32], [n, c, h, w]: [usize; 4]) -> Ve
 }
 
 /// Reads the images of `images` (float32 N×3×H×W on [−1, 1] or uint8 N×H×W×3), computes their
-/// pool3 features with the weights file `weights` and writes them to `out` as float32 N×2048.
-pub fn features_npy(images: &Path, weights: &Path, out: &Path, backend: BackendKind) -> Result<()> {
-    let (values, shape) = crate::output::read_images(images)?;
-    if shape[1] != 3 {
+/// pool3 features with the weights file `weights` (a progress bar unless `quiet`) and writes them
+/// to `out` as float32 N×2048.
+pub fn features_npy(
+    images: &Path,
+    weights: &Path,
+    out: &Path,
+    backend: BackendKind,
+    quiet: bool,
+) -> Result<()> {
+    let (values, [n, c, h, w]) = crate::output::read_images(images)?;
+    if c != 3 {
         bail!(
-            "{}: Inception takes RGB images, these have {} channels",
-            images.display(),
-            shape[1]
+            "{}: Inception takes RGB images, these have {c} channels",
+            images.display()
         );
     }
     let device = backend.device()?;
     let net = Inception::read(weights, &device)?;
-    let f = features(&net, &values, shape);
-    crate::output::write_file(
-        out,
-        &crate::output::npy_bytes_f32(&f, &[shape[0], FEATURES]),
-    )
+    let bar = crate::progress::bar(
+        n,
+        quiet,
+        "  Inception features [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}",
+    );
+    let per = c * h * w;
+    let f = crate::inception_fid::features_of(
+        &net,
+        n,
+        [c, h, w],
+        |s, e| {
+            values[s * per..e * per]
+                .iter()
+                .map(|v| (v + 1.0) * 0.5)
+                .collect()
+        },
+        |k| bar.inc(k as u64),
+    );
+    bar.finish_and_clear();
+    crate::output::write_file(out, &crate::output::npy_bytes_f32(&f, &[n, net.width()]))
 }
 
 /// FID and KID between two feature files (float32 N×d, as `sample inception` writes; at least
@@ -153,7 +174,8 @@ mod tests {
                 &fixture().join("images.npy"),
                 &lp.join("alex.pth"),
                 &out,
-                BackendKind::Flex
+                BackendKind::Flex,
+                true
             )
             .unwrap_err()
         );
@@ -167,7 +189,8 @@ mod tests {
                 &lp.join("gray28-a.npy"),
                 &fixture().join(tweedie_core::inception::WEIGHTS_FILE),
                 &out,
-                BackendKind::Flex
+                BackendKind::Flex,
+                true
             )
             .unwrap_err()
         );

@@ -284,6 +284,9 @@ struct InceptionArgs {
     /// Where to write the features (.npy).
     #[arg(long)]
     out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
     /// Backend: flex (CPU; the default, tch in a `tch` build), ndarray (CPU), wgpu or tch.
     #[arg(long, default_value_t = BackendKind::default())]
     backend: BackendKind,
@@ -428,7 +431,9 @@ fn run(a: Args) -> Result<()> {
         }
         Some(Command::Inception(i)) => {
             let weights = tweedie_sample::inception_fid::weights_file(i.weights.as_deref())?;
-            return tweedie_sample::inception::features_npy(&i.images, &weights, &i.out, i.backend);
+            return tweedie_sample::inception::features_npy(
+                &i.images, &weights, &i.out, i.backend, i.quiet,
+            );
         }
         Some(Command::FeatureDistance(f)) => {
             let json = tweedie_sample::inception::distance_npy(
