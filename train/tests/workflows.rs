@@ -166,6 +166,8 @@ fn every_workflow_runs_as_library_code_and_reports() {
     let mut tf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
     tf.checkpoint = ck.clone();
     (tf.dps.steps, tf.diffpir.steps, tf.pigdm.steps) = (2, 2, 2);
+    (tf.ddrm.steps, tf.ddnm.steps, tf.reddiff.steps) = (2, 2, 2);
+    (tf.daps.steps, tf.daps.ode_steps, tf.daps.langevin_steps) = (2, 1, 2);
     let topts = recon::TuneOptions {
         path: preset("mnist-sr4.toml"),
         images: 2,
@@ -175,9 +177,9 @@ fn every_workflow_runs_as_library_code_and_reports() {
         quiet: true,
     };
     let tr = recon::tune(&tf, &topts).unwrap();
-    // DPS ζ 9 runs, DiffPIR λ 9 and ζ 5, ΠGDM weight 9.
-    assert_eq!(tr.rows.len(), 32);
-    assert_eq!(tr.chosen.len(), 4);
+    // DPS ζ 9 runs, DiffPIR λ 9 and ζ 5, ΠGDM weight 9, RED-diff λ 9, DAPS lr 8.
+    assert_eq!(tr.rows.len(), 49);
+    assert_eq!(tr.chosen.len(), 6);
     let tuned = ReconFile::parse(
         &tr.tuned_text(&text("mnist-sr4.toml"), &preset("x"))
             .unwrap(),

@@ -72,6 +72,15 @@ fn log_grid(v: f64) -> Vec<f64> {
         .collect()
 }
 
+/// Six decades from 1/100 of the current value: step sizes whose scale depends on the
+/// likelihood's (DAPS's Langevin step: the paper's 1e-4 is for a sharpened likelihood).
+fn decade_grid(v: f64) -> Vec<f64> {
+    [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0]
+        .iter()
+        .map(|f| f * v)
+        .collect()
+}
+
 fn share_grid(_: f64) -> Vec<f64> {
     vec![0.0, 0.1, 0.3, 0.6, 1.0]
 }
@@ -108,6 +117,22 @@ fn params() -> Vec<Param> {
             get: |f| f.pigdm.weight,
             set: |f, v| f.pigdm.weight = v,
             coarse: log_grid,
+            refine: true,
+        },
+        Param {
+            method: ReconMethod::Reddiff,
+            key: "lambda",
+            get: |f| f.reddiff.lambda,
+            set: |f, v| f.reddiff.lambda = v,
+            coarse: log_grid,
+            refine: true,
+        },
+        Param {
+            method: ReconMethod::Daps,
+            key: "lr",
+            get: |f| f.daps.lr,
+            set: |f, v| f.daps.lr = v,
+            coarse: decade_grid,
             refine: true,
         },
     ]
