@@ -1,4 +1,4 @@
-//! DDRM, DDNM, RED-diff and DAPS on the Gaussian 8×8 image prior of `particles.rs` (its exact
+//! DDRM, DDNM, RED-diff, DAPS and PnP-DM on the Gaussian 8×8 image prior of `particles.rs` (its exact
 //! denoiser, so only the methods' own approximations show): without noise the spectral methods'
 //! samples satisfy A x = y exactly (inpainting and super-resolution ×2); with noise none is an
 //! exact posterior sampler, and each one's distance to the chain's posterior is printed next to
@@ -27,7 +27,8 @@ fn run(
          [operator]\n{operator}\n[noise]\nkind = \"gaussian\"\nsigma_y = {sigma_y}\n[run]\n\
          methods = [\"{}\"]\nsamples = 200\nbatch_size = 1000000\n\
          [ddrm]\nsteps = {steps}\nclip = false\n[ddnm]\nsteps = {steps}\nclip = false\n\
-         [reddiff]\nsteps = {steps}\n[daps]\nsteps = {steps}\nlangevin_steps = 20\nlr = 0.01\n",
+         [reddiff]\nsteps = {steps}\n[daps]\nsteps = {steps}\nlangevin_steps = 20\nlr = 0.01\n\
+         [pnpdm]\nrho_min = 0.05\niterations = 60\n",
         method.name()
     );
     let file = ReconFile::parse(&text).unwrap();
@@ -110,6 +111,7 @@ fn noisy_methods_move_towards_the_posterior() {
         ReconMethod::Ddnm,
         ReconMethod::Reddiff,
         ReconMethod::Daps,
+        ReconMethod::Pnpdm,
     ] {
         let steps = match method {
             ReconMethod::Daps => 50,

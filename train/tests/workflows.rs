@@ -136,8 +136,9 @@ fn every_workflow_runs_as_library_code_and_reports() {
     (rf.tds.particles, rf.fk.particles) = (vec![2], vec![2]);
     (rf.ddrm.steps, rf.ddnm.steps, rf.reddiff.steps) = (3, 3, 3);
     (rf.daps.steps, rf.daps.ode_steps, rf.daps.langevin_steps) = (2, 2, 2);
+    (rf.pnpdm.iterations, rf.pnpdm.denoise_steps) = (2, 2);
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 11);
+    assert_eq!(rr.runs.len(), 12);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 784, "{:?}", r.method);
@@ -158,9 +159,10 @@ fn every_workflow_runs_as_library_code_and_reports() {
     ] {
         assert!(root.join("recon").join(f).is_file(), "{f}");
     }
-    assert_eq!(rr.table().lines().count(), 2 + 11);
+    assert_eq!(rr.table().lines().count(), 2 + 12);
     let nfe = |m: &str| rr.record["methods"][m]["nfe"].as_u64();
     assert_eq!(nfe("daps"), Some(4), "levels × ODE steps");
+    assert_eq!(nfe("pnpdm"), Some(4), "iterations × denoising steps");
 
     // Tuning the step sizes on train images writes a valid copy with the chosen values.
     let mut tf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
@@ -168,6 +170,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     (tf.dps.steps, tf.diffpir.steps, tf.pigdm.steps) = (2, 2, 2);
     (tf.ddrm.steps, tf.ddnm.steps, tf.reddiff.steps) = (2, 2, 2);
     (tf.daps.steps, tf.daps.ode_steps, tf.daps.langevin_steps) = (2, 1, 2);
+    (tf.pnpdm.iterations, tf.pnpdm.denoise_steps) = (2, 2);
     let topts = recon::TuneOptions {
         path: preset("mnist-sr4.toml"),
         images: 2,
@@ -211,8 +214,9 @@ fn every_workflow_runs_as_library_code_and_reports() {
     (gf.csb.iterations, gf.csb.train_steps, gf.csb.steps) = (1, 3, 4);
     (gf.ddrm.steps, gf.ddnm.steps, gf.reddiff.steps) = (5, 5, 5);
     (gf.daps.steps, gf.daps.langevin_steps) = (4, 3);
+    (gf.pnpdm.iterations, gf.pnpdm.denoise_steps) = (3, 2);
     let gr = gmm_bench::run(&gf, &gopts).unwrap();
-    assert_eq!(gr.rows.len(), 11);
+    assert_eq!(gr.rows.len(), 12);
     let daps = gr.rows.iter().find(|r| r.method == "daps").unwrap();
     assert_eq!(daps.nfe, 4 * 5, "levels × ODE steps");
     let csb = gr.rows.iter().find(|r| r.method == "csb").unwrap();
@@ -318,6 +322,7 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
     rf.tds.particles = vec![2];
     (rf.ddrm.steps, rf.ddnm.steps, rf.reddiff.steps) = (3, 3, 3);
     (rf.daps.steps, rf.daps.ode_steps, rf.daps.langevin_steps) = (2, 2, 2);
+    (rf.pnpdm.iterations, rf.pnpdm.denoise_steps) = (2, 2);
     let ropts = ReconOptions {
         path: preset("cifar10-colorize.toml"),
         backend: BackendKind::Flex,
@@ -329,7 +334,7 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
         )),
     };
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 9);
+    assert_eq!(rr.runs.len(), 10);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 3 * 64, "{:?}", r.method);

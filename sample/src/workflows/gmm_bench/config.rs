@@ -11,6 +11,7 @@ use super::GmmProblem;
 use crate::amortized::{CsbSettings, TrainSettings};
 use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
+use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
 use crate::smc::{Potential, Resampling, Twist};
 
@@ -44,6 +45,9 @@ pub struct GmmFile {
     /// DAPS (method `daps`; its own `steps`).
     #[serde(default)]
     pub daps: DapsSettings,
+    /// PnP-DM (method `pnpdm`; its own iterations).
+    #[serde(default)]
+    pub pnpdm: PnpDmSettings,
     /// Directory of the plots; default `out/<file stem>`.
     pub out: Option<std::path::PathBuf>,
 }
@@ -187,6 +191,8 @@ pub enum GmmMethod {
     Reddiff,
     /// DAPS (Zhang et al. 2025), one particle.
     Daps,
+    /// PnP-DM (Wu et al. 2024), one split Gibbs chain per draw.
+    Pnpdm,
 }
 
 impl GmmMethod {
@@ -203,6 +209,7 @@ impl GmmMethod {
             Self::Ddnm => "ddnm",
             Self::Reddiff => "reddiff",
             Self::Daps => "daps",
+            Self::Pnpdm => "pnpdm",
         }
     }
 
@@ -223,6 +230,7 @@ impl GmmMethod {
             Self::Ddnm => file.ddnm.steps,
             Self::Reddiff => file.reddiff.steps,
             Self::Daps => file.daps.steps,
+            Self::Pnpdm => file.pnpdm.iterations,
             Self::Csb => file.csb.steps,
             _ => file.run.steps,
         }
@@ -302,6 +310,7 @@ impl GmmFile {
         self.ddnm.validate("ddnm")?;
         self.reddiff.validate("reddiff")?;
         self.daps.validate("daps")?;
+        self.pnpdm.validate("pnpdm")?;
         if let Some(dy) = self.observation.random_dy
             && dy > MAX_DY
         {

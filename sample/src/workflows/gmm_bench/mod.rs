@@ -27,6 +27,7 @@ use crate::amortized::{CondMlp, ConditionalBridge};
 use crate::likelihood::Observation;
 use crate::noise::Gaussian;
 use crate::operator::Matrix;
+use crate::operator::spectral::Spectral;
 use crate::sampler::{
     self, Daps, DapsSettings, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep,
     PiGdm, RedDiff, Sampler, SpectralData,
@@ -74,6 +75,49 @@ impl GmmProblem {
             y,
             posterior,
             schedule: self.schedule.clone(),
+        })
+    }
+
+    /// `n` PnP-DM draws: one split Gibbs chain each, its likelihood steps exact (A's SVD).
+    fn draw_pnpdm(&self, file: &GmmFile, n: usize, seed: u64) -> Result<Draws> {
+        let clock = Instant::now();
+        let d = self.prior.dim();
+        let device = Device::flex();
+        let o = self.observation(&device);
+        let svd = Matrix {
+            a: self.obs.a.clone(),
+        }
+        .svd();
+        let y_bar = svd.observed(o.y.clone().repeat_dim(0, n), [d, 1, 1]);
+        let lik = crate::pnpdm::PnpLikelihood {
+            likelihood: Box::new(o),
+            exact: Some((Box::new(svd), y_bar, self.obs.sigma)),
+            curvature: 0.0,
+        };
+        let settings = crate::pnpdm::PnpDmSettings {
+            clip: false,
+            ..file.pnpdm
+        };
+        let mut rng = Rng::new(seed);
+        let x = Tensor::zeros([n, d, 1, 1], &device);
+        let (x0, nfe) = crate::pnpdm::run(
+            &self.prior,
+            &self.schedule,
+            &lik,
+            &settings,
+            x,
+            &mut rng,
+            || {},
+        );
+        Ok(Draws {
+            samples: tweedie_core::host_values(x0)
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+            log_z: None,
+            ess_mean: None,
+            seconds: clock.elapsed().as_secs_f64(),
+            nfe: Some(nfe),
         })
     }
 
@@ -161,6 +205,9 @@ impl GmmProblem {
     ) -> Result<Draws> {
         if method.is_amortized() {
             return self.draw_amortized(file, method, n, seed, nets);
+        }
+        if method == GmmMethod::Pnpdm {
+            return self.draw_pnpdm(file, n, seed);
         }
         let clock = Instant::now();
         let d = self.prior.dim();
@@ -295,7 +342,9 @@ impl GmmProblem {
                     self.schedule.alphas_cumprod.clone(),
                 ))
             }
-            GmmMethod::Amortized | GmmMethod::Csb => unreachable!("drawn above"),
+            GmmMethod::Amortized | GmmMethod::Csb | GmmMethod::Pnpdm => {
+                unreachable!("drawn above")
+            }
         };
         let sampler: &mut dyn Sampler = match smc.as_mut() {
             Some(s) => s,

@@ -13,6 +13,7 @@ use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::noise::NoiseModel;
 use crate::operator::{ForwardOperator, Mask};
+use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
 use crate::smc::{Potential, ResampleWhen, Resampling, SmcConfig, Twist};
 pub use crate::spec::{NoiseSpec, OperatorSpec};
@@ -57,6 +58,8 @@ pub struct ReconFile {
     pub reddiff: RedDiffSettings,
     #[serde(default)]
     pub daps: DapsSettings,
+    #[serde(default)]
+    pub pnpdm: PnpDmSettings,
 }
 
 /// The amortized method: a conditional network trained for this file's observation model
@@ -507,6 +510,10 @@ pub enum ReconMethod {
     /// DAPS (Zhang et al. 2025): per annealing level an ODE to x̂₀, Langevin on x₀ with the
     /// likelihood, re-noising (`[daps]`; any operator and noise model).
     Daps,
+    /// PnP-DM (Wu et al. 2024): split Gibbs sampling between a likelihood step and a
+    /// diffusion-posterior step at an annealed coupling ρ (`[pnpdm]`; any operator and noise
+    /// model, exact likelihood steps for Gaussian noise and a closed-form SVD).
+    Pnpdm,
 }
 
 impl ReconMethod {
@@ -525,6 +532,7 @@ impl ReconMethod {
             Self::Ddnm => "ddnm",
             Self::Reddiff => "reddiff",
             Self::Daps => "daps",
+            Self::Pnpdm => "pnpdm",
         }
     }
 
@@ -685,6 +693,7 @@ impl ReconFile {
             ReconMethod::Ddnm => self.ddnm.steps,
             ReconMethod::Reddiff => self.reddiff.steps,
             ReconMethod::Daps => self.daps.steps,
+            ReconMethod::Pnpdm => self.pnpdm.iterations,
             ReconMethod::Pinv => 0,
         }
     }
@@ -898,6 +907,7 @@ impl ReconFile {
         self.ddnm.validate("ddnm")?;
         self.reddiff.validate("reddiff")?;
         self.daps.validate("daps")?;
+        self.pnpdm.validate("pnpdm")?;
         if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");
         }

@@ -180,6 +180,9 @@ pub fn reconstruct(
     if method == ReconMethod::Csb {
         return csb::reconstruct(file, problem, models, rng, on_step);
     }
+    if method == ReconMethod::Pnpdm {
+        return pnpdm(file, problem, models, schedule, rng, on_step);
+    }
     if let Some(settings) = file.particle_settings(spec) {
         return particles::reconstruct(
             file, method, settings, problem, models, schedule, rng, on_step,
@@ -353,12 +356,72 @@ fn guided_sampler(
             ))
         }
         ReconMethod::Pinv
+        | ReconMethod::Pnpdm
         | ReconMethod::Tds
         | ReconMethod::Fk
         | ReconMethod::Amortized
         | ReconMethod::Csb => {
             unreachable!("handled above")
         }
+    })
+}
+
+/// PnP-DM: one split Gibbs chain per sample, started at 0 (ρ₀ makes the start immaterial).
+fn pnpdm(
+    file: &ReconFile,
+    problem: &Problem,
+    models: &Models,
+    schedule: &NoiseSchedule,
+    rng: &mut Rng,
+    mut on_step: impl FnMut(),
+) -> Result<MethodRun> {
+    let clock = Instant::now();
+    let [c, h, w] = problem.shape;
+    let k = file.run.samples;
+    let per_batch = (file.run.batch_size / k).max(1);
+    let mut values = Vec::with_capacity(problem.len() * k * c * h * w);
+    let mut nfe = 0;
+    let mut start = 0;
+    while start < problem.len() {
+        let range = start..(start + per_batch).min(problem.len());
+        start = range.end;
+        let rows = range.len() * k;
+        let y = problem.y_rows(range, k, &models.device);
+        let op = file.operator(h, w)?;
+        let sigma = file.gaussian_sigma();
+        let exact = match (op.spectral(), sigma) {
+            (Some(sp), Some(s)) => {
+                let y_bar = sp.observed(y.clone(), [c, h, w]);
+                Some((sp, y_bar, s))
+            }
+            _ => None,
+        };
+        let curvature = sigma.map_or(0.0, |s| op.mean_gram_diagonal().unwrap_or(1.0) / (s * s));
+        let lik = crate::pnpdm::PnpLikelihood {
+            likelihood: Box::new(Observation {
+                op,
+                noise: file.noise_model()?,
+                y,
+            }),
+            exact,
+            curvature,
+        };
+        let x = Tensor::zeros([rows, c, h, w], &models.device);
+        let (x0, n) = crate::pnpdm::run(models.plain, schedule, &lik, &file.pnpdm, x, rng, || {
+            on_step()
+        });
+        nfe = n;
+        values.extend(tweedie_core::host_values(x0.clamp(-1.0, 1.0)));
+    }
+    Ok(MethodRun {
+        method: ReconMethod::Pnpdm,
+        samples: k,
+        values,
+        nfe,
+        vjps: 0,
+        seconds: clock.elapsed().as_secs_f64(),
+        particles: None,
+        train_seconds: None,
     })
 }
 
