@@ -137,8 +137,9 @@ fn every_workflow_runs_as_library_code_and_reports() {
     (rf.ddrm.steps, rf.ddnm.steps, rf.reddiff.steps) = (3, 3, 3);
     (rf.daps.steps, rf.daps.ode_steps, rf.daps.langevin_steps) = (2, 2, 2);
     (rf.pnpdm.iterations, rf.pnpdm.denoise_steps) = (2, 2);
+    (rf.mcgdiff.steps, rf.mcgdiff.particles) = (3, vec![2]);
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 12);
+    assert_eq!(rr.runs.len(), 13);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 784, "{:?}", r.method);
@@ -159,7 +160,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     ] {
         assert!(root.join("recon").join(f).is_file(), "{f}");
     }
-    assert_eq!(rr.table().lines().count(), 2 + 12);
+    assert_eq!(rr.table().lines().count(), 2 + 13);
     let nfe = |m: &str| rr.record["methods"][m]["nfe"].as_u64();
     assert_eq!(nfe("daps"), Some(4), "levels × ODE steps");
     assert_eq!(nfe("pnpdm"), Some(4), "iterations × denoising steps");
@@ -171,6 +172,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     (tf.ddrm.steps, tf.ddnm.steps, tf.reddiff.steps) = (2, 2, 2);
     (tf.daps.steps, tf.daps.ode_steps, tf.daps.langevin_steps) = (2, 1, 2);
     (tf.pnpdm.iterations, tf.pnpdm.denoise_steps) = (2, 2);
+    (tf.mcgdiff.steps, tf.mcgdiff.particles) = (2, vec![2]);
     let topts = recon::TuneOptions {
         path: preset("mnist-sr4.toml"),
         images: 2,
@@ -216,7 +218,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     (gf.daps.steps, gf.daps.langevin_steps) = (4, 3);
     (gf.pnpdm.iterations, gf.pnpdm.denoise_steps) = (3, 2);
     let gr = gmm_bench::run(&gf, &gopts).unwrap();
-    assert_eq!(gr.rows.len(), 12);
+    assert_eq!(gr.rows.len(), 13);
     let daps = gr.rows.iter().find(|r| r.method == "daps").unwrap();
     assert_eq!(daps.nfe, 4 * 5, "levels × ODE steps");
     let csb = gr.rows.iter().find(|r| r.method == "csb").unwrap();
@@ -323,6 +325,7 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
     (rf.ddrm.steps, rf.ddnm.steps, rf.reddiff.steps) = (3, 3, 3);
     (rf.daps.steps, rf.daps.ode_steps, rf.daps.langevin_steps) = (2, 2, 2);
     (rf.pnpdm.iterations, rf.pnpdm.denoise_steps) = (2, 2);
+    (rf.mcgdiff.steps, rf.mcgdiff.particles) = (3, vec![2]);
     let ropts = ReconOptions {
         path: preset("cifar10-colorize.toml"),
         backend: BackendKind::Flex,
@@ -334,7 +337,7 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
         )),
     };
     let rr = recon::run(&rf, &ropts).unwrap();
-    assert_eq!(rr.runs.len(), 10);
+    assert_eq!(rr.runs.len(), 11);
     for r in &rr.runs {
         let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 3 * 64, "{:?}", r.method);

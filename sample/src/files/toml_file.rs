@@ -22,3 +22,17 @@ pub fn parse<T: DeserializeOwned>(text: &str) -> anyhow::Result<T> {
         }
     })
 }
+
+/// `particles = 4` or `particles = [1, 4, 16]`: one count or a list (serde's `deserialize_with`).
+pub fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(usize),
+        Many(Vec<usize>),
+    }
+    Ok(match <OneOrMany as serde::Deserialize>::deserialize(d)? {
+        OneOrMany::One(k) => vec![k],
+        OneOrMany::Many(v) => v,
+    })
+}

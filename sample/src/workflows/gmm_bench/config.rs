@@ -13,7 +13,7 @@ use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
-use crate::smc::{Potential, Resampling, Twist};
+use crate::smc::{McgdiffSettings, Potential, Resampling, Twist};
 
 /// A benchmark file (`kind = "gmm-benchmark"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -48,6 +48,9 @@ pub struct GmmFile {
     /// PnP-DM (method `pnpdm`; its own iterations).
     #[serde(default)]
     pub pnpdm: PnpDmSettings,
+    /// MCGdiff (method `mcgdiff`: `[run] particles` and `steps`; its `resampling`).
+    #[serde(default)]
+    pub mcgdiff: McgdiffSettings,
     /// Directory of the plots; default `out/<file stem>`.
     pub out: Option<std::path::PathBuf>,
 }
@@ -193,6 +196,8 @@ pub enum GmmMethod {
     Daps,
     /// PnP-DM (Wu et al. 2024), one split Gibbs chain per draw.
     Pnpdm,
+    /// MCGdiff (Cardoso et al. 2024), K particles in A's singular basis.
+    Mcgdiff,
 }
 
 impl GmmMethod {
@@ -210,12 +215,13 @@ impl GmmMethod {
             Self::Reddiff => "reddiff",
             Self::Daps => "daps",
             Self::Pnpdm => "pnpdm",
+            Self::Mcgdiff => "mcgdiff",
         }
     }
 
     /// Whether it runs K particles (the file's `particles` list) rather than one.
     pub fn is_particle(self) -> bool {
-        matches!(self, Self::Tds | Self::Fk)
+        matches!(self, Self::Tds | Self::Fk | Self::Mcgdiff)
     }
 
     /// Whether it trains a network on (x, y) pairs first.

@@ -32,7 +32,7 @@ use crate::sampler::{
     self, Daps, DapsSettings, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep,
     PiGdm, RedDiff, Sampler, SpectralData,
 };
-use crate::smc::{ResampleWhen, Smc, SmcConfig, Twist, log_sum_exp};
+use crate::smc::{Mcgdiff, McgdiffSettings, ResampleWhen, Smc, SmcConfig, Twist, log_sum_exp};
 
 /// A built problem.
 pub struct GmmProblem {
@@ -224,6 +224,7 @@ impl GmmProblem {
         let g = &file.guidance;
         let rows = if method.is_particle() { n * k } else { n };
         let mut smc: Option<Smc> = None;
+        let mut mcg: Option<Mcgdiff> = None;
         let mut plain: Box<dyn Sampler> = match method {
             GmmMethod::Dps => Box::new(Dps {
                 likelihood: Box::new(self.observation(&grad_device)),
@@ -290,13 +291,12 @@ impl GmmProblem {
             }
             GmmMethod::Ddrm | GmmMethod::Ddnm => {
                 let o = self.observation(&device);
+                let svd = Matrix {
+                    a: self.obs.a.clone(),
+                }
+                .svd();
                 let data = SpectralData::new(
-                    Box::new(
-                        Matrix {
-                            a: self.obs.a.clone(),
-                        }
-                        .svd(),
-                    ),
+                    Box::new(svd),
                     o.y.repeat_dim(0, rows),
                     [d, 1, 1],
                     self.obs.sigma,
@@ -342,13 +342,46 @@ impl GmmProblem {
                     self.schedule.alphas_cumprod.clone(),
                 ))
             }
+            GmmMethod::Mcgdiff => {
+                let o = self.observation(&device);
+                let svd = Matrix {
+                    a: self.obs.a.clone(),
+                }
+                .svd();
+                // p(y) = p(ȳ) Πᵢ 1/sᵢ (A has full row rank here).
+                let jac = -tweedie_core::host_values(svd.singular_values([d, 1, 1], &device))
+                    .iter()
+                    .filter(|s| **s > 0.0)
+                    .map(|s| f64::from(*s).ln())
+                    .sum::<f64>();
+                let data = SpectralData::new(
+                    Box::new(svd),
+                    o.y.repeat_dim(0, rows),
+                    [d, 1, 1],
+                    self.obs.sigma,
+                );
+                let settings = McgdiffSettings {
+                    clip: false,
+                    ..file.mcgdiff.clone()
+                };
+                mcg = Some(Mcgdiff::new(
+                    data,
+                    n,
+                    k,
+                    &settings,
+                    seed ^ 0x5eed,
+                    vec![jac; n],
+                ));
+                Box::new(ddpm)
+            }
             GmmMethod::Amortized | GmmMethod::Csb | GmmMethod::Pnpdm => {
                 unreachable!("drawn above")
             }
         };
-        let sampler: &mut dyn Sampler = match smc.as_mut() {
-            Some(s) => s,
-            None => plain.as_mut(),
+        let sampler: &mut dyn Sampler = match (smc.as_mut(), mcg.as_mut()) {
+            (Some(s), _) => s,
+            (None, Some(m)) => m,
+            (None, None) => plain.as_mut(),
         };
         let dev = if sampler.needs_grad() {
             &grad_device
@@ -377,6 +410,14 @@ impl GmmProblem {
                 .flat_map(|&i| all[i * d..(i + 1) * d].to_vec())
                 .collect();
             (s, Some(smc.log_z().to_vec()), Some(smc.ess_mean()))
+        } else if let Some(m) = mcg.as_mut() {
+            let s = m
+                .pick()
+                .iter()
+                .flat_map(|&i| all[i * d..(i + 1) * d].to_vec())
+                .collect();
+            let ess = (0..n).map(|g| m.ess_mean_of(g)).sum::<f64>() / n as f64;
+            (s, Some(m.log_z()), Some(ess))
         } else {
             (all, None, None)
         };

@@ -15,6 +15,7 @@ use crate::noise::NoiseModel;
 use crate::operator::{ForwardOperator, Mask};
 use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
+use crate::smc::McgdiffSettings;
 use crate::smc::{Potential, ResampleWhen, Resampling, SmcConfig, Twist};
 pub use crate::spec::{NoiseSpec, OperatorSpec};
 
@@ -60,6 +61,8 @@ pub struct ReconFile {
     pub daps: DapsSettings,
     #[serde(default)]
     pub pnpdm: PnpDmSettings,
+    #[serde(default)]
+    pub mcgdiff: McgdiffSettings,
 }
 
 /// The amortized method: a conditional network trained for this file's observation model
@@ -311,7 +314,7 @@ pub enum Proposal {
 pub struct TdsSection {
     /// Particles K per posterior sample: a number, or a list to run each (rows `tds K=…`).
     /// Default 4.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "crate::toml_file::one_or_many")]
     pub particles: Vec<usize>,
     /// Reverse steps. Default 100.
     pub steps: usize,
@@ -357,7 +360,7 @@ impl Default for TdsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct FkSection {
     /// Particles K per posterior sample: a number, or a list to run each. Default 4.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "crate::toml_file::one_or_many")]
     pub particles: Vec<usize>,
     /// Reverse steps. Default 100.
     pub steps: usize,
@@ -404,20 +407,6 @@ impl Default for FkSection {
             max_shift: None,
         }
     }
-}
-
-/// `particles = 4` or `particles = [1, 4, 16]`.
-fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<usize>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum OneOrMany {
-        One(usize),
-        Many(Vec<usize>),
-    }
-    Ok(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(k) => vec![k],
-        OneOrMany::Many(v) => v,
-    })
 }
 
 /// One run of a file: a method, and for TDS and FK one of its particle counts.
@@ -514,6 +503,9 @@ pub enum ReconMethod {
     /// diffusion-posterior step at an annealed coupling ρ (`[pnpdm]`; any operator and noise
     /// model, exact likelihood steps for Gaussian noise and a closed-form SVD).
     Pnpdm,
+    /// MCGdiff (Cardoso et al. 2024): K particles per posterior sample in A's spectral basis,
+    /// exact as K → ∞ (`[mcgdiff]`; Gaussian noise, an operator with a closed-form SVD).
+    Mcgdiff,
 }
 
 impl ReconMethod {
@@ -533,6 +525,7 @@ impl ReconMethod {
             Self::Reddiff => "reddiff",
             Self::Daps => "daps",
             Self::Pnpdm => "pnpdm",
+            Self::Mcgdiff => "mcgdiff",
         }
     }
 
@@ -550,7 +543,7 @@ impl ReconMethod {
 
     /// Whether it runs K particles per posterior sample.
     pub fn is_particle(self) -> bool {
-        matches!(self, Self::Tds | Self::Fk)
+        matches!(self, Self::Tds | Self::Fk | Self::Mcgdiff)
     }
 }
 
@@ -694,6 +687,7 @@ impl ReconFile {
             ReconMethod::Reddiff => self.reddiff.steps,
             ReconMethod::Daps => self.daps.steps,
             ReconMethod::Pnpdm => self.pnpdm.iterations,
+            ReconMethod::Mcgdiff => self.mcgdiff.steps,
             ReconMethod::Pinv => 0,
         }
     }
@@ -705,6 +699,7 @@ impl ReconFile {
             let ks: &[usize] = match method {
                 ReconMethod::Tds => &self.tds.particles,
                 ReconMethod::Fk => &self.fk.particles,
+                ReconMethod::Mcgdiff => &self.mcgdiff.particles,
                 _ => {
                     out.push(method.into());
                     continue;
@@ -880,7 +875,7 @@ impl ReconFile {
                 m.name()
             );
         }
-        for m in [ReconMethod::Ddrm, ReconMethod::Ddnm] {
+        for m in [ReconMethod::Ddrm, ReconMethod::Ddnm, ReconMethod::Mcgdiff] {
             if !uses(m) {
                 continue;
             }
@@ -908,6 +903,7 @@ impl ReconFile {
         self.reddiff.validate("reddiff")?;
         self.daps.validate("daps")?;
         self.pnpdm.validate("pnpdm")?;
+        self.mcgdiff.validate("mcgdiff")?;
         if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
             bail!("run.methods: replacement needs an inpainting operator");
         }

@@ -183,6 +183,13 @@ pub fn reconstruct(
     if method == ReconMethod::Pnpdm {
         return pnpdm(file, problem, models, schedule, rng, on_step);
     }
+    if method == ReconMethod::Mcgdiff {
+        let k = spec
+            .particles
+            .or(file.mcgdiff.particles.first().copied())
+            .unwrap_or(1);
+        return particles::reconstruct_mcgdiff(file, k, problem, models, schedule, rng, on_step);
+    }
     if let Some(settings) = file.particle_settings(spec) {
         return particles::reconstruct(
             file, method, settings, problem, models, schedule, rng, on_step,
@@ -357,6 +364,7 @@ fn guided_sampler(
         }
         ReconMethod::Pinv
         | ReconMethod::Pnpdm
+        | ReconMethod::Mcgdiff
         | ReconMethod::Tds
         | ReconMethod::Fk
         | ReconMethod::Amortized
