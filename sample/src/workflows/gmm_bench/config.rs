@@ -13,7 +13,7 @@ use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
-use crate::smc::{McgdiffSettings, Potential, Resampling, Twist};
+use crate::smc::{Potential, Resampling, Twist};
 
 /// A benchmark file (`kind = "gmm-benchmark"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -48,9 +48,9 @@ pub struct GmmFile {
     /// PnP-DM (method `pnpdm`; its own iterations).
     #[serde(default)]
     pub pnpdm: PnpDmSettings,
-    /// MCGdiff (method `mcgdiff`: `[run] particles` and `steps`; its `resampling`).
+    /// MCGdiff (method `mcgdiff`: its K and steps are `[run] particles` and `steps`).
     #[serde(default)]
-    pub mcgdiff: McgdiffSettings,
+    pub mcgdiff: McgdiffSection,
     /// Directory of the plots; default `out/<file stem>`.
     pub out: Option<std::path::PathBuf>,
 }
@@ -164,6 +164,21 @@ impl Default for GuidanceSection {
             diffpir_lambda: 1.0,
             diffpir_zeta: 1.0,
             pigdm_weight: 1.0,
+        }
+    }
+}
+
+/// MCGdiff's own setting in a benchmark file (K and steps are the run's, as for TDS and FK).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McgdiffSection {
+    pub resampling: Resampling,
+}
+
+impl Default for McgdiffSection {
+    fn default() -> Self {
+        Self {
+            resampling: Resampling::Systematic,
         }
     }
 }

@@ -361,8 +361,10 @@ impl GmmProblem {
                     self.obs.sigma,
                 );
                 let settings = McgdiffSettings {
+                    particles: vec![k],
+                    steps: file.run.steps,
+                    resampling: file.mcgdiff.resampling,
                     clip: false,
-                    ..file.mcgdiff.clone()
                 };
                 mcg = Some(Mcgdiff::new(
                     data,
