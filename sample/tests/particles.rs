@@ -248,8 +248,8 @@ fn the_tweedie_twist_targets_the_same_posterior_with_worse_weights() {
 
 /// MCGdiff's twists ignore the prior (N(√ᾱ_t ȳ; x̄_t, 1 − ᾱ_t + ᾱ_t σ²) per observed singular
 /// coordinate), so on this strongly correlated 64-pixel prior it converges far more slowly in K
-/// than TDS: at K = 64 its posterior-mean error is still ≈ 10 Monte Carlo errors (a numpy
-/// re-implementation of the same filter gives 8.1 on a prior of the same shape: the method's
+/// than TDS: at K = 64 its posterior-mean error is still ≈ 8 Monte Carlo errors
+/// (`scripts/mcgdiff-numpy.py`, the same filter in numpy, gives 8.08 on this prior: the method's
 /// property, not this code's). Here: the error falls with K and the variances are already
 /// right; on the Gaussian-mixture benchmarks (the paper's own) K = 64 reaches TDS's level.
 #[test]
