@@ -160,6 +160,9 @@ def pipeline(args, weights):
     kw = dict(batch_size=32, device="cpu", dims=2048, num_workers=0)
     want = calculate_fid_given_paths([folders["samples"], folders["reference"]], **kw)
     ours_npz, theirs_npz = (os.path.join(args.out, f) for f in ("tweedie-stats.npz", "pytorch-fid-stats.npz"))
+    for f in (ours_npz, theirs_npz):  # pytorch-fid refuses to overwrite: a rerun starts clean
+        if os.path.exists(f):
+            os.remove(f)
     save_fid_stats([folders["reference"], theirs_npz], **kw)
 
     def tweedie(reference, *extra):

@@ -52,9 +52,6 @@ pub struct FidScorer {
     device: Device,
 }
 
-/// Images per second of Inception on 2 CPU cores (BENCHMARKS.md), for the cost said up front.
-const INCEPTION_IMAGES_PER_SECOND: f64 = 7.0;
-
 impl FidScorer {
     /// Loads the network `plan` asks for and computes (or reads from `cache`) the statistics of
     /// the first `fid_reference_images` training images; a missing weights file or classifier
@@ -141,7 +138,7 @@ impl FidScorer {
     /// is negligible beside sampling).
     pub fn cost(&self, n: usize) -> f64 {
         match self.network {
-            Network::Inception { .. } => n as f64 / INCEPTION_IMAGES_PER_SECOND,
+            Network::Inception { .. } => n as f64 / inception_fid::CPU_IMAGES_PER_SECOND,
             Network::Classifier { .. } => 0.0,
         }
     }
@@ -150,21 +147,11 @@ impl FidScorer {
     pub fn score(&self, data: &[u8], [n, h, w, c]: [usize; 4], seed: u64) -> FidRecord {
         let (network, fid, kid) = match &self.network {
             Network::Inception { net, reference } => {
-                let f = inception_fid::features_of(
+                let f = inception_fid::features_of_u8(
                     net,
                     n,
                     [c, h, w],
-                    |s, e| {
-                        let mut out = Vec::with_capacity((e - s) * c * h * w);
-                        for i in s..e {
-                            for ch in 0..c {
-                                for p in 0..h * w {
-                                    out.push(data[(i * h * w + p) * c + ch] as f32 / 255.0);
-                                }
-                            }
-                        }
-                        out
-                    },
+                    |i, ch, y, x| data[((i * h + y) * w + x) * c + ch],
                     |_| {},
                 );
                 let (fid, kid) = inception_fid::fid_kid(&f, reference, 100, 1000, seed);

@@ -23,8 +23,7 @@ use tweedie_core::schedule::NoiseSchedule;
 
 use crate::check::{self, Range};
 use crate::likelihood::{Likelihood, log_likelihood_grad};
-use crate::operator::spectral::Spectral;
-use crate::sampler::{self, Ddpm};
+use crate::sampler::{self, Ddpm, SpectralData};
 
 /// PnP-DM's settings (`[pnpdm]`).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -88,8 +87,8 @@ impl PnpDmSettings {
 /// The observation as PnP-DM's likelihood step needs it.
 pub struct PnpLikelihood {
     pub likelihood: Box<dyn Likelihood>,
-    /// Gaussian noise σ and A's decomposition with ȳ (one row per chain): the exact step.
-    pub exact: Option<(Box<dyn Spectral>, Tensor<4>, f64)>,
+    /// Gaussian noise and A's decomposition with ȳ (one row per chain): the exact step.
+    pub exact: Option<SpectralData>,
     /// A scalar bound on −∇² log p(y | z) where the likelihood gives no per-pixel one.
     pub curvature: f64,
 }
@@ -99,9 +98,9 @@ impl PnpLikelihood {
     fn sample(&self, x: Tensor<4>, rho: f64, steps: usize, rng: &mut Rng) -> Tensor<4> {
         let device = x.device();
         let shape = x.dims();
-        if let Some((sp, y_bar, sigma)) = &self.exact {
-            let s = sp.singular_values([shape[1], shape[2], shape[3]], &device);
-            let s2 = s.square();
+        if let Some(data) = &self.exact {
+            let (sp, y_bar, sigma) = (&data.spectral, &data.y_bar, data.sigma);
+            let s2 = data.s.clone().square();
             let precision = s2.clone().div_scalar(sigma * sigma) + 1.0 / (rho * rho);
             let x_bar = sp.image_to_spectral(x);
             let mean = (s2 * y_bar.clone().div_scalar(sigma * sigma) + x_bar.div_scalar(rho * rho))
@@ -127,7 +126,7 @@ impl PnpLikelihood {
 
 /// The timestep whose variance-exploding level √((1 − ᾱ_t)/ᾱ_t) is nearest ρ.
 pub fn timestep_of(schedule: &NoiseSchedule, rho: f64) -> usize {
-    let level = |a: f64| ((1.0 - a) / a).sqrt();
+    let level = crate::sampler::ve_sigma;
     (0..schedule.len())
         .min_by(|&i, &j| {
             let (a, b) = (schedule.alphas_cumprod[i], schedule.alphas_cumprod[j]);

@@ -8,23 +8,6 @@ use tweedie_core::device::BackendKind;
 use tweedie_core::feature_stats::{FeatureStats, kid};
 use tweedie_core::inception::Inception;
 
-/// pool3 features `[n, 2048]` (row-major) of `[n, 3, h, w]` images on [−1, 1], 32 at a time.
-pub fn features(net: &Inception, images: &[f32], [n, c, h, w]: [usize; 4]) -> Vec<f32> {
-    let per = c * h * w;
-    crate::inception_fid::features_of(
-        net,
-        n,
-        [c, h, w],
-        |s, e| {
-            images[s * per..e * per]
-                .iter()
-                .map(|v| (v + 1.0) * 0.5)
-                .collect()
-        },
-        |_| {},
-    )
-}
-
 /// Reads the images of `images` (float32 N×3×H×W on [−1, 1] or uint8 N×H×W×3), computes their
 /// pool3 features with the weights file `weights` (a progress bar unless `quiet`) and writes them
 /// to `out` as float32 N×2048.
@@ -49,19 +32,9 @@ pub fn features_npy(
         quiet,
         "  Inception features [{bar:30}] {pos}/{len} images {per_sec} ETA {eta}",
     );
-    let per = c * h * w;
-    let f = crate::inception_fid::features_of(
-        &net,
-        n,
-        [c, h, w],
-        |s, e| {
-            values[s * per..e * per]
-                .iter()
-                .map(|v| (v + 1.0) * 0.5)
-                .collect()
-        },
-        |k| bar.inc(k as u64),
-    );
+    let f = crate::inception_fid::features_of_model_scale(&net, &values, [n, c, h, w], |k| {
+        bar.inc(k as u64)
+    });
     bar.finish_and_clear();
     crate::output::write_file(out, &crate::output::npy_bytes_f32(&f, &[n, net.width()]))
 }

@@ -201,6 +201,10 @@ fn finite<T: Into<f64> + Copy>(v: &[T], what: &str) -> std::result::Result<(), S
     }
 }
 
+/// Inception's images per second on 2 CPU cores (BENCHMARKS.md: 10,000 CIFAR-10 images in
+/// 770.8 s), for the costs said up front.
+pub const CPU_IMAGES_PER_SECOND: f64 = 13.0;
+
 /// pool3 features `[n, d]` (d = 2048 for the published network) of `n` RGB images `[3, h, w]`, 32 at a time: `batch(s, e)` gives
 /// images s..e on [0, 1] (N×C×H×W), `tick(k)` reports k more done.
 pub fn features_of(
@@ -221,18 +225,67 @@ pub fn features_of(
     out
 }
 
-/// [`features_of`] the images of a dataset (uint8 CHW, read as v / 255, as pytorch-fid's
-/// `ToTensor`).
-pub fn features_of_set(net: &Inception, set: &ImageSet, tick: impl FnMut(usize)) -> Vec<f32> {
+/// [`features_of`] `n` images on the model's [−1, 1] scale, `[n, c, h, w]` flattened in that order
+/// (what `read_images` gives).
+pub fn features_of_model_scale(
+    net: &Inception,
+    images: &[f32],
+    [n, c, h, w]: [usize; 4],
+    tick: impl FnMut(usize),
+) -> Vec<f32> {
+    let per = c * h * w;
     features_of(
+        net,
+        n,
+        [c, h, w],
+        |s, e| {
+            images[s * per..e * per]
+                .iter()
+                .map(|v| (v + 1.0) * 0.5)
+                .collect()
+        },
+        tick,
+    )
+}
+
+/// [`features_of`] `n` uint8 images whose pixel (image i, channel ch, row y, column x) is
+/// `pixel(i, ch, y, x)` (any memory layout read in place), as v / 255 (pytorch-fid's `ToTensor`).
+pub fn features_of_u8(
+    net: &Inception,
+    n: usize,
+    [c, h, w]: [usize; 3],
+    pixel: impl Fn(usize, usize, usize, usize) -> u8,
+    tick: impl FnMut(usize),
+) -> Vec<f32> {
+    features_of(
+        net,
+        n,
+        [c, h, w],
+        |s, e| {
+            let mut out = Vec::with_capacity((e - s) * c * h * w);
+            for i in s..e {
+                for ch in 0..c {
+                    for y in 0..h {
+                        for x in 0..w {
+                            out.push(pixel(i, ch, y, x) as f32 / 255.0);
+                        }
+                    }
+                }
+            }
+            out
+        },
+        tick,
+    )
+}
+
+/// [`features_of_u8`] the images of a dataset (uint8 CHW).
+pub fn features_of_set(net: &Inception, set: &ImageSet, tick: impl FnMut(usize)) -> Vec<f32> {
+    let [_, h, w] = set.shape;
+    features_of_u8(
         net,
         set.len(),
         set.shape,
-        |s, e| {
-            (s..e)
-                .flat_map(|i| set.image(i).iter().map(|&v| v as f32 / 255.0))
-                .collect()
-        },
+        |i, ch, y, x| set.image(i)[(ch * h + y) * w + x],
         tick,
     )
 }
@@ -315,10 +368,10 @@ pub fn stats_of_set(
     crate::progress::say(
         &bar,
         format!(
-            "Inception features of the {} reference images of {label} (once; about {:.0} s at 7 \
-             images/s on 2 CPU cores){}",
+            "Inception features of the {} reference images of {label} (once; about {:.0} s at \
+             {CPU_IMAGES_PER_SECOND} images/s on 2 CPU cores){}",
             set.len(),
-            set.len() as f64 / 7.0,
+            set.len() as f64 / CPU_IMAGES_PER_SECOND,
             match &cached {
                 Some(p) => format!(", cached in {}", p.display()),
                 None => String::new(),
@@ -445,18 +498,7 @@ pub fn score_npy(
         o.quiet,
         "  sample features [{bar:30}] {pos}/{len} ETA {eta}",
     );
-    let f = features_of(
-        &net,
-        n,
-        [c, h, w],
-        |s, e| {
-            values[s * c * h * w..e * c * h * w]
-                .iter()
-                .map(|v| (v + 1.0) * 0.5)
-                .collect()
-        },
-        |k| bar.inc(k as u64),
-    );
+    let f = features_of_model_scale(&net, &values, [n, c, h, w], |k| bar.inc(k as u64));
     bar.finish_and_clear();
     let (fid, kid) = fid_kid(&f, &r, o.kid_subsets, o.kid_subset_size, o.seed);
     let (kid, kid_std, kid_note) = match kid {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
-use super::{NoiseSource, Sampler, StepOutput, tweedie_x0};
+use super::{NoiseSource, Sampler, StepOutput, tweedie_x0, ve_sigma};
 use crate::check::{self, Range};
 use crate::likelihood::{Likelihood, log_likelihood_grad};
 
@@ -98,10 +98,6 @@ impl Daps {
             level: 0,
         }
     }
-}
-
-fn ve_sigma(alpha_bar: f64) -> f64 {
-    ((1.0 - alpha_bar) / alpha_bar).max(0.0).sqrt()
 }
 
 impl Sampler for Daps {

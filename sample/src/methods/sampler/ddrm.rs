@@ -16,7 +16,7 @@ use serde::Deserialize;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 
-use super::{NoiseSource, Sampler, StepOutput, tweedie_x0};
+use super::{NoiseSource, Sampler, StepOutput, tweedie_x0, ve_sigma};
 use crate::check::{self, Range};
 use crate::operator::spectral::Spectral;
 
@@ -66,6 +66,10 @@ pub struct SpectralData {
     pub s: Tensor<4>,
     /// σ_y of the Gaussian noise on the model scale (0: noiseless).
     pub sigma: f64,
+    /// 1 where sᵢ > 0 (the observed coordinates), else 0.
+    on: Tensor<4>,
+    /// sᵢ with the zeros replaced by 1 (safe to divide by).
+    safe_s: Tensor<4>,
 }
 
 impl SpectralData {
@@ -74,30 +78,27 @@ impl SpectralData {
         let device = y.device();
         let y_bar = spectral.observed(y, shape);
         let s = spectral.singular_values(shape, &device);
+        let on = s.clone().greater_elem(0.0).float();
+        let safe_s = s.clone() + (on.clone().neg() + 1.0);
         Self {
             spectral,
             y_bar,
             s,
             sigma,
+            on,
+            safe_s,
         }
     }
 
     /// 1 where sᵢ > 0, and sᵢ with the zeros replaced by 1 (safe to divide by).
     pub fn observed_and_safe_s(&self) -> (Tensor<4>, Tensor<4>) {
-        let on = self.s.clone().greater_elem(0.0).float();
-        let safe = self.s.clone() + (on.clone().neg() + 1.0);
-        (on, safe)
+        (self.on.clone(), self.safe_s.clone())
     }
 }
 
 pub struct Ddrm {
     pub data: SpectralData,
     pub settings: DdrmSettings,
-}
-
-/// σ of the variance-exploding view at ᾱ.
-fn ve_sigma(alpha_bar: f64) -> f64 {
-    ((1.0 - alpha_bar) / alpha_bar).max(0.0).sqrt()
 }
 
 impl Sampler for Ddrm {

@@ -161,6 +161,11 @@ pub(crate) fn tweedie_x0(tr: &Transition, x_t: Tensor<4>, eps: Tensor<4>, clip: 
     if clip { x0.clamp(-1.0, 1.0) } else { x0 }
 }
 
+/// σ_t of the variance-exploding view x_t/√ᾱ_t = x₀ + σ_t ε: √((1 − ᾱ)/ᾱ).
+pub fn ve_sigma(alpha_bar: f64) -> f64 {
+    ((1.0 - alpha_bar) / alpha_bar).max(0.0).sqrt()
+}
+
 /// How a guided step uses ∇_{x_t} of its objective.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Guidance {

@@ -29,6 +29,7 @@ use tweedie_core::denoiser::Denoiser;
 use tweedie_core::diffusion::Transition;
 use tweedie_core::rng::Rng;
 
+use super::particles::select_rows;
 use super::resample::{Resampling, ess, log_sum_exp};
 use crate::sampler::{NoiseSource, Sampler, SpectralData, StepOutput};
 
@@ -159,15 +160,6 @@ impl Mcgdiff {
     fn twist_var(sigma2: &Tensor<4>, alpha_bar: f64) -> Tensor<4> {
         sigma2.clone().mul_scalar(alpha_bar) + (1.0 - alpha_bar)
     }
-}
-
-fn select_rows(x: Tensor<4>, idx: &[usize]) -> Tensor<4> {
-    let device = x.device();
-    let ix: Vec<i64> = idx.iter().map(|i| *i as i64).collect();
-    x.select(
-        0,
-        Tensor::<1, Int>::from_data(TensorData::new(ix, [idx.len()]), &device),
-    )
 }
 
 impl Sampler for Mcgdiff {

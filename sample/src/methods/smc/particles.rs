@@ -350,7 +350,8 @@ impl Smc {
     }
 }
 
-fn select_rows(x: Tensor<4>, idx: &[usize]) -> Tensor<4> {
+/// The rows `idx` of `x` (resampled particles), in that order.
+pub(super) fn select_rows(x: Tensor<4>, idx: &[usize]) -> Tensor<4> {
     let device = x.device();
     let ix: Vec<i64> = idx.iter().map(|i| *i as i64).collect();
     let ix = Tensor::<1, Int>::from_data(TensorData::new(ix, [idx.len()]), &device);

@@ -280,7 +280,7 @@ mod tests {
     fn check(op: &dyn ForwardOperator, shape: [usize; 4]) {
         let dev = Device::flex();
         let sp = of(op).unwrap_or_else(|| panic!("{} has a decomposition", op.name()));
-        let [b, c, h, w] = shape;
+        let [_, c, h, w] = shape;
         let x = Rng::new(3).normal_tensor(shape, &dev);
         let v = sp.image_to_spectral(x.clone());
         let close = |a: Tensor<4>, e: Tensor<4>, what: &str| {
@@ -314,7 +314,6 @@ mod tests {
             "{}: ‖A V x̄‖ ≠ ‖Σ x̄‖",
             op.name()
         );
-        let _ = b;
     }
 
     #[test]

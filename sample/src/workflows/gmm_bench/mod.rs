@@ -27,7 +27,7 @@ use crate::amortized::{CondMlp, ConditionalBridge};
 use crate::likelihood::Observation;
 use crate::noise::Gaussian;
 use crate::operator::Matrix;
-use crate::operator::spectral::Spectral;
+use crate::operator::spectral::{DenseSvd, Spectral};
 use crate::sampler::{
     self, Daps, DapsSettings, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep,
     PiGdm, RedDiff, Sampler, SpectralData,
@@ -78,20 +78,26 @@ impl GmmProblem {
         })
     }
 
+    /// The observation matrix's singular value decomposition.
+    fn svd(&self) -> DenseSvd {
+        DenseSvd::new(&self.obs.a)
+    }
+
     /// `n` PnP-DM draws: one split Gibbs chain each, its likelihood steps exact (A's SVD).
     fn draw_pnpdm(&self, file: &GmmFile, n: usize, seed: u64) -> Result<Draws> {
         let clock = Instant::now();
         let d = self.prior.dim();
         let device = Device::flex();
         let o = self.observation(&device);
-        let svd = Matrix {
-            a: self.obs.a.clone(),
-        }
-        .svd();
-        let y_bar = svd.observed(o.y.clone().repeat_dim(0, n), [d, 1, 1]);
+        let exact = SpectralData::new(
+            Box::new(self.svd()),
+            o.y.clone().repeat_dim(0, n),
+            [d, 1, 1],
+            self.obs.sigma,
+        );
         let lik = crate::pnpdm::PnpLikelihood {
             likelihood: Box::new(o),
-            exact: Some((Box::new(svd), y_bar, self.obs.sigma)),
+            exact: Some(exact),
             curvature: 0.0,
         };
         let settings = crate::pnpdm::PnpDmSettings {
@@ -291,10 +297,7 @@ impl GmmProblem {
             }
             GmmMethod::Ddrm | GmmMethod::Ddnm => {
                 let o = self.observation(&device);
-                let svd = Matrix {
-                    a: self.obs.a.clone(),
-                }
-                .svd();
+                let svd = self.svd();
                 let data = SpectralData::new(
                     Box::new(svd),
                     o.y.repeat_dim(0, rows),
@@ -327,10 +330,7 @@ impl GmmProblem {
                 Box::new(RedDiff::new(Box::new(o), init, file.reddiff))
             }
             GmmMethod::Daps => {
-                let svd = Matrix {
-                    a: self.obs.a.clone(),
-                }
-                .svd();
+                let svd = self.svd();
                 let curvature = svd.largest().powi(2) / (self.obs.sigma * self.obs.sigma);
                 Box::new(Daps::new(
                     Box::new(self.observation(&device)),
@@ -344,10 +344,7 @@ impl GmmProblem {
             }
             GmmMethod::Mcgdiff => {
                 let o = self.observation(&device);
-                let svd = Matrix {
-                    a: self.obs.a.clone(),
-                }
-                .svd();
+                let svd = self.svd();
                 // p(y) = p(ȳ) Πᵢ 1/sᵢ (A has full row rank here).
                 let jac = -tweedie_core::host_values(svd.singular_values([d, 1, 1], &device))
                     .iter()

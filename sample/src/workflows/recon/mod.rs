@@ -347,9 +347,7 @@ fn guided_sampler(
             Box::new(RedDiff::new(likelihood, init, file.reddiff))
         }
         ReconMethod::Daps => {
-            // The likelihood's curvature bound: ‖A‖²/σ² for Gaussian noise (AAᵀ's mean
-            // diagonal stands in for its largest eigenvalue; blur's is at most 1).
-            let curvature = sigma.map_or(0.0, |s| op.mean_gram_diagonal().unwrap_or(1.0) / (s * s));
+            let curvature = gaussian_curvature(op.as_ref(), sigma);
             let likelihood = Box::new(Observation {
                 op,
                 noise: file.noise_model()?,
@@ -372,6 +370,12 @@ fn guided_sampler(
             unreachable!("handled above")
         }
     })
+}
+
+/// A bound on −∇² log p(y | x) for Gaussian noise σ (0 without one): ‖A‖²/σ², with AAᵀ's mean
+/// diagonal standing in for its largest eigenvalue (equal for AAᵀ = c·I; blur's is at most 1).
+fn gaussian_curvature(op: &dyn crate::operator::ForwardOperator, sigma: Option<f64>) -> f64 {
+    sigma.map_or(0.0, |s| op.mean_gram_diagonal().unwrap_or(1.0) / (s * s))
 }
 
 /// PnP-DM: one split Gibbs chain per sample, started at 0 (ρ₀ makes the start immaterial).
@@ -398,13 +402,10 @@ fn pnpdm(
         let op = file.operator(h, w)?;
         let sigma = file.gaussian_sigma();
         let exact = match (op.spectral(), sigma) {
-            (Some(sp), Some(s)) => {
-                let y_bar = sp.observed(y.clone(), [c, h, w]);
-                Some((sp, y_bar, s))
-            }
+            (Some(sp), Some(s)) => Some(SpectralData::new(sp, y.clone(), [c, h, w], s)),
             _ => None,
         };
-        let curvature = sigma.map_or(0.0, |s| op.mean_gram_diagonal().unwrap_or(1.0) / (s * s));
+        let curvature = gaussian_curvature(op.as_ref(), sigma);
         let lik = crate::pnpdm::PnpLikelihood {
             likelihood: Box::new(Observation {
                 op,
