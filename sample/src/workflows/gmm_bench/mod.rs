@@ -199,39 +199,19 @@ impl GmmProblem {
         }
     }
 
-    /// `n` posterior draws by `method` with `k` particles (particle methods) in `steps` steps.
-    pub fn draw(
-        &self,
-        file: &GmmFile,
-        method: GmmMethod,
-        k: usize,
-        n: usize,
-        seed: u64,
-        nets: &Nets,
-    ) -> Result<Draws> {
-        if method.is_amortized() {
-            return self.draw_amortized(file, method, n, seed, nets);
-        }
-        if method == GmmMethod::Pnpdm {
-            return self.draw_pnpdm(file, n, seed);
-        }
-        let clock = Instant::now();
+    /// `method`'s sampler for `n` draws (`k` particles each for particle methods), its particles
+    /// seeded from `seed`.
+    fn sampler(&self, file: &GmmFile, method: GmmMethod, k: usize, n: usize, seed: u64) -> Built {
         let d = self.prior.dim();
         let device = Device::flex();
         let grad_device = device.clone().autodiff();
-        let timesteps = self
-            .schedule
-            .timesteps(method.steps(file), Spacing::Trailing)?;
-        let mut rng = Rng::new(seed);
         let ddpm = Ddpm {
             variance: tweedie_core::elbo::ModelVariance::Small,
             clip: false,
         };
         let g = &file.guidance;
         let rows = if method.is_particle() { n * k } else { n };
-        let mut smc: Option<Smc> = None;
-        let mut mcg: Option<Mcgdiff> = None;
-        let mut plain: Box<dyn Sampler> = match method {
+        Built::Plain(match method {
             GmmMethod::Dps => Box::new(Dps {
                 likelihood: Box::new(self.observation(&grad_device)),
                 rule: DpsStep::LogLikelihood { zeta: g.dps_zeta },
@@ -285,15 +265,14 @@ impl GmmProblem {
                     }
                 };
                 let dev = if config.guided { &grad_device } else { &device };
-                smc = Some(Smc::new(
+                return Built::Smc(Box::new(Smc::new(
                     method.name(),
                     Box::new(self.observation(dev)),
                     config,
                     n,
                     k,
                     seed ^ 0x5eed,
-                ));
-                Box::new(ddpm)
+                )));
             }
             GmmMethod::Ddrm | GmmMethod::Ddnm => {
                 let o = self.observation(&device);
@@ -363,31 +342,57 @@ impl GmmProblem {
                     resampling: file.mcgdiff.resampling,
                     clip: false,
                 };
-                mcg = Some(Mcgdiff::new(
+                return Built::Mcgdiff(Box::new(Mcgdiff::new(
                     data,
                     n,
                     k,
                     &settings,
                     seed ^ 0x5eed,
                     vec![jac; n],
-                ));
-                Box::new(ddpm)
+                )));
             }
             GmmMethod::Amortized | GmmMethod::Csb | GmmMethod::Pnpdm => {
-                unreachable!("drawn above")
+                unreachable!("drawn by their own routes")
             }
+        })
+    }
+
+    /// `n` posterior draws by `method` with `k` particles (particle methods) in `steps` steps.
+    pub fn draw(
+        &self,
+        file: &GmmFile,
+        method: GmmMethod,
+        k: usize,
+        n: usize,
+        seed: u64,
+        nets: &Nets,
+    ) -> Result<Draws> {
+        if method.is_amortized() {
+            return self.draw_amortized(file, method, n, seed, nets);
+        }
+        if method == GmmMethod::Pnpdm {
+            return self.draw_pnpdm(file, n, seed);
+        }
+        let clock = Instant::now();
+        let d = self.prior.dim();
+        let timesteps = self
+            .schedule
+            .timesteps(method.steps(file), Spacing::Trailing)?;
+        let mut rng = Rng::new(seed);
+        let rows = if method.is_particle() { n * k } else { n };
+        let mut built = self.sampler(file, method, k, n, seed);
+        let sampler: &mut dyn Sampler = match &mut built {
+            Built::Plain(s) => s.as_mut(),
+            Built::Smc(s) => s.as_mut(),
+            Built::Mcgdiff(m) => m.as_mut(),
         };
-        let sampler: &mut dyn Sampler = match (smc.as_mut(), mcg.as_mut()) {
-            (Some(s), _) => s,
-            (None, Some(m)) => m,
-            (None, None) => plain.as_mut(),
-        };
+        let device = Device::flex();
         let dev = if sampler.needs_grad() {
-            &grad_device
+            device.clone().autodiff()
         } else {
-            &device
+            device
         };
-        let x_t = rng.normal_tensor([rows, d, 1, 1], dev);
+        let x_t = rng.normal_tensor([rows, d, 1, 1], &dev);
         let (x0, nfe) = sampler::run(
             &self.prior,
             sampler,
@@ -402,23 +407,24 @@ impl GmmProblem {
             .map(f64::from)
             .collect();
         // Particle methods: one draw per system from its final weights.
-        let (samples, log_z, ess_mean) = if let Some(smc) = smc.as_mut() {
-            let picks = smc.pick()?;
-            let s = picks
+        let (picks, log_z, ess_mean) = match &mut built {
+            Built::Plain(_) => (None, None, None),
+            Built::Smc(smc) => (
+                Some(smc.pick()?),
+                Some(smc.log_z().to_vec()),
+                Some(smc.ess_mean()),
+            ),
+            Built::Mcgdiff(m) => {
+                let ess = (0..n).map(|g| m.ess_mean_of(g)).sum::<f64>() / n as f64;
+                (Some(m.pick()), Some(m.log_z()), Some(ess))
+            }
+        };
+        let samples = match picks {
+            None => all,
+            Some(p) => p
                 .iter()
                 .flat_map(|&i| all[i * d..(i + 1) * d].to_vec())
-                .collect();
-            (s, Some(smc.log_z().to_vec()), Some(smc.ess_mean()))
-        } else if let Some(m) = mcg.as_mut() {
-            let s = m
-                .pick()
-                .iter()
-                .flat_map(|&i| all[i * d..(i + 1) * d].to_vec())
-                .collect();
-            let ess = (0..n).map(|g| m.ess_mean_of(g)).sum::<f64>() / n as f64;
-            (s, Some(m.log_z()), Some(ess))
-        } else {
-            (all, None, None)
+                .collect(),
         };
         Ok(Draws {
             samples,
@@ -428,6 +434,14 @@ impl GmmProblem {
             nfe: Some(nfe),
         })
     }
+}
+
+/// A benchmark method's sampler: a plain update rule, or a particle system whose draws are
+/// picked from its final weights.
+enum Built {
+    Plain(Box<dyn Sampler>),
+    Smc(Box<Smc>),
+    Mcgdiff(Box<Mcgdiff>),
 }
 
 /// Sliced 2-Wasserstein distance between two equal-size point sets `[n, d]`: the root mean over
