@@ -46,6 +46,7 @@ for task in sr4 inpaint-box; do
 done
 # The Gaussian-mixture benchmark.
 sed -e 's/^particles = .*/particles = [1, 4]/' -e 's/^steps = 100/steps = 20/' \
+  -e 's/^amortized_steps = 100/amortized_steps = 20/' \
   -e 's/^n_samples = 500/n_samples = 60/' experiments/gmm-2mode.toml > "$F/gmm.toml"
 "$TWEEDIE_BIN/sample" --config "$F/gmm.toml" --out "$OUT/gmm" "${q[@]}" > /dev/null 2>&1
 # Class-conditional digits.

@@ -12,7 +12,7 @@ pub mod problems;
 pub mod workflows;
 
 pub use files::{check, cli, experiment, npz, output, progress, toml_file};
-pub use methods::{amortized, pnpdm, sampler, smc};
+pub use methods::{amortized, catalog, pnpdm, sampler, settings, smc};
 pub use problems::{class_likelihood, likelihood, noise, operator, spec};
 pub use workflows::{
     class_cond, fid, generate, gmm_bench, inception, inception_fid, lpips, metrics, nfe, plot,

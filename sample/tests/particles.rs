@@ -13,7 +13,8 @@ use burn::prelude::*;
 use tweedie_core::gaussian::{GaussianImage, GaussianPosterior, posterior};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule, Spacing};
-use tweedie_sample::recon::{Models, Problem, ReconFile, ReconMethod, reconstruct};
+use tweedie_sample::catalog::{Method, MethodSettings};
+use tweedie_sample::recon::{Models, Problem, ReconFile, reconstruct};
 use tweedie_sample::smc::Twist;
 
 const STEPS: usize = 100;
@@ -117,7 +118,7 @@ struct Errors {
     ess: f64,
 }
 
-fn errors(c: &Case, method: ReconMethod, k: usize, twist: Option<Twist>) -> Errors {
+fn errors(c: &Case, method: Method, k: usize, twist: Option<Twist>) -> Errors {
     let mut file = c.file.clone();
     file.tds.particles = vec![k];
     file.fk.particles = vec![k];
@@ -173,7 +174,7 @@ fn errors(c: &Case, method: ReconMethod, k: usize, twist: Option<Twist>) -> Erro
         "{:?} K={k} ({:?} twist): mean error {:.2}, variance error {:.2} (× Monte Carlo), log Ẑ {:.3} ± {:.3} \
          (chain {:.3}, exact {:.3}), ESS {:.2}",
         method,
-        file.twist(twist),
+        MethodSettings::twist(twist, &file.offers(8, 8).unwrap()),
         e.mean_z,
         e.var_z,
         e.log_z,
@@ -203,7 +204,7 @@ fn tds_and_fk_reach_the_gaussian_posterior_on_images_as_k_grows() {
             c.exact.log_evidence
         );
         assert!(gap1000.abs() < gap100.abs());
-        for m in [ReconMethod::Tds, ReconMethod::Fk] {
+        for m in [Method::Tds, Method::Fk] {
             let small = errors(&c, m, 1, None);
             errors(&c, m, 4, None);
             let big = errors(&c, m, 64, None);
@@ -239,9 +240,9 @@ fn tds_and_fk_reach_the_gaussian_posterior_on_images_as_k_grows() {
 #[test]
 fn the_tweedie_twist_targets_the_same_posterior_with_worse_weights() {
     let c = case("kind = \"sr\"\nfactor = 2");
-    let plain = |k| errors(&c, ReconMethod::Tds, k, Some(Twist::Tweedie));
+    let plain = |k| errors(&c, Method::Tds, k, Some(Twist::Tweedie));
     let (k1, k64) = (plain(1), plain(64));
-    let widened = errors(&c, ReconMethod::Tds, 64, Some(Twist::Pigdm));
+    let widened = errors(&c, Method::Tds, 64, Some(Twist::Pigdm));
     assert!(k64.mean_z < k1.mean_z, "the error falls with K");
     assert!(widened.mean_z <= k64.mean_z);
 }
@@ -255,8 +256,8 @@ fn the_tweedie_twist_targets_the_same_posterior_with_worse_weights() {
 #[test]
 fn mcgdiff_moves_towards_the_gaussian_posterior_as_k_grows() {
     let c = case("kind = \"inpaint-half\"");
-    let small = errors(&c, ReconMethod::Mcgdiff, 1, None);
-    let big = errors(&c, ReconMethod::Mcgdiff, 64, None);
+    let small = errors(&c, Method::Mcgdiff, 1, None);
+    let big = errors(&c, Method::Mcgdiff, 64, None);
     assert!(
         big.mean_z < 0.5 * small.mean_z,
         "{} vs {}",

@@ -4,7 +4,8 @@
 
 use tweedie_core::gaussian::{GaussianImage, posterior};
 use tweedie_core::schedule::Spacing;
-use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmMethod, GmmProblem, Nets, score};
+use tweedie_sample::catalog::Method;
+use tweedie_sample::gmm_bench::{BenchRow, GmmFile, GmmProblem, Nets, score};
 
 const TWO_MODES: &str = r#"
 kind = "gmm-benchmark"
@@ -18,10 +19,17 @@ sigma = 0.5
 y = [0.3]
 [run]
 methods = ["dps", "tds", "fk"]
-particles = [1, 64]
-steps = 100
 n_samples = 1000
 seed = 3
+[dps]
+steps = 100
+rule = "log-likelihood"
+[tds]
+particles = [1, 64]
+steps = 100
+[fk]
+particles = [1, 64]
+steps = 100
 "#;
 
 /// MCGdiff's layout: 25 unit-variance components on a grid in d = 8, random A with d_y = 2.
@@ -49,10 +57,11 @@ sigma = 0.5
 x_true_seed = 9
 [run]
 methods = ["tds"]
-particles = [64]
-steps = 100
 n_samples = 600
 seed = 5
+[tds]
+particles = [64]
+steps = 100
 "#,
         w = vec!["1.0"; 25].join(", "),
         m = means.join(", "),
@@ -66,7 +75,7 @@ fn bench(text: &str) -> (GmmFile, GmmProblem) {
     (file, problem)
 }
 
-fn row(file: &GmmFile, p: &GmmProblem, method: GmmMethod, k: usize, seed: u64) -> BenchRow {
+fn row(file: &GmmFile, p: &GmmProblem, method: Method, k: usize, seed: u64) -> BenchRow {
     let draws = p
         .draw(file, method, k, file.run.n_samples, seed, &Nets::default())
         .unwrap();
@@ -81,10 +90,10 @@ fn row(file: &GmmFile, p: &GmmProblem, method: GmmMethod, k: usize, seed: u64) -
 #[test]
 fn particle_errors_fall_with_k_and_tds_reaches_the_floor_on_two_modes() {
     let (file, p) = bench(TWO_MODES);
-    let tds1 = row(&file, &p, GmmMethod::Tds, 1, 1);
-    let tds64 = row(&file, &p, GmmMethod::Tds, 64, 2);
-    let fk4 = row(&file, &p, GmmMethod::Fk, 4, 3);
-    let fk64 = row(&file, &p, GmmMethod::Fk, 64, 4);
+    let tds1 = row(&file, &p, Method::Tds, 1, 1);
+    let tds64 = row(&file, &p, Method::Tds, 64, 2);
+    let fk4 = row(&file, &p, Method::Fk, 4, 3);
+    let fk64 = row(&file, &p, Method::Fk, 64, 4);
     assert!(
         tds64.sw < tds1.sw,
         "TDS: K = 64 {} vs K = 1 {}",
@@ -109,7 +118,7 @@ fn particle_errors_fall_with_k_and_tds_reaches_the_floor_on_two_modes() {
         tds64.mode_weight_error
     );
     // DPS's bias on this bimodal posterior is measured (printed), not asserted away.
-    let dps = row(&file, &p, GmmMethod::Dps, 1, 5);
+    let dps = row(&file, &p, Method::Dps, 1, 5);
     eprintln!(
         "DPS bias on the bimodal posterior: sw/floor {:.2}, mode weight error {:.4}",
         dps.sw / dps.sw_floor,
@@ -120,7 +129,7 @@ fn particle_errors_fall_with_k_and_tds_reaches_the_floor_on_two_modes() {
 #[test]
 fn tds_reaches_the_floor_on_25_modes_in_8_dimensions() {
     let (file, p) = bench(&grid_25_in_8d());
-    let r = row(&file, &p, GmmMethod::Tds, 64, 6);
+    let r = row(&file, &p, Method::Tds, 64, 6);
     assert!(
         r.sw <= 1.5 * r.sw_floor,
         "TDS at K = 64: {} vs floor {}",
@@ -138,7 +147,7 @@ fn the_evidence_estimate_is_unbiased() {
     // different tails (measured: −14 % at 100 steps, −4.5 % at 1000 on this problem, where y sits
     // in the tails of both modes); that gap is checked loosely (< 20 %).
     let (file, p) = bench(TWO_MODES);
-    let z_of = |method: GmmMethod, k: usize, n: usize, seed: u64| -> Vec<f64> {
+    let z_of = |method: Method, k: usize, n: usize, seed: u64| -> Vec<f64> {
         let d = p.draw(&file, method, k, n, seed, &Nets::default()).unwrap();
         d.log_z.unwrap().into_iter().map(f64::exp).collect()
     };
@@ -148,8 +157,8 @@ fn the_evidence_estimate_is_unbiased() {
         let v = z.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0);
         (m, (v / n).sqrt())
     };
-    let (m_mc, se_mc) = stats(&z_of(GmmMethod::Fk, 1, 20_000, 7));
-    let (m_tds, se_tds) = stats(&z_of(GmmMethod::Tds, 16, 1000, 8));
+    let (m_mc, se_mc) = stats(&z_of(Method::Fk, 1, 20_000, 7));
+    let (m_tds, se_tds) = stats(&z_of(Method::Tds, 16, 1000, 8));
     let exact = p.posterior.log_evidence.exp();
     eprintln!(
         "p(y): exact {exact:.5}, model MC {m_mc:.5} ± {se_mc:.5}, TDS {m_tds:.5} ± {se_tds:.5}"
@@ -180,12 +189,12 @@ sigma = 0.28
 y = [1.5]
 [run]
 methods = ["fk"]
-particles = [{k}]
-steps = 20
 n_samples = {n}
 seed = {seed}
-twist = "tweedie"
 [fk]
+particles = [{k}]
+steps = 20
+twist = "tweedie"
 potential = "{potential}"
 "#
     )
@@ -218,7 +227,7 @@ fn every_potential_with_sane_intermediate_targets_reaches_the_posterior_mean() {
     for (i, potential) in ["difference", "max", "mean", "paper-rt"].iter().enumerate() {
         let (file, p) = bench(&one_d(potential, k, n, 11 + i as u64));
         let d = p
-            .draw(&file, GmmMethod::Fk, k, n, 21 + i as u64, &Nets::default())
+            .draw(&file, Method::Fk, k, n, 21 + i as u64, &Nets::default())
             .unwrap();
         let mean = d.samples.iter().sum::<f64>() / n as f64;
         let z = d.log_z.unwrap();

@@ -8,7 +8,8 @@ use burn::prelude::*;
 use tweedie_core::gaussian::{GaussianImage, posterior};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule, Spacing};
-use tweedie_sample::recon::{Models, Problem, ReconFile, ReconMethod, reconstruct};
+use tweedie_sample::catalog::Method;
+use tweedie_sample::recon::{Models, Problem, ReconFile, reconstruct};
 
 struct Run {
     values: Vec<f32>,
@@ -19,7 +20,7 @@ struct Run {
 fn run(
     operator: &str,
     sigma_y: f64,
-    method: ReconMethod,
+    method: Method,
     steps: usize,
 ) -> (Run, GaussianImage, NoiseSchedule) {
     let text = format!(
@@ -76,7 +77,7 @@ fn run(
 #[test]
 fn noiseless_spectral_methods_keep_the_observation_exactly() {
     for op in ["kind = \"inpaint-half\"", "kind = \"sr\"\nfactor = 2"] {
-        for method in [ReconMethod::Ddrm, ReconMethod::Ddnm] {
+        for method in [Method::Ddrm, Method::Ddnm] {
             let (r, _, _) = run(op, 0.0, method, 20);
             let a = r.file.operator(8, 8).unwrap();
             let n = r.values.len() / 64;
@@ -107,15 +108,15 @@ fn noiseless_spectral_methods_keep_the_observation_exactly() {
 #[test]
 fn noisy_methods_move_towards_the_posterior() {
     for method in [
-        ReconMethod::Ddrm,
-        ReconMethod::Ddnm,
-        ReconMethod::Reddiff,
-        ReconMethod::Daps,
-        ReconMethod::Pnpdm,
+        Method::Ddrm,
+        Method::Ddnm,
+        Method::Reddiff,
+        Method::Daps,
+        Method::Pnpdm,
     ] {
         let steps = match method {
-            ReconMethod::Daps => 50,
-            ReconMethod::Reddiff => 1000,
+            Method::Daps => 50,
+            Method::Reddiff => 1000,
             _ => 100,
         };
         let (r, prior, schedule) = run("kind = \"inpaint-half\"", 0.1, method, steps);

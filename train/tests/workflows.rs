@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use tweedie_core::device::BackendKind;
 use tweedie_core::elbo::ModelVariance;
 use tweedie_datasets::{DatasetName, Split};
+use tweedie_sample::catalog::Method;
 use tweedie_sample::class_cond::{self, ClassFile, ClassOptions};
 use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind};
 use tweedie_sample::fid::{self, ReferenceSpec};
 use tweedie_sample::generate::{self, GenerateOptions};
 use tweedie_sample::gmm_bench::{self, GmmFile, GmmOptions};
 use tweedie_sample::nfe::{self, NfeOptions};
-use tweedie_sample::recon::{self, ReconFile, ReconMethod, ReconOptions};
+use tweedie_sample::recon::{self, ReconFile, ReconOptions};
 use tweedie_sample::sampler::SamplerKind;
 use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
@@ -141,7 +142,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     let rr = recon::run(&rf, &ropts).unwrap();
     assert_eq!(rr.runs.len(), 13);
     for r in &rr.runs {
-        let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
+        let k = if r.method == Method::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 784, "{:?}", r.method);
         let s = &rr.scores[&r.spec().key()];
         assert!(s.psnr_mean.is_finite());
@@ -202,12 +203,10 @@ fn every_workflow_runs_as_library_code_and_reports() {
 
     // The Gaussian-mixture benchmark, every method.
     let mut gf = GmmFile::parse(&text("gmm-2mode.toml")).unwrap();
-    (
-        gf.run.n_samples,
-        gf.run.steps,
-        gf.run.particles,
-        gf.run.repeats,
-    ) = (20, 10, vec![2], 1);
+    (gf.run.n_samples, gf.run.amortized_steps, gf.run.repeats) = (20, 10, 1);
+    (gf.dps.steps, gf.diffpir.steps, gf.pigdm.steps) = (10, 10, 10);
+    (gf.tds.steps, gf.fk.steps, gf.mcgdiff.steps) = (10, 10, 10);
+    (gf.tds.particles, gf.fk.particles, gf.mcgdiff.particles) = (vec![2], vec![2], vec![2]);
     let gopts = GmmOptions {
         stem: "gmm".into(),
         quiet: true,
@@ -232,8 +231,21 @@ fn every_workflow_runs_as_library_code_and_reports() {
     let mut kf = ClassFile::parse(&text("mnist-class.toml")).unwrap();
     kf.checkpoint = ck.clone();
     kf.classifier = cls.clone();
-    (kf.class.classes, kf.class.per_class, kf.class.steps) = (vec![3], 1, 3);
-    kf.class.particles = vec![2];
+    (kf.class.classes, kf.class.per_class) = (vec![3], 1);
+    (kf.dps.steps, kf.tds.steps, kf.fk.steps) = (3, 3, 3);
+    (kf.tds.particles, kf.fk.particles) = (vec![2], vec![2]);
+    // Every method a label likelihood takes, from the one declaration the other runners use.
+    kf.class.methods = [
+        Method::Dps,
+        Method::Tds,
+        Method::Fk,
+        Method::Reddiff,
+        Method::Daps,
+        Method::Pnpdm,
+    ]
+    .to_vec();
+    (kf.reddiff.steps, kf.daps.steps, kf.daps.ode_steps) = (3, 2, 2);
+    (kf.pnpdm.iterations, kf.pnpdm.denoise_steps) = (2, 2);
     let kopts = ClassOptions {
         backend: BackendKind::Flex,
         raw_weights: false,
@@ -251,7 +263,9 @@ fn every_workflow_runs_as_library_code_and_reports() {
     assert!(e.contains("independent"), "{e}");
     kf.judge = Some(judge.clone());
     let kr = class_cond::run(&kf, &kopts).unwrap();
-    assert_eq!(kr.rows.len(), 3);
+    assert_eq!(kr.rows.len(), 6);
+    let daps = kr.rows.iter().find(|r| r.method == "daps").unwrap();
+    assert_eq!((daps.steps, daps.nfe), (2, 4), "levels, levels × ODE steps");
     assert!(kr.rows.iter().all(|r| r.judge_accuracy.is_some()));
     assert_eq!(kr.record["headline"], "judge_accuracy");
     assert!(kr.table().contains("judge"));
@@ -339,7 +353,7 @@ fn colour_presets_run_on_a_folder_with_an_imported_prior() {
     let rr = recon::run(&rf, &ropts).unwrap();
     assert_eq!(rr.runs.len(), 11);
     for r in &rr.runs {
-        let k = if r.method == ReconMethod::Pinv { 1 } else { 2 };
+        let k = if r.method == Method::Pinv { 1 } else { 2 };
         assert_eq!(r.values.len(), 2 * k * 3 * 64, "{:?}", r.method);
         let s = &rr.scores[&r.spec().key()];
         assert!(s.psnr_mean.is_finite());
@@ -404,7 +418,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
 
     let mut rf = ReconFile::parse(&text("mnist-sr4.toml")).unwrap();
     rf.checkpoint = ck.clone();
-    rf.run.methods = vec![ReconMethod::Pinv, ReconMethod::Amortized];
+    rf.run.methods = vec![Method::Pinv, Method::Amortized];
     rf.amortized.checkpoint = Some(ck.clone());
     rf.amortized.steps = 3;
     rf.limit_images(2).unwrap();
@@ -435,7 +449,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     let am = rr
         .runs
         .iter()
-        .find(|r| r.method == ReconMethod::Amortized)
+        .find(|r| r.method == Method::Amortized)
         .unwrap();
     assert_eq!((am.values.len(), am.nfe, am.vjps), (2 * 2 * 784, 3, 0));
     assert!(rr.scores["amortized"].psnr_mean.is_finite());
@@ -443,14 +457,14 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
 
     // The bridge from it: an iteration trained and kept, read back (same samples) and continued.
     let bridge_dir = root.join("bridge");
-    rf.run.methods = vec![ReconMethod::Csb];
+    rf.run.methods = vec![Method::Csb];
     (rf.csb.dir, rf.csb.iterations, rf.csb.steps) = (Some(bridge_dir.clone()), 1, 3);
     rf.csb.horizon = 0.5;
     (rf.csb.train_steps, rf.csb.batch_size, rf.csb.refresh) = (2, 2, 1);
     let csb_run = |rf: &ReconFile| {
         let rr = recon::run(rf, &ropts).unwrap();
         let run = rr.runs.into_iter().next().unwrap();
-        assert_eq!((run.method, run.nfe, run.vjps), (ReconMethod::Csb, 3, 0));
+        assert_eq!((run.method, run.nfe, run.vjps), (Method::Csb, 3, 0));
         let record = std::fs::read_to_string(bridge_dir.join("bridge.json")).unwrap();
         (run.values, record)
     };
@@ -487,12 +501,12 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     (rf.csb.dir, rf.csb.steps) = (Some(bridge_dir.clone()), 5000);
     let e = format!("{:#}", recon::run(&rf, &ropts).err().unwrap());
     assert!(e.contains("too many for its schedule"), "{e}");
-    rf.run.methods = vec![ReconMethod::Pinv, ReconMethod::Amortized];
+    rf.run.methods = vec![Method::Pinv, Method::Amortized];
 
     // Another observation model is a one-line error naming both.
     let mut other = ReconFile::parse(&text("mnist-inpaint-box.toml")).unwrap();
     other.checkpoint = rf.checkpoint.clone();
-    other.run.methods = vec![ReconMethod::Amortized];
+    other.run.methods = vec![Method::Amortized];
     other.amortized.checkpoint = Some(ck.clone());
     other.limit_images(1).unwrap();
     let e = recon::run(&other, &ropts).err().unwrap();

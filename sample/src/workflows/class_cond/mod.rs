@@ -15,13 +15,20 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::classifier::Classifier;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::rng::Rng;
-use tweedie_core::schedule::{NoiseSchedule, Spacing};
+use tweedie_core::schedule::NoiseSchedule;
 
-use crate::check::{self, Range};
+use crate::catalog::{self, Method, MethodSettings, Networks, Offers, Task};
 use crate::class_likelihood::ClassLabel;
 use crate::experiment::{ExperimentFile, ExperimentKind};
-use crate::sampler::{self, Ddpm, Dps, DpsStep, Sampler};
-use crate::smc::{Potential, ResampleWhen, Smc, SmcConfig};
+use crate::likelihood::Likelihood;
+use crate::noise::NoiseModel;
+use crate::operator::{ForwardOperator, Mask};
+use crate::pnpdm::PnpDmSettings;
+use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
+use crate::settings::{
+    DiffPirSection, DpsSection, FkSection, PiGdmSection, ReplacementSection, TdsSection,
+};
+use crate::smc::McgdiffSettings;
 
 /// The experiment file (`kind = "class-conditional"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -43,8 +50,20 @@ pub struct ClassFile {
     pub seed: u64,
     pub out: Option<std::path::PathBuf>,
     pub class: ClassSection,
+    /// The methods' sections, the same as a reconstruction file's (`[dps]` needs
+    /// `rule = "log-likelihood"`: a label has no residual).
     #[serde(default)]
-    pub fk: FkClassSection,
+    pub dps: DpsSection,
+    #[serde(default)]
+    pub tds: TdsSection,
+    #[serde(default)]
+    pub fk: FkSection,
+    #[serde(default)]
+    pub reddiff: RedDiffSettings,
+    #[serde(default)]
+    pub daps: DapsSettings,
+    #[serde(default)]
+    pub pnpdm: PnpDmSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -53,61 +72,29 @@ pub struct ClassSection {
     /// Requested classes; each gets `per_class` digits.
     pub classes: Vec<usize>,
     pub per_class: usize,
-    /// Reverse steps (respaced DDPM).
-    pub steps: usize,
-    pub methods: Vec<ClassMethod>,
-    /// Particle counts of tds and fk.
-    pub particles: Vec<usize>,
-    /// DPS-style guidance scale on ∇ log p(c | x̂_0) (1: Bayes' rule).
-    #[serde(default = "one")]
-    pub dps_scale: f64,
+    /// Any method whose likelihood may be a classifier's: dps, tds, fk, reddiff, daps, pnpdm
+    /// (each with its own section: steps, K, step sizes).
+    pub methods: Vec<Method>,
 }
 
-fn one() -> f64 {
-    1.0
+/// The sections a class file has no use for (their methods need an observation y = A(x) + noise).
+struct Unused {
+    diffpir: DiffPirSection,
+    pigdm: PiGdmSection,
+    replacement: ReplacementSection,
+    ddrm: DdrmSettings,
+    ddnm: DdnmSettings,
+    mcgdiff: McgdiffSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FkClassSection {
-    pub potential: Potential,
-    pub lambda: f64,
-    pub guided: bool,
-    pub interval: usize,
-}
-
-impl Default for FkClassSection {
-    fn default() -> Self {
-        Self {
-            potential: Potential::Difference,
-            lambda: 1.0,
-            guided: false,
-            interval: 1,
-        }
-    }
-}
-
-/// A method of class-conditional generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ClassMethod {
-    /// DPS-style classifier guidance on ∇ log p(c | x̂_0), one particle.
-    Dps,
-    /// Twisted diffusion sampler (Wu et al. 2023), K particles.
-    Tds,
-    /// FK steering (Singhal et al. 2025), K particles.
-    Fk,
-}
-
-impl ClassMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Dps => "dps",
-            Self::Tds => "tds",
-            Self::Fk => "fk",
-        }
-    }
-}
+static UNUSED: std::sync::LazyLock<Unused> = std::sync::LazyLock::new(|| Unused {
+    diffpir: DiffPirSection::default(),
+    pigdm: PiGdmSection::default(),
+    replacement: ReplacementSection::default(),
+    ddrm: DdrmSettings::default(),
+    ddnm: DdnmSettings::default(),
+    mcgdiff: McgdiffSettings::default(),
+});
 
 impl ExperimentFile for ClassFile {
     const KIND: ExperimentKind = ExperimentKind::ClassConditional;
@@ -120,24 +107,47 @@ impl ClassFile {
     /// Parses and validates TOML text as a class-conditional file (one-line errors).
     pub fn parse(text: &str) -> Result<Self> {
         let f = <Self as ExperimentFile>::parse(text)?;
-        if f.class.methods.is_empty() {
-            bail!("class.methods is empty");
+        if f.class.classes.is_empty() || f.class.per_class == 0 {
+            bail!("class.classes and class.per_class must be non-empty / positive");
         }
-        if f.class.classes.is_empty() || f.class.per_class == 0 || f.class.steps == 0 {
-            bail!("class.classes, class.per_class and class.steps must be non-empty / positive");
-        }
-        if f.class.particles.is_empty() || f.class.particles.contains(&0) {
-            bail!("class.particles must list positive particle counts");
-        }
-        check::float("class.dps_scale", f.class.dps_scale, Range::NonNegative)?;
+        f.settings().validate(&f.class.methods, &f.offers())?;
         if f.judge.as_ref().is_some_and(|j| *j == f.classifier) {
             bail!("judge is the guiding classifier: it must be an independent one");
         }
-        check::float("fk.lambda", f.fk.lambda, Range::Positive)?;
-        if f.fk.interval == 0 {
-            bail!("fk.interval must be at least 1 (resample every that many steps)");
-        }
         Ok(f)
+    }
+
+    /// Every method's settings section.
+    pub fn settings(&self) -> MethodSettings<'_> {
+        let u = &*UNUSED;
+        MethodSettings {
+            dps: &self.dps,
+            diffpir: &u.diffpir,
+            pigdm: &u.pigdm,
+            replacement: &u.replacement,
+            tds: &self.tds,
+            fk: &self.fk,
+            ddrm: &u.ddrm,
+            ddnm: &u.ddnm,
+            reddiff: &self.reddiff,
+            daps: &self.daps,
+            pnpdm: &self.pnpdm,
+            mcgdiff: &u.mcgdiff,
+        }
+    }
+
+    /// A classifier's label likelihood offers no operator and no noise model.
+    pub fn offers(&self) -> Offers {
+        Offers {
+            key: "class.methods",
+            task: "class labels",
+            operator: None,
+            noise: "a classifier's label".into(),
+            gaussian_sigma: None,
+            default_max_shift: f64::INFINITY,
+            images: true,
+            trained: false,
+        }
     }
 
     /// The requested class of each digit.
@@ -168,10 +178,10 @@ pub struct ClassRun {
     pub seconds: f64,
 }
 
-/// Draws one digit per target class with `method` (K particles for tds/fk).
+/// Draws one digit per target class with `method` (K particles for the particle methods).
 pub fn draw(
     file: &ClassFile,
-    method: ClassMethod,
+    method: Method,
     k: usize,
     models: &ClassModels,
     schedule: &NoiseSchedule,
@@ -179,109 +189,91 @@ pub fn draw(
     seed: u64,
 ) -> Result<ClassRun> {
     let clock = Instant::now();
-    let targets = file.targets();
-    let n = targets.len();
-    let timesteps = schedule.timesteps(file.class.steps, Spacing::Trailing)?;
-    let mut rng = Rng::new(seed);
-    let [c, h, w] = shape;
-    let ddpm = Ddpm {
-        variance: tweedie_core::elbo::ModelVariance::Small,
-        clip: true,
-    };
-    let per_row = |k: usize| -> Vec<usize> {
-        targets
+    let n = file.targets().len();
+    let k = if method.is_particle() { k } else { 1 };
+    let offers = file.offers();
+    let task = ClassTask {
+        models,
+        offers: &offers,
+        shape,
+        classes: file
+            .targets()
             .iter()
             .flat_map(|t| std::iter::repeat_n(*t, k))
-            .collect()
+            .collect(),
     };
-    let mut smc: Option<Smc> = None;
-    let mut plain: Box<dyn Sampler> = Box::new(ddpm);
-    match method {
-        ClassMethod::Dps => {
-            plain = Box::new(Dps {
-                likelihood: Box::new(ClassLabel {
-                    model: models.classifier_grad.clone(),
-                    classes: per_row(1),
-                }),
-                rule: DpsStep::LogLikelihood {
-                    zeta: file.class.dps_scale,
-                },
-                ddpm,
-            })
-        }
-        ClassMethod::Tds | ClassMethod::Fk => {
-            let config = if method == ClassMethod::Tds {
-                SmcConfig {
-                    clip: true,
-                    ..SmcConfig::tds()
-                }
-            } else {
-                SmcConfig {
-                    potential: file.fk.potential,
-                    lambda: file.fk.lambda,
-                    guided: file.fk.guided,
-                    when: ResampleWhen::Every(file.fk.interval),
-                    clip: true,
-                    ..SmcConfig::tds()
-                }
-            };
-            let classifier = if config.guided {
-                models.classifier_grad
-            } else {
-                models.classifier
-            };
-            smc = Some(Smc::new(
-                method.name(),
-                Box::new(ClassLabel {
-                    model: classifier.clone(),
-                    classes: per_row(k),
-                }),
-                config,
-                n,
-                k,
-                seed ^ 0x5eed,
-            ));
-        }
-    }
-    let rows = if smc.is_some() { n * k } else { n };
-    let sampler: &mut dyn Sampler = match smc.as_mut() {
-        Some(s) => s,
-        None => plain.as_mut(),
+    let settings = file.settings();
+    let mut built = catalog::build(method, k, &settings, &task, schedule, n, seed ^ 0x5eed)?;
+    let nets = Networks {
+        plain: models.unet,
+        grad: models.unet_grad,
     };
-    let (device, unet) = if sampler.needs_grad() {
-        (&models.grad_device, models.unet_grad)
-    } else {
-        (&models.device, models.unet)
-    };
-    let x_t = rng.normal_tensor([rows, c, h, w], device);
-    let (x0, nfe) = sampler::run(
-        unet,
-        sampler,
+    let drawn = catalog::draw(
+        &mut built,
+        &task,
+        nets,
         schedule,
-        &timesteps,
-        x_t,
-        &mut rng,
-        |_, _| {},
-    );
-    let all = tweedie_core::host_values(x0.clamp(-1.0, 1.0));
-    let per = c * h * w;
-    let (values, ess_mean) = match smc.as_mut() {
-        Some(s) => {
-            let picks = s.pick()?;
-            let v = picks
-                .iter()
-                .flat_map(|&i| all[i * per..(i + 1) * per].to_vec())
-                .collect();
-            (v, Some(s.ess_mean()))
-        }
-        None => (all, None),
-    };
+        settings.steps(method),
+        n * k,
+        &mut Rng::new(seed),
+        &mut || {},
+    )?;
     Ok(ClassRun {
-        values,
-        nfe,
-        ess_mean,
+        values: drawn.values,
+        nfe: drawn.nfe,
+        ess_mean: drawn.ess_mean,
         seconds: clock.elapsed().as_secs_f64(),
     })
+}
+
+/// The rows of a class-conditional draw: the requested class of each.
+struct ClassTask<'a> {
+    models: &'a ClassModels<'a>,
+    offers: &'a Offers,
+    shape: [usize; 3],
+    classes: Vec<usize>,
+}
+
+impl Task for ClassTask<'_> {
+    fn offers(&self) -> &Offers {
+        self.offers
+    }
+    fn shape(&self) -> [usize; 3] {
+        self.shape
+    }
+    fn device(&self, grad: bool) -> Device {
+        if grad {
+            self.models.grad_device.clone()
+        } else {
+            self.models.device.clone()
+        }
+    }
+    fn likelihood(&self, grad: bool) -> Result<Box<dyn Likelihood>> {
+        let model = if grad {
+            self.models.classifier_grad
+        } else {
+            self.models.classifier
+        };
+        Ok(Box::new(ClassLabel {
+            model: model.clone(),
+            classes: self.classes.clone(),
+        }))
+    }
+    fn operator(&self) -> Result<Box<dyn ForwardOperator>> {
+        bail!("class labels have no forward operator")
+    }
+    fn noise(&self) -> Result<Box<dyn NoiseModel>> {
+        bail!("class labels have no noise model")
+    }
+    fn y(&self, _grad: bool) -> Result<Tensor<4>> {
+        bail!("class labels have no observation y")
+    }
+    fn mask(&self) -> Option<Mask> {
+        None
+    }
+    fn curvature(&self) -> f64 {
+        0.0
+    }
 }
 
 /// The classifier's predicted class of each image.
@@ -315,6 +307,53 @@ pub struct ClassRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub judge_accuracy: Option<f64>,
     pub ess_mean: Option<f64>,
+    /// Reverse steps, and network calls per digit (per particle for the particle methods).
+    pub steps: usize,
     pub nfe: usize,
     pub seconds: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PRESET: &str = include_str!("../../../../experiments/mnist-class.toml");
+
+    #[test]
+    fn a_label_likelihood_refuses_the_methods_that_need_an_observation_by_name() {
+        let f = ClassFile::parse(PRESET).unwrap();
+        assert_eq!(f.settings().steps(Method::Tds), 50);
+        let cases = [
+            (
+                PRESET.replace(r#"methods = ["dps", "tds", "fk"]"#, r#"methods = ["ddrm"]"#),
+                "class.methods: ddrm needs an observation y = A(x) + noise; class labels have none",
+            ),
+            (
+                PRESET.replace(
+                    r#"methods = ["dps", "tds", "fk"]"#,
+                    r#"methods = ["amortized"]"#,
+                ),
+                "class.methods: amortized is not available for class labels",
+            ),
+            (
+                PRESET.replace("rule = \"log-likelihood\"", "rule = \"residual-norm\""),
+                "dps.rule = \"residual-norm\" needs an observation y = A(x) + noise",
+            ),
+            (
+                PRESET.replace(
+                    r#"methods = ["dps", "tds", "fk"]"#,
+                    r#"methods = ["dps", "dps"]"#,
+                ),
+                "class.methods: `dps` is listed twice",
+            ),
+            (
+                PRESET.replace("[tds]\nparticles = [1, 2, 4, 8]", "[tds]\nparticles = [0]"),
+                "tds.particles must be at least 1",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = format!("{:#}", ClassFile::parse(&text).unwrap_err());
+            assert!(e.contains(want) && !e.contains('\n'), "{e}");
+        }
+    }
 }

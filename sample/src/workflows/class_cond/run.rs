@@ -10,7 +10,8 @@ use burn::module::Module;
 use tweedie_core::device::BackendKind;
 use tweedie_core::rng::Rng;
 
-use super::{ClassFile, ClassMethod, ClassModels, ClassRow, draw, predict};
+use super::{ClassFile, ClassModels, ClassRow, draw, predict};
+use crate::catalog::Method;
 use crate::class_likelihood::load_classifier;
 use crate::output::{grid_png, npy_bytes, u8_nhwc, write_file};
 use crate::prior::Prior;
@@ -75,13 +76,11 @@ pub fn run(file: &ClassFile, opts: &ClassOptions) -> Result<ClassReport> {
         grad_device,
     };
     let targets = file.targets();
-    let mut runs: Vec<(ClassMethod, usize)> = Vec::new();
+    let settings = file.settings();
+    let mut runs: Vec<(Method, usize)> = Vec::new();
     for &m in &file.class.methods {
-        if m == ClassMethod::Dps {
-            runs.push((m, 1));
-        } else {
-            runs.extend(file.class.particles.iter().map(|k| (m, *k)));
-        }
+        let ks = settings.particles(m).unwrap_or(&[1]);
+        runs.extend(ks.iter().map(|k| (m, *k)));
     }
     let bar = crate::progress::bar(
         runs.len(),
@@ -112,6 +111,7 @@ pub fn run(file: &ClassFile, opts: &ClassOptions) -> Result<ClassReport> {
             accuracy: accuracy(&classifier),
             judge_accuracy: judge.as_ref().map(|(net, _)| accuracy(net)),
             ess_mean: r.ess_mean,
+            steps: settings.steps(m),
             nfe: r.nfe,
             seconds: r.seconds,
         };
@@ -130,7 +130,6 @@ pub fn run(file: &ClassFile, opts: &ClassOptions) -> Result<ClassReport> {
         "judge_test_accuracy": judge.as_ref().map(|(_, m)| m.test_accuracy),
         "headline": if judge.is_some() { "judge_accuracy" } else { "accuracy" },
         "targets": targets,
-        "steps": file.class.steps,
         "results": rows,
     });
     Ok(ClassReport {

@@ -2,18 +2,25 @@
 //! the methods and their settings.
 
 use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tweedie_core::gmm::{GaussianMixture, LinearGaussian};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 
 use super::GmmProblem;
 use crate::amortized::{CsbSettings, TrainSettings};
+use crate::catalog::{Method, MethodSettings, Offers, OperatorOffers};
 use crate::check::{self, Range};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
-use crate::smc::{Potential, Resampling, Twist};
+use crate::settings::{
+    DiffPirSection, DpsSection, FkSection, PiGdmSection, ReplacementSection, TdsSection,
+};
+use crate::smc::McgdiffSettings;
+
+/// The benchmark has no replacement method; its settings view holds the default section.
+static DEFAULT_REPLACEMENT: ReplacementSection = ReplacementSection { steps: 100 };
 
 /// A benchmark file (`kind = "gmm-benchmark"`).
 #[derive(Debug, Clone, Deserialize)]
@@ -23,34 +30,36 @@ pub struct GmmFile {
     pub gmm: GmmSection,
     pub observation: ObservationSection,
     pub run: RunSection,
+    /// The methods' sections, the same as a reconstruction file's (`clip` does not apply: the
+    /// mixture lives on its own scale).
+    #[serde(default)]
+    pub dps: DpsSection,
+    #[serde(default)]
+    pub diffpir: DiffPirSection,
+    #[serde(default)]
+    pub pigdm: PiGdmSection,
+    #[serde(default)]
+    pub tds: TdsSection,
     #[serde(default)]
     pub fk: FkSection,
     #[serde(default)]
-    pub guidance: GuidanceSection,
+    pub ddrm: DdrmSettings,
+    #[serde(default)]
+    pub ddnm: DdnmSettings,
+    #[serde(default)]
+    pub reddiff: RedDiffSettings,
+    #[serde(default)]
+    pub daps: DapsSettings,
+    #[serde(default)]
+    pub pnpdm: PnpDmSettings,
+    #[serde(default)]
+    pub mcgdiff: McgdiffSettings,
     /// The amortized network's training (methods `amortized` and `csb`).
     #[serde(default)]
     pub amortized: TrainSettings,
     /// The conditional Schrödinger bridge (method `csb`).
     #[serde(default)]
     pub csb: CsbSettings,
-    /// DDRM (method `ddrm`; its own `steps`, the paper's 20 by default).
-    #[serde(default)]
-    pub ddrm: DdrmSettings,
-    /// DDNM⁺ (method `ddnm`; its own `steps`).
-    #[serde(default)]
-    pub ddnm: DdnmSettings,
-    /// RED-diff (method `reddiff`; its own `steps`).
-    #[serde(default)]
-    pub reddiff: RedDiffSettings,
-    /// DAPS (method `daps`; its own `steps`).
-    #[serde(default)]
-    pub daps: DapsSettings,
-    /// PnP-DM (method `pnpdm`; its own iterations).
-    #[serde(default)]
-    pub pnpdm: PnpDmSettings,
-    /// MCGdiff (method `mcgdiff`: its K and steps are `[run] particles` and `steps`).
-    #[serde(default)]
-    pub mcgdiff: McgdiffSection,
     /// Directory of the plots; default `out/<file stem>`.
     pub out: Option<std::path::PathBuf>,
 }
@@ -81,11 +90,11 @@ pub struct ObservationSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
-    pub methods: Vec<GmmMethod>,
-    /// Particle counts K of the particle methods.
-    pub particles: Vec<usize>,
-    /// Reverse steps (a respaced linear-schedule DDPM chain with T = 1000).
-    pub steps: usize,
+    /// The methods (each with its own section; K and steps of the particle methods in theirs).
+    pub methods: Vec<Method>,
+    /// Reverse steps of the amortized network's trajectory (method `amortized`).
+    #[serde(default = "default_amortized_steps")]
+    pub amortized_steps: usize,
     /// Posterior draws per method (and size of the exact reference sets).
     pub n_samples: usize,
     #[serde(default)]
@@ -93,14 +102,6 @@ pub struct RunSection {
     /// Independent exact reference sets the distances are averaged over.
     #[serde(default = "default_repeats")]
     pub repeats: usize,
-    #[serde(default = "default_resampling")]
-    pub resampling: Resampling,
-    /// Resample when ESS < threshold · K.
-    #[serde(default = "default_threshold")]
-    pub ess_threshold: f64,
-    /// The particle methods' twist.
-    #[serde(default = "default_twist")]
-    pub twist: Twist,
     /// Also score every method on this many fresh y ~ p(y) (x from the prior, then the
     /// observation), each against its own exact posterior: amortization is the point of the
     /// amortized methods. 0: only the file's y.
@@ -108,158 +109,26 @@ pub struct RunSection {
     pub fresh_y: usize,
 }
 
-fn default_twist() -> Twist {
-    Twist::Pigdm
+fn default_amortized_steps() -> usize {
+    100
 }
 
 fn default_repeats() -> usize {
     5
 }
-fn default_resampling() -> Resampling {
-    Resampling::Systematic
-}
-fn default_threshold() -> f64 {
-    0.5
-}
 
-/// FK steering's settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FkSection {
-    pub potential: Potential,
-    pub lambda: f64,
-    /// Propose with the guided kernel (else the prior's: a bootstrap filter).
-    pub guided: bool,
-    /// Resample every `interval` steps, within step indices `window`.
-    pub interval: usize,
-    pub window: Option<[usize; 2]>,
+/// The benchmark's random stream of `method` with `k` particles: `Rng::derive(seed, stream)`.
+/// (The benchmark takes neither `pinv` nor `replacement`, the first two methods.)
+pub fn stream(method: Method, k: usize) -> u64 {
+    1000 * (method as u64 - 1) + k as u64
 }
 
-impl Default for FkSection {
-    fn default() -> Self {
-        Self {
-            potential: Potential::Difference,
-            lambda: 1.0,
-            guided: false,
-            interval: 1,
-            window: None,
-        }
-    }
-}
-
-/// The gradient-guidance methods' settings (on the GMM's own scale).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct GuidanceSection {
-    pub dps_zeta: f64,
-    pub diffpir_lambda: f64,
-    pub diffpir_zeta: f64,
-    pub pigdm_weight: f64,
-}
-
-impl Default for GuidanceSection {
-    fn default() -> Self {
-        Self {
-            dps_zeta: 1.0,
-            diffpir_lambda: 1.0,
-            diffpir_zeta: 1.0,
-            pigdm_weight: 1.0,
-        }
-    }
-}
-
-/// MCGdiff's own setting in a benchmark file (K and steps are the run's, as for TDS and FK).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct McgdiffSection {
-    pub resampling: Resampling,
-}
-
-impl Default for McgdiffSection {
-    fn default() -> Self {
-        Self {
-            resampling: Resampling::Systematic,
-        }
-    }
-}
-
-/// A method of the benchmark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum GmmMethod {
-    /// DPS (Chung et al. 2023), one particle.
-    Dps,
-    /// DiffPIR (Zhu et al. 2023), one particle.
-    Diffpir,
-    /// ΠGDM (Song et al. 2023), one particle.
-    Pigdm,
-    /// Twisted diffusion sampler (Wu et al. 2023), K particles.
-    Tds,
-    /// FK steering (Singhal et al. 2025), K particles.
-    Fk,
-    /// A conditional ε-network trained on (x, y) pairs, then one reverse trajectory per sample.
-    Amortized,
-    /// The conditional Schrödinger bridge (Shi et al. 2022) built from that network by IPF.
-    Csb,
-    /// DDRM (Kawar et al. 2022), one particle, in A's singular basis.
-    Ddrm,
-    /// DDNM⁺ (Wang et al. 2023), one particle.
-    Ddnm,
-    /// RED-diff (Mardani et al. 2024), one optimised x₀ per draw.
-    Reddiff,
-    /// DAPS (Zhang et al. 2025), one particle.
-    Daps,
-    /// PnP-DM (Wu et al. 2024), one split Gibbs chain per draw.
-    Pnpdm,
-    /// MCGdiff (Cardoso et al. 2024), K particles in A's singular basis.
-    Mcgdiff,
-}
-
-impl GmmMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Dps => "dps",
-            Self::Diffpir => "diffpir",
-            Self::Pigdm => "pigdm",
-            Self::Tds => "tds",
-            Self::Fk => "fk",
-            Self::Amortized => "amortized",
-            Self::Csb => "csb",
-            Self::Ddrm => "ddrm",
-            Self::Ddnm => "ddnm",
-            Self::Reddiff => "reddiff",
-            Self::Daps => "daps",
-            Self::Pnpdm => "pnpdm",
-            Self::Mcgdiff => "mcgdiff",
-        }
-    }
-
-    /// Whether it runs K particles (the file's `particles` list) rather than one.
-    pub fn is_particle(self) -> bool {
-        matches!(self, Self::Tds | Self::Fk | Self::Mcgdiff)
-    }
-
-    /// Whether it trains a network on (x, y) pairs first.
-    pub fn is_amortized(self) -> bool {
-        matches!(self, Self::Amortized | Self::Csb)
-    }
-
-    /// Reverse steps of the run: the method's own for DDRM and DDNM, else `[run] steps`.
-    pub fn steps(self, file: &GmmFile) -> usize {
-        match self {
-            Self::Ddrm => file.ddrm.steps,
-            Self::Ddnm => file.ddnm.steps,
-            Self::Reddiff => file.reddiff.steps,
-            Self::Daps => file.daps.steps,
-            Self::Pnpdm => file.pnpdm.iterations,
-            Self::Csb => file.csb.steps,
-            _ => file.run.steps,
-        }
-    }
-
-    /// The random stream of the run with `k` particles: `Rng::derive(seed, stream)`.
-    pub fn stream(self, k: usize) -> u64 {
-        1000 * (1 + self as u64) + k as u64
+/// Reverse steps of `method` in a benchmark file (network calls per trajectory for most).
+pub fn steps(file: &GmmFile, method: Method) -> usize {
+    match method {
+        Method::Amortized => file.run.amortized_steps,
+        Method::Csb => file.csb.steps,
+        m => file.settings().steps(m),
     }
 }
 
@@ -274,6 +143,45 @@ impl ExperimentFile for GmmFile {
 }
 
 impl GmmFile {
+    /// Every method's settings section.
+    pub fn settings(&self) -> MethodSettings<'_> {
+        MethodSettings {
+            dps: &self.dps,
+            diffpir: &self.diffpir,
+            pigdm: &self.pigdm,
+            replacement: &DEFAULT_REPLACEMENT,
+            tds: &self.tds,
+            fk: &self.fk,
+            ddrm: &self.ddrm,
+            ddnm: &self.ddnm,
+            reddiff: &self.reddiff,
+            daps: &self.daps,
+            pnpdm: &self.pnpdm,
+            mcgdiff: &self.mcgdiff,
+        }
+    }
+
+    /// What the observation offers the methods: a linear operator with a closed-form SVD and
+    /// Gaussian noise, on the mixture's own (unbounded) scale.
+    pub fn offers(&self) -> Offers {
+        Offers {
+            key: "run.methods",
+            task: "the Gaussian-mixture benchmark",
+            operator: Some(OperatorOffers {
+                name: "the matrix A".into(),
+                linear: true,
+                spectral: true,
+                mask: false,
+                gram_known: true,
+            }),
+            noise: "gaussian".into(),
+            gaussian_sigma: Some(self.observation.sigma),
+            default_max_shift: f64::INFINITY,
+            images: false,
+            trained: true,
+        }
+    }
+
     /// Parses TOML text as a benchmark file (one-line errors with their line).
     pub fn parse(text: &str) -> Result<Self> {
         <Self as ExperimentFile>::parse(text)
@@ -281,14 +189,19 @@ impl GmmFile {
 
     /// Validates and builds the prior, observation and exact posterior.
     pub fn build(&self) -> Result<GmmProblem> {
-        if self.run.methods.is_empty() {
-            bail!("run.methods is empty");
+        if self.run.n_samples < 2 || self.run.repeats == 0 || self.run.amortized_steps == 0 {
+            bail!("run.repeats and run.amortized_steps must be positive and run.n_samples ≥ 2");
         }
-        if self.run.steps == 0 || self.run.n_samples < 2 || self.run.repeats == 0 {
-            bail!("run.steps and run.repeats must be positive and run.n_samples ≥ 2");
-        }
-        if self.run.particles.is_empty() || self.run.particles.contains(&0) {
-            bail!("run.particles must list positive particle counts");
+        if let Some(m) = self
+            .run
+            .methods
+            .iter()
+            .find(|m| matches!(m, Method::Pinv | Method::Replacement))
+        {
+            bail!(
+                "run.methods: {} is not a posterior sampler; the benchmark scores samples",
+                m.name()
+            );
         }
         check::floats("gmm.weights", &self.gmm.weights, Range::Positive)?;
         check::floats("gmm.stds", &self.gmm.stds, Range::Positive)?;
@@ -304,34 +217,14 @@ impl GmmFile {
             Range::Finite,
         )?;
         check::float("observation.sigma", self.observation.sigma, Range::Positive)?;
-        check::float(
-            "run.ess_threshold",
-            self.run.ess_threshold,
-            Range::UnitExclusiveZero,
-        )?;
-        check::float("fk.lambda", self.fk.lambda, Range::Positive)?;
-        if self.fk.interval == 0 {
-            bail!("fk.interval must be at least 1 (resample every that many steps)");
-        }
-        if self.fk.window.is_some_and(|[a, b]| a >= b) {
-            bail!("fk.window must be [first, last) with first < last");
-        }
-        let g = &self.guidance;
-        check::float("guidance.dps_zeta", g.dps_zeta, Range::Positive)?;
-        check::float("guidance.diffpir_lambda", g.diffpir_lambda, Range::Positive)?;
-        check::float("guidance.diffpir_zeta", g.diffpir_zeta, Range::Unit)?;
-        check::float("guidance.pigdm_weight", g.pigdm_weight, Range::NonNegative)?;
+        self.settings()
+            .validate(&self.run.methods, &self.offers())?;
         if self.run.methods.iter().any(|m| m.is_amortized()) {
             self.amortized.validate("amortized")?;
         }
-        if self.run.methods.contains(&GmmMethod::Csb) {
+        if self.run.methods.contains(&Method::Csb) {
             self.csb.validate("csb")?;
         }
-        self.ddrm.validate("ddrm")?;
-        self.ddnm.validate("ddnm")?;
-        self.reddiff.validate("reddiff")?;
-        self.daps.validate("daps")?;
-        self.pnpdm.validate("pnpdm")?;
         if let Some(dy) = self.observation.random_dy
             && dy > MAX_DY
         {

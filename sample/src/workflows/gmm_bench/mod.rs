@@ -11,7 +11,7 @@
 mod config;
 mod run;
 
-pub use config::{FkSection, GmmFile, GmmMethod, GuidanceSection, MAX_DY};
+pub use config::{GmmFile, MAX_DY, steps, stream};
 pub use run::{GmmOptions, GmmReport, run};
 
 use std::time::Instant;
@@ -24,15 +24,12 @@ use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{NoiseSchedule, Spacing};
 
 use crate::amortized::{CondMlp, ConditionalBridge};
-use crate::likelihood::Observation;
-use crate::noise::Gaussian;
-use crate::operator::Matrix;
-use crate::operator::spectral::{DenseSvd, Spectral};
-use crate::sampler::{
-    self, Daps, DapsSettings, Ddnm, DdnmSettings, Ddpm, Ddrm, DdrmSettings, DiffPir, Dps, DpsStep,
-    PiGdm, RedDiff, Sampler, SpectralData,
-};
-use crate::smc::{Mcgdiff, McgdiffSettings, ResampleWhen, Smc, SmcConfig, Twist, log_sum_exp};
+use crate::catalog::{self, Method, Networks, Offers, Task};
+use crate::noise::{Gaussian, NoiseModel};
+use crate::operator::spectral::DenseSvd;
+use crate::operator::{ForwardOperator, Mask, Matrix};
+use crate::sampler::{self, Ddpm};
+use crate::smc::log_sum_exp;
 
 /// A built problem.
 pub struct GmmProblem {
@@ -78,60 +75,11 @@ impl GmmProblem {
         })
     }
 
-    /// The observation matrix's singular value decomposition.
-    fn svd(&self) -> DenseSvd {
-        DenseSvd::new(&self.obs.a)
-    }
-
-    /// `n` PnP-DM draws: one split Gibbs chain each, its likelihood steps exact (A's SVD).
-    fn draw_pnpdm(&self, file: &GmmFile, n: usize, seed: u64) -> Result<Draws> {
-        let clock = Instant::now();
-        let d = self.prior.dim();
-        let device = Device::flex();
-        let o = self.observation(&device);
-        let exact = SpectralData::new(
-            Box::new(self.svd()),
-            o.y.clone().repeat_dim(0, n),
-            [d, 1, 1],
-            self.obs.sigma,
-        );
-        let lik = crate::pnpdm::PnpLikelihood {
-            likelihood: Box::new(o),
-            exact: Some(exact),
-            curvature: 0.0,
-        };
-        let settings = crate::pnpdm::PnpDmSettings {
-            clip: false,
-            ..file.pnpdm
-        };
-        let mut rng = Rng::new(seed);
-        let x = Tensor::zeros([n, d, 1, 1], &device);
-        let (x0, nfe) = crate::pnpdm::run(
-            &self.prior,
-            &self.schedule,
-            &lik,
-            &settings,
-            x,
-            &mut rng,
-            || {},
-        );
-        Ok(Draws {
-            samples: tweedie_core::host_values(x0)
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-            log_z: None,
-            ess_mean: None,
-            seconds: clock.elapsed().as_secs_f64(),
-            nfe: Some(nfe),
-        })
-    }
-
     /// `n` draws by a trained amortized method: one reverse trajectory each.
     fn draw_amortized(
         &self,
         file: &GmmFile,
-        method: GmmMethod,
+        method: Method,
         n: usize,
         seed: u64,
         nets: &Nets,
@@ -142,7 +90,7 @@ impl GmmProblem {
         let y: Vec<f32> = (0..n)
             .flat_map(|_| self.y.iter().map(|v| *v as f32))
             .collect();
-        let samples = if method == GmmMethod::Csb {
+        let samples = if method == Method::Csb {
             let bridge = nets
                 .bridge
                 .as_ref()
@@ -158,7 +106,7 @@ impl GmmProblem {
             let model = tweedie_core::denoiser::Conditioned { net, cond };
             let timesteps = self
                 .schedule
-                .timesteps(method.steps(file), Spacing::Trailing)?;
+                .timesteps(steps(file, method), Spacing::Trailing)?;
             let mut ddpm = Ddpm {
                 variance: tweedie_core::elbo::ModelVariance::Small,
                 clip: false,
@@ -184,184 +132,11 @@ impl GmmProblem {
         })
     }
 
-    fn observation(&self, device: &Device) -> Observation {
-        let dy = self.obs.dy();
-        let y: Vec<f32> = self.y.iter().map(|v| *v as f32).collect();
-        Observation {
-            op: Box::new(Matrix {
-                a: self.obs.a.clone(),
-            }),
-            // Gaussian's σ_y is on the [0, 1] image scale (×2 inside); the GMM lives on its own.
-            noise: Box::new(Gaussian {
-                sigma_y: self.obs.sigma / 2.0,
-            }),
-            y: Tensor::from_data(TensorData::new(y, [1, dy, 1, 1]), device),
-        }
-    }
-
-    /// `method`'s sampler for `n` draws (`k` particles each for particle methods), its particles
-    /// seeded from `seed`.
-    fn sampler(&self, file: &GmmFile, method: GmmMethod, k: usize, n: usize, seed: u64) -> Built {
-        let d = self.prior.dim();
-        let device = Device::flex();
-        let grad_device = device.clone().autodiff();
-        let ddpm = Ddpm {
-            variance: tweedie_core::elbo::ModelVariance::Small,
-            clip: false,
-        };
-        let g = &file.guidance;
-        let rows = if method.is_particle() { n * k } else { n };
-        Built::Plain(match method {
-            GmmMethod::Dps => Box::new(Dps {
-                likelihood: Box::new(self.observation(&grad_device)),
-                rule: DpsStep::LogLikelihood { zeta: g.dps_zeta },
-                ddpm,
-            }),
-            GmmMethod::Pigdm => {
-                let o = self.observation(&grad_device);
-                Box::new(PiGdm {
-                    op: o.op,
-                    y: o.y,
-                    sigma: self.obs.sigma,
-                    weight: g.pigdm_weight,
-                    ddpm,
-                })
-            }
-            GmmMethod::Diffpir => {
-                let o = self.observation(&device);
-                Box::new(DiffPir {
-                    op: o.op,
-                    y: o.y,
-                    sigma_n: self.obs.sigma,
-                    lambda: g.diffpir_lambda,
-                    zeta: g.diffpir_zeta,
-                    grad_steps: 50,
-                    clip: false,
-                    likelihood: None,
-                })
-            }
-            GmmMethod::Tds | GmmMethod::Fk => {
-                let resampling = file.run.resampling;
-                let inflate = file.run.twist == Twist::Pigdm;
-                let config = if method == GmmMethod::Tds {
-                    SmcConfig {
-                        resampling,
-                        when: ResampleWhen::Ess(file.run.ess_threshold),
-                        inflate,
-                        ..SmcConfig::tds()
-                    }
-                } else {
-                    let w = file.fk.window.unwrap_or([0, usize::MAX]);
-                    SmcConfig {
-                        potential: file.fk.potential,
-                        lambda: file.fk.lambda,
-                        guided: file.fk.guided,
-                        resampling,
-                        when: ResampleWhen::Every(file.fk.interval),
-                        window: (w[0], w[1]),
-                        clip: false,
-                        inflate,
-                        max_shift: f64::INFINITY,
-                    }
-                };
-                let dev = if config.guided { &grad_device } else { &device };
-                return Built::Smc(Box::new(Smc::new(
-                    method.name(),
-                    Box::new(self.observation(dev)),
-                    config,
-                    n,
-                    k,
-                    seed ^ 0x5eed,
-                )));
-            }
-            GmmMethod::Ddrm | GmmMethod::Ddnm => {
-                let o = self.observation(&device);
-                let svd = self.svd();
-                let data = SpectralData::new(
-                    Box::new(svd),
-                    o.y.repeat_dim(0, rows),
-                    [d, 1, 1],
-                    self.obs.sigma,
-                );
-                if method == GmmMethod::Ddrm {
-                    Box::new(Ddrm {
-                        data,
-                        settings: DdrmSettings {
-                            clip: false,
-                            ..file.ddrm
-                        },
-                    })
-                } else {
-                    Box::new(Ddnm {
-                        data,
-                        settings: DdnmSettings {
-                            clip: false,
-                            ..file.ddnm
-                        },
-                    })
-                }
-            }
-            GmmMethod::Reddiff => {
-                let o = self.observation(&device);
-                let init = crate::operator::pseudo_inverse(o.op.as_ref(), o.y.clone())
-                    .expect("a matrix is linear")
-                    .repeat_dim(0, rows);
-                Box::new(RedDiff::new(Box::new(o), init, file.reddiff))
-            }
-            GmmMethod::Daps => {
-                let svd = self.svd();
-                let curvature = svd.largest().powi(2) / (self.obs.sigma * self.obs.sigma);
-                Box::new(Daps::new(
-                    Box::new(self.observation(&device)),
-                    DapsSettings {
-                        clip: false,
-                        ..file.daps
-                    },
-                    curvature,
-                    self.schedule.alphas_cumprod.clone(),
-                ))
-            }
-            GmmMethod::Mcgdiff => {
-                let o = self.observation(&device);
-                let svd = self.svd();
-                // p(y) = p(ȳ) Πᵢ 1/sᵢ (A has full row rank here).
-                let jac = -tweedie_core::host_values(svd.singular_values([d, 1, 1], &device))
-                    .iter()
-                    .filter(|s| **s > 0.0)
-                    .map(|s| f64::from(*s).ln())
-                    .sum::<f64>();
-                let data = SpectralData::new(
-                    Box::new(svd),
-                    o.y.repeat_dim(0, rows),
-                    [d, 1, 1],
-                    self.obs.sigma,
-                );
-                let settings = McgdiffSettings {
-                    particles: vec![k],
-                    steps: file.run.steps,
-                    resampling: file.mcgdiff.resampling,
-                    clip: false,
-                };
-                return Built::Mcgdiff(Box::new(Mcgdiff::new(
-                    data,
-                    n,
-                    k,
-                    &settings,
-                    seed ^ 0x5eed,
-                    vec![jac; n],
-                )));
-            }
-            GmmMethod::Amortized | GmmMethod::Csb | GmmMethod::Pnpdm => {
-                unreachable!("drawn by their own routes")
-            }
-        })
-    }
-
-    /// `n` posterior draws by `method` with `k` particles (particle methods) in `steps` steps.
+    /// `n` posterior draws by `method` with `k` particles (particle methods).
     pub fn draw(
         &self,
         file: &GmmFile,
-        method: GmmMethod,
+        method: Method,
         k: usize,
         n: usize,
         seed: u64,
@@ -370,78 +145,93 @@ impl GmmProblem {
         if method.is_amortized() {
             return self.draw_amortized(file, method, n, seed, nets);
         }
-        if method == GmmMethod::Pnpdm {
-            return self.draw_pnpdm(file, n, seed);
-        }
         let clock = Instant::now();
-        let d = self.prior.dim();
-        let timesteps = self
-            .schedule
-            .timesteps(method.steps(file), Spacing::Trailing)?;
-        let mut rng = Rng::new(seed);
-        let rows = if method.is_particle() { n * k } else { n };
-        let mut built = self.sampler(file, method, k, n, seed);
-        let sampler: &mut dyn Sampler = match &mut built {
-            Built::Plain(s) => s.as_mut(),
-            Built::Smc(s) => s.as_mut(),
-            Built::Mcgdiff(m) => m.as_mut(),
+        let k = if method.is_particle() { k } else { 1 };
+        let offers = file.offers();
+        let task = GmmTask {
+            problem: self,
+            offers: &offers,
+            rows: n * k,
         };
-        let device = Device::flex();
-        let dev = if sampler.needs_grad() {
-            device.clone().autodiff()
-        } else {
-            device
-        };
-        let x_t = rng.normal_tensor([rows, d, 1, 1], &dev);
-        let (x0, nfe) = sampler::run(
-            &self.prior,
-            sampler,
+        let mut built = catalog::build(
+            method,
+            k,
+            &file.settings(),
+            &task,
             &self.schedule,
-            &timesteps,
-            x_t,
-            &mut rng,
-            |_, _| {},
-        );
-        let all: Vec<f64> = tweedie_core::host_values(x0)
-            .into_iter()
-            .map(f64::from)
-            .collect();
-        // Particle methods: one draw per system from its final weights.
-        let (picks, log_z, ess_mean) = match &mut built {
-            Built::Plain(_) => (None, None, None),
-            Built::Smc(smc) => (
-                Some(smc.pick()?),
-                Some(smc.log_z().to_vec()),
-                Some(smc.ess_mean()),
-            ),
-            Built::Mcgdiff(m) => {
-                let ess = (0..n).map(|g| m.ess_mean_of(g)).sum::<f64>() / n as f64;
-                (Some(m.pick()), Some(m.log_z()), Some(ess))
-            }
+            n,
+            seed ^ 0x5eed,
+        )?;
+        let nets = Networks {
+            plain: &self.prior,
+            grad: &self.prior,
         };
-        let samples = match picks {
-            None => all,
-            Some(p) => p
-                .iter()
-                .flat_map(|&i| all[i * d..(i + 1) * d].to_vec())
-                .collect(),
-        };
+        let drawn = catalog::draw(
+            &mut built,
+            &task,
+            nets,
+            &self.schedule,
+            steps(file, method),
+            n * k,
+            &mut Rng::new(seed),
+            &mut || {},
+        )?;
         Ok(Draws {
-            samples,
-            log_z,
-            ess_mean,
+            samples: drawn.values.into_iter().map(f64::from).collect(),
+            log_z: drawn.systems.map(|s| s.iter().map(|s| s.log_z).collect()),
+            ess_mean: drawn.ess_mean,
             seconds: clock.elapsed().as_secs_f64(),
-            nfe: Some(nfe),
+            nfe: Some(drawn.nfe),
         })
     }
 }
 
-/// A benchmark method's sampler: a plain update rule, or a particle system whose draws are
-/// picked from its final weights.
-enum Built {
-    Plain(Box<dyn Sampler>),
-    Smc(Box<Smc>),
-    Mcgdiff(Box<Mcgdiff>),
+/// The benchmark's rows: `rows` copies of its one observation, on the CPU.
+struct GmmTask<'a> {
+    problem: &'a GmmProblem,
+    offers: &'a Offers,
+    rows: usize,
+}
+
+impl Task for GmmTask<'_> {
+    fn offers(&self) -> &Offers {
+        self.offers
+    }
+    fn shape(&self) -> [usize; 3] {
+        [self.problem.prior.dim(), 1, 1]
+    }
+    fn device(&self, grad: bool) -> Device {
+        if grad {
+            Device::flex().autodiff()
+        } else {
+            Device::flex()
+        }
+    }
+    fn operator(&self) -> Result<Box<dyn ForwardOperator>> {
+        Ok(Box::new(Matrix {
+            a: self.problem.obs.a.clone(),
+        }))
+    }
+    fn noise(&self) -> Result<Box<dyn NoiseModel>> {
+        // Gaussian's σ_y is on the [0, 1] image scale (×2 inside); the GMM lives on its own.
+        Ok(Box::new(Gaussian {
+            sigma_y: self.problem.obs.sigma / 2.0,
+        }))
+    }
+    fn y(&self, grad: bool) -> Result<Tensor<4>> {
+        let dy = self.problem.obs.dy();
+        let y: Vec<f32> = self.problem.y.iter().map(|v| *v as f32).collect();
+        let y = Tensor::<4>::from_data(TensorData::new(y, [1, dy, 1, 1]), &self.device(grad));
+        Ok(y.repeat_dim(0, self.rows))
+    }
+    fn mask(&self) -> Option<Mask> {
+        None
+    }
+    /// ‖A‖²/σ²: A's largest singular value, squared, over the noise variance.
+    fn curvature(&self) -> f64 {
+        let s = DenseSvd::new(&self.problem.obs.a).largest();
+        s * s / (self.problem.obs.sigma * self.problem.obs.sigma)
+    }
 }
 
 /// Sliced 2-Wasserstein distance between two equal-size point sets `[n, d]`: the root mean over
@@ -501,7 +291,7 @@ pub struct BenchRow {
 pub fn score(
     problem: &GmmProblem,
     file: &GmmFile,
-    method: GmmMethod,
+    method: Method,
     k: usize,
     draws: &Draws,
 ) -> BenchRow {
@@ -533,7 +323,7 @@ pub fn score(
             .as_ref()
             .map(|l| log_sum_exp(l) - (l.len() as f64).ln()),
         ess_mean: draws.ess_mean,
-        nfe: k * draws.nfe.unwrap_or(method.steps(file)),
+        nfe: k * draws.nfe.unwrap_or(steps(file, method)),
         seconds: draws.seconds,
         train_seconds: None,
         sw_ratio_fresh: None,

@@ -7,8 +7,9 @@ use std::path::Path;
 use anyhow::Result;
 use tweedie_core::rng::Rng;
 
-use super::{BenchRow, GmmFile, GmmMethod, GmmProblem, Nets, score};
+use super::{BenchRow, GmmFile, GmmProblem, Nets, score};
 use crate::amortized::{self, VectorPairs};
+use crate::catalog::Method;
 use crate::output::write_file;
 
 /// How to run a benchmark file (what is not in it).
@@ -49,7 +50,7 @@ fn train_nets(file: &GmmFile, problem: &GmmProblem, bar: &indicatif::ProgressBar
     bar.set_message(format!("training ε(x_t, t, y): {} steps", a.steps));
     let (eps, log) = amortized::train_eps(&pairs, &problem.schedule, a, &mut |_| bar.tick())?;
     nets.eps_seconds = log.seconds;
-    if methods.contains(&GmmMethod::Csb) {
+    if methods.contains(&Method::Csb) {
         let c = &file.csb;
         c.check_schedule("csb", &problem.schedule)?;
         bar.set_message(format!("bridge: {} IPF iterations", c.iterations));
@@ -74,20 +75,13 @@ pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
         .run
         .methods
         .iter()
-        .map(|m| {
-            if m.is_particle() {
-                file.run.particles.len()
-            } else {
-                1
-            }
-        })
+        .map(|m| file.settings().particles(*m).map_or(1, |ks| ks.len()))
         .sum();
     let bar = crate::progress::bar(
         n_runs * (1 + file.run.fresh_y),
         opts.quiet,
         "{spinner} {msg:16} [{bar:30}] {pos}/{len} runs ETA {eta}",
     );
-    let kmax = file.run.particles.iter().copied().max().unwrap_or(1);
     let nets = train_nets(file, &problem, &bar)?;
     let pairs = VectorPairs {
         prior: &problem.prior,
@@ -102,19 +96,17 @@ pub fn run(file: &GmmFile, opts: &GmmOptions) -> Result<GmmReport> {
     .map(|y| problem.with_y(y))
     .collect::<Result<_>>()?;
     for &m in &file.run.methods {
-        let ks: Vec<usize> = if m.is_particle() {
-            file.run.particles.clone()
-        } else {
-            vec![1]
-        };
-        for k in ks {
+        let settings = file.settings();
+        let ks = settings.particles(m).unwrap_or(&[1]);
+        let kmax = ks.iter().copied().max().unwrap_or(1);
+        for &k in ks {
             bar.set_message(format!("{} K={k}", m.name()));
-            let seed = Rng::derive(file.run.seed, m.stream(k)).next_u64();
+            let seed = Rng::derive(file.run.seed, super::stream(m, k)).next_u64();
             let draws = problem.draw(file, m, k, file.run.n_samples, seed, &nets)?;
             let mut row = score(&problem, file, m, k, &draws);
             row.train_seconds = match m {
-                GmmMethod::Amortized => Some(nets.eps_seconds),
-                GmmMethod::Csb => Some(nets.eps_seconds + nets.csb_seconds),
+                Method::Amortized => Some(nets.eps_seconds),
+                Method::Csb => Some(nets.eps_seconds + nets.csb_seconds),
                 _ => None,
             };
             if !fresh.is_empty() {

@@ -12,7 +12,7 @@ use tweedie_core::denoiser::Conditioned;
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::Spacing;
 
-use super::{MethodRun, Models, Problem, ReconFile, ReconMethod};
+use super::{Method, MethodRun, Models, Problem, ReconFile};
 use crate::amortized::image::{ConditionSpec, Observer};
 use crate::prior::Prior;
 use crate::sampler::{self, Ddpm};
@@ -117,7 +117,7 @@ pub(super) fn reconstruct(
         values.extend(tweedie_core::host_values(x0.clamp(-1.0, 1.0)));
     }
     Ok(MethodRun {
-        method: ReconMethod::Amortized,
+        method: Method::Amortized,
         samples: k,
         values,
         nfe,

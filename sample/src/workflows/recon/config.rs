@@ -5,18 +5,20 @@
 use std::path::PathBuf;
 
 use anyhow::{Result, bail};
-use serde::{Deserialize, Serialize};
-use tweedie_core::elbo::ModelVariance;
+use serde::Deserialize;
 use tweedie_datasets::{DatasetName, Split};
 
-use crate::check::{self, Range};
+pub use crate::catalog::{Method, MethodSettings, Offers, OperatorOffers};
 use crate::experiment::{ExperimentFile, ExperimentKind};
 use crate::noise::NoiseModel;
 use crate::operator::{ForwardOperator, Mask};
 use crate::pnpdm::PnpDmSettings;
 use crate::sampler::{DapsSettings, DdnmSettings, DdrmSettings, RedDiffSettings};
+pub use crate::settings::{
+    DiffPirSection, DpsRule, DpsSection, FkSection, ParticleSettings, PiGdmSection, Proposal,
+    ReplacementSection, ResampleRule, TdsSection,
+};
 use crate::smc::McgdiffSettings;
-use crate::smc::{Potential, ResampleWhen, Resampling, SmcConfig, Twist};
 pub use crate::spec::{NoiseSpec, OperatorSpec};
 
 /// A reconstruction experiment (`kind = "reconstruction"`).
@@ -176,7 +178,7 @@ fn default_count() -> usize {
 #[serde(deny_unknown_fields)]
 pub struct RunSection {
     /// The methods, in the order of the panel rows.
-    pub methods: Vec<ReconMethod>,
+    pub methods: Vec<Method>,
     /// Posterior samples per image.
     #[serde(default = "default_samples")]
     pub samples: usize,
@@ -201,224 +203,16 @@ fn default_show() -> usize {
     3
 }
 
-/// DPS (Chung et al. 2023) on a respaced DDPM chain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DpsSection {
-    pub steps: usize,
-    pub rule: DpsRule,
-    pub zeta: f64,
-    /// DDPM variance: small (β̃) or large (β).
-    pub variance: ModelVariance,
-    /// Clamp x̂_0 to [−1, 1] in the prior's DDPM mean (the guidance term uses the raw x̂_0).
-    pub clip: bool,
-}
-
-impl Default for DpsSection {
-    fn default() -> Self {
-        Self {
-            steps: 1000,
-            rule: DpsRule::ResidualNorm,
-            zeta: 1.0,
-            variance: ModelVariance::Small,
-            clip: true,
-        }
-    }
-}
-
-/// DiffPIR (Zhu et al. 2023).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DiffPirSection {
-    pub steps: usize,
-    pub lambda: f64,
-    pub zeta: f64,
-    /// Iterations of the data step when it has no closed form.
-    pub iters: usize,
-    /// Clamp x̂_0 to [−1, 1] before the data step.
-    pub clip: bool,
-}
-
-impl Default for DiffPirSection {
-    fn default() -> Self {
-        Self {
-            steps: 100,
-            lambda: 7.0,
-            zeta: 0.3,
-            iters: 20,
-            clip: true,
-        }
-    }
-}
-
-/// ΠGDM (Song et al. 2023) on a respaced DDPM chain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PiGdmSection {
-    pub steps: usize,
-    pub weight: f64,
-    pub variance: ModelVariance,
-    /// Clamp x̂_0 to [−1, 1] in the prior's DDPM mean (the guidance term uses the raw x̂_0).
-    pub clip: bool,
-}
-
-impl Default for PiGdmSection {
-    fn default() -> Self {
-        Self {
-            steps: 100,
-            weight: 1.0,
-            variance: ModelVariance::Small,
-            clip: true,
-        }
-    }
-}
-
-/// Replacement (RePaint without resampling) on a respaced DDPM chain.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ReplacementSection {
-    pub steps: usize,
-}
-
-impl Default for ReplacementSection {
-    fn default() -> Self {
-        Self { steps: 100 }
-    }
-}
-
-/// When a system's particles are resampled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ResampleRule {
-    /// When the effective sample size falls below `ess_threshold` · K.
-    Ess,
-    /// Every `every` steps.
-    Every,
-}
-
-/// How particles move from one step to the next.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Proposal {
-    /// The prior's DDPM kernel: a bootstrap filter, no gradients through the network.
-    Bootstrap,
-    /// The DDPM kernel with its mean moved along ∇_{x_t} λ r_t (TDS's twisted proposal; one VJP
-    /// through the network per particle and step).
-    Twisted,
-}
-
-/// TDS (Wu et al. 2023, Algorithm 1): K particles per posterior sample, the twisted proposal,
-/// weights by the twist's ratio (the difference potential with λ = 1).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct TdsSection {
-    /// Particles K per posterior sample: a number, or a list to run each (rows `tds K=…`).
-    /// Default 4.
-    #[serde(deserialize_with = "crate::toml_file::one_or_many")]
-    pub particles: Vec<usize>,
-    /// Reverse steps. Default 100.
-    pub steps: usize,
-    /// Resampling scheme. Default systematic.
-    pub resampling: Resampling,
-    /// When to resample. Default ess.
-    pub rule: ResampleRule,
-    /// `rule = "ess"`: resample when ESS < ess_threshold · K, in (0, 1]. Default 0.5.
-    pub ess_threshold: f64,
-    /// `rule = "every"`: resample every this many steps. Default 1.
-    pub every: usize,
-    /// The approximation of p(y | x_t) the weights use. Default: pigdm where it applies
-    /// (Gaussian noise and a known scale of AAᵀ; exact for a Gaussian prior), else tweedie.
-    pub twist: Option<Twist>,
-    /// Clamp x̂_0 to [−1, 1] in the prior's mean (the twist uses the raw x̂_0). Default true.
-    pub clip: bool,
-    /// Bound on the twisted proposal's shift of each pixel, in units of the step's σ_t (> 0;
-    /// the weights stay exact whatever it is). Default: 1 under Poisson noise (its twist's
-    /// gradient is unbounded near the intensity floor), none otherwise.
-    pub max_shift: Option<f64>,
-}
-
-impl Default for TdsSection {
-    fn default() -> Self {
-        Self {
-            particles: vec![4],
-            steps: 100,
-            resampling: Resampling::Systematic,
-            rule: ResampleRule::Ess,
-            ess_threshold: 0.5,
-            every: 1,
-            twist: None,
-            clip: true,
-            max_shift: None,
-        }
-    }
-}
-
-/// FK steering (Singhal et al. 2025): K particles per posterior sample weighted by a potential of
-/// the rewards r_t = log p(y | x̂_0(x_t)) along each lineage, with the terminal correction that
-/// makes the target the posterior.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct FkSection {
-    /// Particles K per posterior sample: a number, or a list to run each. Default 4.
-    #[serde(deserialize_with = "crate::toml_file::one_or_many")]
-    pub particles: Vec<usize>,
-    /// Reverse steps. Default 100.
-    pub steps: usize,
-    /// Default systematic.
-    pub resampling: Resampling,
-    /// Default every.
-    pub rule: ResampleRule,
-    /// Default 0.5.
-    pub ess_threshold: f64,
-    /// Default 1 (every step).
-    pub every: usize,
-    /// Resample only at step indices in [window[0], window[1]) (counted from the first step).
-    pub window: Option<[usize; 2]>,
-    /// Default difference.
-    pub potential: Potential,
-    /// λ of the potential exp(λ r). Default 1 (with the difference potential: the posterior at
-    /// every step).
-    pub lambda: f64,
-    /// Default bootstrap.
-    pub proposal: Proposal,
-    /// As `[tds] twist` (default: pigdm where it applies, else tweedie).
-    pub twist: Option<Twist>,
-    /// Default true.
-    pub clip: bool,
-    /// As `[tds] max_shift` (with `proposal = "twisted"`).
-    pub max_shift: Option<f64>,
-}
-
-impl Default for FkSection {
-    fn default() -> Self {
-        Self {
-            particles: vec![4],
-            steps: 100,
-            resampling: Resampling::Systematic,
-            rule: ResampleRule::Every,
-            ess_threshold: 0.5,
-            every: 1,
-            window: None,
-            potential: Potential::Difference,
-            lambda: 1.0,
-            proposal: Proposal::Bootstrap,
-            twist: None,
-            clip: true,
-            max_shift: None,
-        }
-    }
-}
-
 /// One run of a file: a method, and for TDS and FK one of its particle counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodSpec {
-    pub method: ReconMethod,
+    pub method: Method,
     /// K (TDS and FK; None: the first of the file's list).
     pub particles: Option<usize>,
 }
 
-impl From<ReconMethod> for MethodSpec {
-    fn from(method: ReconMethod) -> Self {
+impl From<Method> for MethodSpec {
+    fn from(method: Method) -> Self {
         Self {
             method,
             particles: None,
@@ -444,109 +238,6 @@ impl MethodSpec {
     }
 }
 
-/// What a particle method runs with: K, steps, and the sampler's settings.
-#[derive(Debug, Clone, Copy)]
-pub struct ParticleSettings {
-    pub particles: usize,
-    pub steps: usize,
-    pub config: SmcConfig,
-}
-
-/// DPS's step size on ∇_{x_t} of the likelihood.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DpsRule {
-    /// The paper's ζ_t = ζ′/‖y − A(x̂_0)‖ on ∇‖y − A(x̂_0)‖ (Chung et al. 2023, Algorithm 1); for
-    /// Poisson counts ‖·‖_Λ with Λ = diag(1/(2y)) (§3.2, Algorithm 2).
-    ResidualNorm,
-    /// The plain likelihood score ζ ∇ log p(y | x̂_0), folded into ε as in classifier guidance.
-    LogLikelihood,
-}
-
-/// A reconstruction method: one row of the panels, one entry of `metrics.json`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ReconMethod {
-    /// A⁺y: the pseudo-inverse, in closed form or by conjugate gradients with a 1e-3 ridge (blur).
-    Pinv,
-    /// RePaint without resampling: the prior's chain with the observed pixels put back (masks only).
-    Replacement,
-    /// DPS (Chung et al. 2023): a step along ∇_{x_t} of the likelihood at x̂_0, through the network.
-    Dps,
-    /// DiffPIR (Zhu et al. 2023): a data-consistency step on x̂_0, then re-noising.
-    Diffpir,
-    /// ΠGDM (Song et al. 2023): the likelihood widened by x̂_0's uncertainty (Gaussian noise, linear A).
-    Pigdm,
-    /// TDS (Wu et al. 2023): K weighted, resampled particles per posterior sample (`[tds]`).
-    Tds,
-    /// FK steering (Singhal et al. 2025): K particles weighted by a reward potential (`[fk]`).
-    Fk,
-    /// A conditional network trained on (x, y) pairs of this observation model
-    /// (`[amortized]`): one ancestral trajectory per sample, no guidance.
-    Amortized,
-    /// The conditional Schrödinger bridge refined from that network by IPF (`[csb]`): one
-    /// bridge trajectory per sample.
-    Csb,
-    /// DDRM (Kawar et al. 2022): sampling in A's spectral basis (`[ddrm]`; Gaussian noise, an
-    /// operator with a closed-form SVD).
-    Ddrm,
-    /// DDNM / DDNM⁺ (Wang et al. 2023): x̂₀'s range-space part replaced by the observation's
-    /// (`[ddnm]`; Gaussian noise, an operator with a closed-form SVD).
-    Ddnm,
-    /// RED-diff (Mardani et al. 2024): x₀ optimised on the likelihood plus the stop-gradient
-    /// denoising residual (`[reddiff]`; any operator and noise model).
-    Reddiff,
-    /// DAPS (Zhang et al. 2025): per annealing level an ODE to x̂₀, Langevin on x₀ with the
-    /// likelihood, re-noising (`[daps]`; any operator and noise model).
-    Daps,
-    /// PnP-DM (Wu et al. 2024): split Gibbs sampling between a likelihood step and a
-    /// diffusion-posterior step at an annealed coupling ρ (`[pnpdm]`; any operator and noise
-    /// model, exact likelihood steps for Gaussian noise and a closed-form SVD).
-    Pnpdm,
-    /// MCGdiff (Cardoso et al. 2024): K particles per posterior sample in A's spectral basis,
-    /// exact as K → ∞ (`[mcgdiff]`; Gaussian noise, an operator with a closed-form SVD).
-    Mcgdiff,
-}
-
-impl ReconMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pinv => "pinv",
-            Self::Replacement => "replacement",
-            Self::Dps => "dps",
-            Self::Diffpir => "diffpir",
-            Self::Pigdm => "pigdm",
-            Self::Tds => "tds",
-            Self::Fk => "fk",
-            Self::Amortized => "amortized",
-            Self::Csb => "csb",
-            Self::Ddrm => "ddrm",
-            Self::Ddnm => "ddnm",
-            Self::Reddiff => "reddiff",
-            Self::Daps => "daps",
-            Self::Pnpdm => "pnpdm",
-            Self::Mcgdiff => "mcgdiff",
-        }
-    }
-
-    /// The method's own random stream (`Rng::derive(seed, stream)`): adding a method to a file
-    /// does not change another's draws. New methods are appended, keeping the old streams.
-    pub fn stream(self) -> u64 {
-        100 + self as u64
-    }
-
-    /// Whether it differentiates through the network (runs on the autodiff device); particle
-    /// methods decide by their proposal ([`ParticleSettings`]).
-    pub fn is_guided(self) -> bool {
-        matches!(self, Self::Dps | Self::Pigdm)
-    }
-
-    /// Whether it runs K particles per posterior sample.
-    pub fn is_particle(self) -> bool {
-        matches!(self, Self::Tds | Self::Fk | Self::Mcgdiff)
-    }
-}
-
 impl ExperimentFile for ReconFile {
     const KIND: ExperimentKind = ExperimentKind::Reconstruction;
     fn kind(&self) -> ExperimentKind {
@@ -566,82 +257,52 @@ impl ReconFile {
         self.operator.build(h, w)
     }
 
-    /// The twist a particle method uses: the file's, else pigdm where it applies (Gaussian noise
-    /// and an operator whose AAᵀ scale is known), else tweedie.
-    pub fn twist(&self, chosen: Option<Twist>) -> Twist {
-        chosen.unwrap_or_else(|| {
-            let fits = self.gaussian_sigma().is_some()
-                && self
-                    .operator(64, 64)
-                    .is_ok_and(|op| op.mean_gram_diagonal().is_some());
-            if fits { Twist::Pigdm } else { Twist::Tweedie }
-        })
+    /// Every method's settings section.
+    pub fn settings(&self) -> MethodSettings<'_> {
+        MethodSettings {
+            dps: &self.dps,
+            diffpir: &self.diffpir,
+            pigdm: &self.pigdm,
+            replacement: &self.replacement,
+            tds: &self.tds,
+            fk: &self.fk,
+            ddrm: &self.ddrm,
+            ddnm: &self.ddnm,
+            reddiff: &self.reddiff,
+            daps: &self.daps,
+            pnpdm: &self.pnpdm,
+            mcgdiff: &self.mcgdiff,
+        }
     }
 
-    /// Checks `[tds]` or `[fk]` (`key`) for a file that runs it.
-    fn validate_particles(
-        &self,
-        method: ReconMethod,
-        key: &str,
-        op: Option<&dyn ForwardOperator>,
-    ) -> Result<()> {
-        let (k, steps, th, every, twist, max_shift) = match method {
-            ReconMethod::Tds => {
-                let t = &self.tds;
-                (
-                    &t.particles,
-                    t.steps,
-                    t.ess_threshold,
-                    t.every,
-                    t.twist,
-                    t.max_shift,
-                )
-            }
-            _ => {
-                let f = &self.fk;
-                check::float("fk.lambda", f.lambda, Range::Positive)?;
-                if f.window.is_some_and(|[a, b]| a >= b) {
-                    bail!("fk.window must be [first, last) with first < last");
-                }
-                (
-                    &f.particles,
-                    f.steps,
-                    f.ess_threshold,
-                    f.every,
-                    f.twist,
-                    f.max_shift,
-                )
-            }
+    /// What the file's observation offers its methods, its operator probed on `h × w` images (a
+    /// size it cannot take, e.g. a factor that does not divide it, leaves only the checks that
+    /// need no operator).
+    pub fn offers(&self, h: usize, w: usize) -> Result<Offers> {
+        let noise = self.noise_model()?;
+        let operator = match self.operator(h, w) {
+            Ok(op) => OperatorOffers::of(op.as_ref(), self.mask(1, 1).is_some()),
+            Err(_) => OperatorOffers {
+                name: "the operator".to_string(),
+                linear: true,
+                spectral: true,
+                mask: self.mask(1, 1).is_some(),
+                gram_known: false,
+            },
         };
-        if let Some(m) = max_shift {
-            check::float(&format!("{key}.max_shift"), m, Range::Positive)?;
-        }
-        if k.is_empty() || k.contains(&0) {
-            bail!("{key}.particles must be at least 1 (a number or a non-empty list), got {k:?}");
-        }
-        if steps == 0 || every == 0 {
-            bail!("{key}.steps and {key}.every must be positive");
-        }
-        check::float(
-            &format!("{key}.ess_threshold"),
-            th,
-            Range::UnitExclusiveZero,
-        )?;
-        if twist == Some(Twist::Pigdm) {
-            if self.gaussian_sigma().is_none() {
-                bail!(
-                    "{key}.twist = \"pigdm\" needs gaussian noise: its twist N(y; A x̂₀, σ² + \
-                     (1 − ᾱ_t)·c) widens a Gaussian likelihood (use twist = \"tweedie\")"
-                );
-            }
-            if op.is_some_and(|o| o.mean_gram_diagonal().is_none()) {
-                bail!(
-                    "{key}.twist = \"pigdm\" needs a linear operator with a known AAᵀ scale \
-                     (use twist = \"tweedie\")"
-                );
-            }
-        }
-        Ok(())
+        Ok(Offers {
+            key: "run.methods",
+            task: "this observation",
+            operator: Some(operator),
+            noise: noise.name().to_string(),
+            gaussian_sigma: self.gaussian_sigma(),
+            default_max_shift: match self.noise {
+                NoiseSpec::Poisson { .. } => crate::smc::POISSON_MAX_SHIFT,
+                _ => f64::INFINITY,
+            },
+            images: true,
+            trained: true,
+        })
     }
 
     /// The dataset indices of the images: the file's list, else `count` from `start`.
@@ -672,104 +333,56 @@ impl ReconFile {
     }
 
     /// The number of reverse steps `method` takes (0 for `pinv`).
-    pub fn steps(&self, method: ReconMethod) -> usize {
+    pub fn steps(&self, method: Method) -> usize {
         match method {
-            ReconMethod::Dps => self.dps.steps,
-            ReconMethod::Diffpir => self.diffpir.steps,
-            ReconMethod::Pigdm => self.pigdm.steps,
-            ReconMethod::Replacement => self.replacement.steps,
-            ReconMethod::Tds => self.tds.steps,
-            ReconMethod::Fk => self.fk.steps,
-            ReconMethod::Amortized => self.amortized.steps,
-            ReconMethod::Csb => self.csb.steps,
-            ReconMethod::Ddrm => self.ddrm.steps,
-            ReconMethod::Ddnm => self.ddnm.steps,
-            ReconMethod::Reddiff => self.reddiff.steps,
-            ReconMethod::Daps => self.daps.steps,
-            ReconMethod::Pnpdm => self.pnpdm.iterations,
-            ReconMethod::Mcgdiff => self.mcgdiff.steps,
-            ReconMethod::Pinv => 0,
+            Method::Amortized => self.amortized.steps,
+            Method::Csb => self.csb.steps,
+            m => self.settings().steps(m),
         }
     }
 
-    /// The runs of the file, in its order: one per method, and one per K of TDS and FK.
+    /// The runs of the file, in its order: one per method, and one per K of the particle
+    /// methods.
     pub fn specs(&self) -> Vec<MethodSpec> {
+        let settings = self.settings();
         let mut out = Vec::new();
         for &method in &self.run.methods {
-            let ks: &[usize] = match method {
-                ReconMethod::Tds => &self.tds.particles,
-                ReconMethod::Fk => &self.fk.particles,
-                ReconMethod::Mcgdiff => &self.mcgdiff.particles,
-                _ => {
-                    out.push(method.into());
-                    continue;
-                }
-            };
-            out.extend(ks.iter().map(|&k| MethodSpec {
-                method,
-                particles: Some(k),
-            }));
+            match settings.particles(method) {
+                Some(ks) => out.extend(ks.iter().map(|&k| MethodSpec {
+                    method,
+                    particles: Some(k),
+                })),
+                None => out.push(method.into()),
+            }
         }
         out
+    }
+
+    /// K of a particle run (its own, else the first of the section's list; 1 for the others).
+    pub fn particles_of(&self, spec: MethodSpec) -> usize {
+        let listed = self
+            .settings()
+            .particles(spec.method)
+            .and_then(|l| l.first().copied());
+        spec.particles.or(listed).unwrap_or(1)
     }
 
     /// The particle settings of a `tds` or `fk` run (None for the other methods).
     pub fn particle_settings(&self, spec: impl Into<MethodSpec>) -> Option<ParticleSettings> {
         let spec = spec.into();
-        let method = spec.method;
-        let k = |list: &[usize]| spec.particles.or(list.first().copied()).unwrap_or(1);
-        let when = |rule: ResampleRule, th: f64, every: usize| match rule {
-            ResampleRule::Ess => ResampleWhen::Ess(th),
-            ResampleRule::Every => ResampleWhen::Every(every),
-        };
-        match method {
-            ReconMethod::Tds => {
-                let t = &self.tds;
-                Some(ParticleSettings {
-                    particles: k(&t.particles),
-                    steps: t.steps,
-                    config: SmcConfig {
-                        resampling: t.resampling,
-                        when: when(t.rule, t.ess_threshold, t.every),
-                        clip: t.clip,
-                        inflate: self.twist(t.twist) == Twist::Pigdm,
-                        max_shift: self.max_shift(t.max_shift),
-                        ..SmcConfig::tds()
-                    },
-                })
-            }
-            ReconMethod::Fk => {
-                let f = &self.fk;
-                let w = f.window.unwrap_or([0, usize::MAX]);
-                Some(ParticleSettings {
-                    particles: k(&f.particles),
-                    steps: f.steps,
-                    config: SmcConfig {
-                        potential: f.potential,
-                        lambda: f.lambda,
-                        guided: f.proposal == Proposal::Twisted,
-                        resampling: f.resampling,
-                        when: when(f.rule, f.ess_threshold, f.every),
-                        window: (w[0], w[1]),
-                        clip: f.clip,
-                        inflate: self.twist(f.twist) == Twist::Pigdm,
-                        max_shift: self.max_shift(f.max_shift),
-                    },
-                })
-            }
-            _ => None,
-        }
+        let offers = self.offers(64, 64).ok()?;
+        self.settings()
+            .particle_settings(spec.method, self.particles_of(spec), &offers)
     }
 
-    /// Rows per network call of `method`'s batches: whole images with all their samples for the
-    /// one-particle methods, whole systems of K particles for TDS and FK.
+    /// Network batches of a run: whole images with all their samples for the one-particle
+    /// methods, whole systems of K particles for the particle methods.
     pub fn method_chunks(&self, spec: MethodSpec, images: usize) -> usize {
-        match self.particle_settings(spec) {
-            Some(p) => {
-                let per_batch = (self.run.batch_size / p.particles.max(1)).max(1);
-                (images * self.run.samples).div_ceil(per_batch)
-            }
-            None => self.chunks(images),
+        if spec.method.is_particle() {
+            let per_batch = (self.run.batch_size / self.particles_of(spec).max(1)).max(1);
+            (images * self.run.samples).div_ceil(per_batch)
+        } else {
+            self.chunks(images)
         }
     }
 
@@ -795,16 +408,7 @@ impl ReconFile {
         self.noise.build()
     }
 
-    /// σ of Gaussian observation noise on the model's [−1, 1] scale (DiffPIR, ΠGDM).
-    /// The twisted proposal's shift bound: the file's, else [`crate::smc::POISSON_MAX_SHIFT`]
-    /// under Poisson noise and none otherwise.
-    pub fn max_shift(&self, set: Option<f64>) -> f64 {
-        set.unwrap_or(match self.noise {
-            NoiseSpec::Poisson { .. } => crate::smc::POISSON_MAX_SHIFT,
-            _ => f64::INFINITY,
-        })
-    }
-
+    /// σ of Gaussian observation noise on the model's [−1, 1] scale.
     pub fn gaussian_sigma(&self) -> Option<f64> {
         match self.noise {
             NoiseSpec::Gaussian { sigma_y } => Some(2.0 * sigma_y),
@@ -812,28 +416,17 @@ impl ReconFile {
         }
     }
 
-    /// Checks what the types cannot: known methods that fit the operator and noise, positive
-    /// counts.
+    /// Checks what the types cannot: methods that fit the operator and noise
+    /// ([`MethodSettings::validate`]), positive counts, the amortized routes' files.
     pub fn validate(&self) -> Result<()> {
-        if self.run.methods.is_empty() {
-            bail!("run.methods is empty");
-        }
-        for m in &self.run.methods {
-            if self.run.methods.iter().filter(|x| *x == m).count() > 1 {
-                bail!("run.methods: `{}` is listed twice", m.name());
-            }
-        }
+        self.noise_model()?;
+        self.settings()
+            .validate(&self.run.methods, &self.offers(64, 64)?)?;
         if self.run.samples == 0 || self.run.batch_size == 0 {
             bail!("run.samples and run.batch_size must be positive");
         }
-        let uses = |m: ReconMethod| self.run.methods.contains(&m);
-        let probe = self.operator(64, 64).ok();
-        let linear = probe.as_ref().is_none_or(|op| op.is_linear());
-        let probe = probe.as_deref();
-        if uses(ReconMethod::Pinv) && !linear {
-            bail!("run.methods: pinv needs a linear operator");
-        }
-        if uses(ReconMethod::Amortized) {
+        let uses = |m: Method| self.run.methods.contains(&m);
+        if uses(Method::Amortized) {
             if self.amortized.checkpoint.is_none() {
                 bail!(
                     "run.methods: amortized needs `[amortized] checkpoint`, a model trained for \
@@ -844,7 +437,7 @@ impl ReconFile {
                 bail!("amortized.steps must be positive");
             }
         }
-        if uses(ReconMethod::Csb) {
+        if uses(Method::Csb) {
             if self.csb.checkpoint.is_none() && self.amortized.checkpoint.is_none() {
                 bail!(
                     "run.methods: csb needs a conditional model to start from: `[csb] checkpoint` \
@@ -856,93 +449,6 @@ impl ReconFile {
             }
             self.csb.settings().validate("csb")?;
         }
-        if self.gaussian_sigma() == Some(0.0)
-            && let Some(m) = self.run.methods.iter().find(|m| {
-                !matches!(
-                    m,
-                    ReconMethod::Pinv
-                        | ReconMethod::Replacement
-                        | ReconMethod::Ddrm
-                        | ReconMethod::Ddnm
-                        | ReconMethod::Amortized
-                        | ReconMethod::Csb
-                )
-            })
-        {
-            bail!(
-                "run.methods: {} needs noise.sigma_y > 0 (its likelihood is a density); a \
-                 noiseless observation takes pinv, replacement, ddrm, ddnm, amortized and csb",
-                m.name()
-            );
-        }
-        for m in [ReconMethod::Ddrm, ReconMethod::Ddnm, ReconMethod::Mcgdiff] {
-            if !uses(m) {
-                continue;
-            }
-            if self.gaussian_sigma().is_none() {
-                bail!(
-                    "run.methods: {} needs gaussian noise, not {} (its steps split y's noise \
-                     level per singular value)",
-                    m.name(),
-                    self.noise_model()?.name()
-                );
-            }
-            if let Some(op) = probe
-                && op.spectral().is_none()
-            {
-                bail!(
-                    "run.methods: {} needs an operator with a closed-form SVD (inpainting, \
-                     block-average super-resolution, colorization, denoising); {} has none",
-                    m.name(),
-                    op.name()
-                );
-            }
-        }
-        self.ddrm.validate("ddrm")?;
-        self.ddnm.validate("ddnm")?;
-        self.reddiff.validate("reddiff")?;
-        self.daps.validate("daps")?;
-        self.pnpdm.validate("pnpdm")?;
-        self.mcgdiff.validate("mcgdiff")?;
-        if uses(ReconMethod::Replacement) && self.mask(1, 1).is_none() {
-            bail!("run.methods: replacement needs an inpainting operator");
-        }
-        if uses(ReconMethod::Pigdm) {
-            if self.gaussian_sigma().is_none() {
-                bail!(
-                    "run.methods: pigdm needs gaussian noise (its p(y | x_t) ≈ N(A x̂₀, σ² + \
-                     r_t² AAᵀ) widens a Gaussian likelihood; diffpir, dps, tds and fk take any \
-                     noise model)"
-                );
-            }
-            if !linear {
-                bail!("run.methods: pigdm needs a linear operator");
-            }
-        }
-        let steps = [
-            ("tds", self.tds.steps),
-            ("fk", self.fk.steps),
-            ("dps", self.dps.steps),
-            ("diffpir", self.diffpir.steps),
-            ("pigdm", self.pigdm.steps),
-            ("replacement", self.replacement.steps),
-        ];
-        if let Some((m, _)) = steps.iter().find(|(_, s)| *s == 0) {
-            bail!("{m}.steps must be positive");
-        }
-        for (m, key) in [(ReconMethod::Tds, "tds"), (ReconMethod::Fk, "fk")] {
-            if uses(m) {
-                self.validate_particles(m, key, probe)?;
-            }
-        }
-        check::float("dps.zeta", self.dps.zeta, Range::Positive)?;
-        check::float("diffpir.lambda", self.diffpir.lambda, Range::Positive)?;
-        if self.diffpir.iters == 0 {
-            bail!("diffpir.iters must be at least 1 (iterations of the data step)");
-        }
-        check::float("diffpir.zeta", self.diffpir.zeta, Range::Unit)?;
-        check::float("pigdm.weight", self.pigdm.weight, Range::NonNegative)?;
-        self.noise_model()?;
         Ok(())
     }
 }
@@ -991,7 +497,11 @@ zeta = 0.5
         assert_eq!(unique.len(), streams.len());
         assert_eq!(f.particle_settings(f.specs()[4]).unwrap().particles, 4);
         // Gaussian noise and an operator with a known AAᵀ: the widened twist by default.
-        assert_eq!(f.twist(None), crate::smc::Twist::Pigdm);
+        let offers = f.offers(28, 28).unwrap();
+        assert_eq!(
+            MethodSettings::twist(None, &offers),
+            crate::smc::Twist::Pigdm
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tweedie_core::run_dir::{Claim, RunDir};
 use tweedie_core::unet::{UNet, UNetConfig};
 
 use super::amortized::{load_for, training_seconds};
-use super::{MethodRun, Models, Problem, ReconFile, ReconMethod};
+use super::{Method, MethodRun, Models, Problem, ReconFile};
 use crate::amortized::csb::forward_init_seed;
 use crate::amortized::image::{ConditionSpec, ImagePairs};
 use crate::amortized::{ConditionalBridge, CsbSettings};
@@ -221,7 +221,7 @@ pub(super) fn reconstruct(
         }
     }
     Ok(MethodRun {
-        method: ReconMethod::Csb,
+        method: Method::Csb,
         samples: k,
         values,
         nfe: bridge.steps(),

@@ -6,12 +6,12 @@
 mod amortized;
 pub mod config;
 mod csb;
+mod draw;
 mod panel;
-mod particles;
 mod run;
 mod tune;
 
-pub use config::{MethodSpec, NoiseSpec, OperatorSpec, ReconFile, ReconMethod};
+pub use config::{MethodSpec, NoiseSpec, OperatorSpec, ReconFile};
 pub use panel::panel_png;
 pub use run::{ReconOptions, ReconReport, run};
 pub use tune::{TuneOptions, TuneReport, TuneRow, tune};
@@ -23,16 +23,11 @@ use burn::prelude::*;
 use serde::Serialize;
 use tweedie_core::denoiser::Denoiser;
 use tweedie_core::rng::Rng;
-use tweedie_core::schedule::{NoiseSchedule, Spacing};
+use tweedie_core::schedule::NoiseSchedule;
 
-use crate::likelihood::Observation;
+use crate::catalog::Method;
 use crate::metrics::{psnr, ssim_chw};
 use crate::operator::pseudo_inverse;
-use crate::sampler::{
-    self, Daps, Ddnm, Ddpm, Ddrm, DiffPir, Dps, DpsStep, PiGdm, RedDiff, Replacement, Sampler,
-    SpectralData,
-};
-use config::DpsRule;
 
 /// The images to reconstruct and their observation, on the host ([−1, 1] scale).
 pub struct Problem {
@@ -124,7 +119,7 @@ impl MethodRun {
 
 /// One method's posterior samples and costs.
 pub struct MethodRun {
-    pub method: ReconMethod,
+    pub method: Method,
     /// Samples per image (1 for `pinv`).
     pub samples: usize,
     /// `images × samples × C·H·W`, clamped to [−1, 1].
@@ -164,274 +159,20 @@ pub fn reconstruct(
     models: &Models,
     schedule: &NoiseSchedule,
     rng: &mut Rng,
-    mut on_step: impl FnMut(),
+    on_step: impl FnMut(),
 ) -> Result<MethodRun> {
     let spec = spec.into();
     let method = spec.method;
-    let [c, h, w] = problem.shape;
-    let per = c * h * w;
-    let clock = Instant::now();
-    if method == ReconMethod::Pinv {
+    if method == Method::Pinv {
         return pinv(file, problem, &models.device);
     }
-    if method == ReconMethod::Amortized {
+    if method == Method::Amortized {
         return amortized::reconstruct(file, problem, models, rng, on_step);
     }
-    if method == ReconMethod::Csb {
+    if method == Method::Csb {
         return csb::reconstruct(file, problem, models, rng, on_step);
     }
-    if method == ReconMethod::Pnpdm {
-        return pnpdm(file, problem, models, schedule, rng, on_step);
-    }
-    if method == ReconMethod::Mcgdiff {
-        let k = spec
-            .particles
-            .or(file.mcgdiff.particles.first().copied())
-            .unwrap_or(1);
-        return particles::reconstruct_mcgdiff(file, k, problem, models, schedule, rng, on_step);
-    }
-    if let Some(settings) = file.particle_settings(spec) {
-        return particles::reconstruct(
-            file, method, settings, problem, models, schedule, rng, on_step,
-        );
-    }
-    let k = file.run.samples;
-    let steps = file.steps(method);
-    let timesteps = schedule.timesteps(steps, Spacing::Trailing)?;
-    let per_batch = (file.run.batch_size / k).max(1);
-    let mut values = Vec::with_capacity(problem.len() * k * per);
-    let mut nfe = 0;
-    let mut vjps = 0;
-    let mut start = 0;
-    while start < problem.len() {
-        let range = start..(start + per_batch).min(problem.len());
-        start = range.end;
-        let rows = range.len() * k;
-        let guided = method.is_guided();
-        let device = if guided {
-            &models.grad_device
-        } else {
-            &models.device
-        };
-        let y = problem.y_rows(range, k, device);
-        let mut sampler = guided_sampler(file, method, y, [c, h, w], schedule)?;
-        let model = if guided { models.grad } else { models.plain };
-        let x_t = rng.normal_tensor([rows, c, h, w], device);
-        let (x0, n) = sampler::run(
-            model,
-            sampler.as_mut(),
-            schedule,
-            &timesteps,
-            x_t,
-            rng,
-            |_, _| on_step(),
-        );
-        nfe = n;
-        vjps = if guided { timesteps.len() } else { 0 };
-        values.extend(tweedie_core::host_values(x0.clamp(-1.0, 1.0)));
-    }
-    Ok(MethodRun {
-        method,
-        samples: k,
-        values,
-        nfe,
-        vjps,
-        seconds: clock.elapsed().as_secs_f64(),
-        particles: None,
-        train_seconds: None,
-    })
-}
-
-/// The sampler of a guided or replacement method on the observations `y` (one row per sample).
-fn guided_sampler(
-    file: &ReconFile,
-    method: ReconMethod,
-    y: Tensor<4>,
-    [c, h, w]: [usize; 3],
-    schedule: &NoiseSchedule,
-) -> Result<Box<dyn Sampler>> {
-    let op = file.operator(h, w)?;
-    let sigma = file.gaussian_sigma();
-    Ok(match method {
-        ReconMethod::Dps => Box::new(Dps {
-            likelihood: Box::new(Observation {
-                op,
-                noise: file.noise_model()?,
-                y,
-            }),
-            rule: match file.dps.rule {
-                DpsRule::LogLikelihood => DpsStep::LogLikelihood {
-                    zeta: file.dps.zeta,
-                },
-                DpsRule::ResidualNorm => DpsStep::ResidualNorm {
-                    zeta: file.dps.zeta,
-                },
-            },
-            ddpm: Ddpm {
-                variance: file.dps.variance,
-                clip: file.dps.clip,
-            },
-        }),
-        ReconMethod::Diffpir => {
-            // Gaussian noise: the paper's least-squares data step; any other noise model:
-            // the proximal step on its −log p(y | z).
-            let likelihood: Option<Box<dyn crate::likelihood::Likelihood>> = match sigma {
-                Some(_) => None,
-                None => Some(Box::new(Observation {
-                    op: file.operator(h, w)?,
-                    noise: file.noise_model()?,
-                    y: y.clone(),
-                })),
-            };
-            Box::new(DiffPir {
-                op,
-                y,
-                sigma_n: sigma.unwrap_or(1.0),
-                lambda: file.diffpir.lambda,
-                zeta: file.diffpir.zeta,
-                grad_steps: file.diffpir.iters,
-                clip: file.diffpir.clip,
-                likelihood,
-            })
-        }
-        ReconMethod::Pigdm => Box::new(PiGdm {
-            op,
-            y,
-            sigma: sigma.unwrap_or(0.1),
-            weight: file.pigdm.weight,
-            ddpm: Ddpm {
-                variance: file.pigdm.variance,
-                clip: file.pigdm.clip,
-            },
-        }),
-        ReconMethod::Replacement => {
-            let Some(mask) = file.mask(h, w) else {
-                bail!("replacement needs an inpainting operator");
-            };
-            Box::new(Replacement {
-                inner: Ddpm {
-                    variance: tweedie_core::elbo::ModelVariance::Small,
-                    clip: true,
-                },
-                mask,
-                y,
-            })
-        }
-        ReconMethod::Ddrm | ReconMethod::Ddnm => {
-            let (Some(spectral), Some(sigma)) = (op.spectral(), sigma) else {
-                bail!(
-                    "{} needs gaussian noise and an operator with a closed-form SVD",
-                    method.name()
-                );
-            };
-            let data = SpectralData::new(spectral, y, [c, h, w], sigma);
-            if method == ReconMethod::Ddrm {
-                Box::new(Ddrm {
-                    data,
-                    settings: file.ddrm,
-                })
-            } else {
-                Box::new(Ddnm {
-                    data,
-                    settings: file.ddnm,
-                })
-            }
-        }
-        ReconMethod::Reddiff => {
-            let noise = file.noise_model()?;
-            let rows = y.dims()[0];
-            let init = pseudo_inverse(op.as_ref(), noise.mean_estimate(y.clone()))
-                .map(|x| x.clamp(-1.0, 1.0))
-                .unwrap_or_else(|| Tensor::zeros([rows, c, h, w], &y.device()));
-            let likelihood = Box::new(Observation { op, noise, y });
-            Box::new(RedDiff::new(likelihood, init, file.reddiff))
-        }
-        ReconMethod::Daps => {
-            let curvature = gaussian_curvature(op.as_ref(), sigma);
-            let likelihood = Box::new(Observation {
-                op,
-                noise: file.noise_model()?,
-                y,
-            });
-            Box::new(Daps::new(
-                likelihood,
-                file.daps,
-                curvature,
-                schedule.alphas_cumprod.clone(),
-            ))
-        }
-        ReconMethod::Pinv
-        | ReconMethod::Pnpdm
-        | ReconMethod::Mcgdiff
-        | ReconMethod::Tds
-        | ReconMethod::Fk
-        | ReconMethod::Amortized
-        | ReconMethod::Csb => {
-            unreachable!("handled above")
-        }
-    })
-}
-
-/// A bound on −∇² log p(y | x) for Gaussian noise σ (0 without one): ‖A‖²/σ², with AAᵀ's mean
-/// diagonal standing in for its largest eigenvalue (equal for AAᵀ = c·I; blur's is at most 1).
-fn gaussian_curvature(op: &dyn crate::operator::ForwardOperator, sigma: Option<f64>) -> f64 {
-    sigma.map_or(0.0, |s| op.mean_gram_diagonal().unwrap_or(1.0) / (s * s))
-}
-
-/// PnP-DM: one split Gibbs chain per sample, started at 0 (ρ₀ makes the start immaterial).
-fn pnpdm(
-    file: &ReconFile,
-    problem: &Problem,
-    models: &Models,
-    schedule: &NoiseSchedule,
-    rng: &mut Rng,
-    mut on_step: impl FnMut(),
-) -> Result<MethodRun> {
-    let clock = Instant::now();
-    let [c, h, w] = problem.shape;
-    let k = file.run.samples;
-    let per_batch = (file.run.batch_size / k).max(1);
-    let mut values = Vec::with_capacity(problem.len() * k * c * h * w);
-    let mut nfe = 0;
-    let mut start = 0;
-    while start < problem.len() {
-        let range = start..(start + per_batch).min(problem.len());
-        start = range.end;
-        let rows = range.len() * k;
-        let y = problem.y_rows(range, k, &models.device);
-        let op = file.operator(h, w)?;
-        let sigma = file.gaussian_sigma();
-        let exact = match (op.spectral(), sigma) {
-            (Some(sp), Some(s)) => Some(SpectralData::new(sp, y.clone(), [c, h, w], s)),
-            _ => None,
-        };
-        let curvature = gaussian_curvature(op.as_ref(), sigma);
-        let lik = crate::pnpdm::PnpLikelihood {
-            likelihood: Box::new(Observation {
-                op,
-                noise: file.noise_model()?,
-                y,
-            }),
-            exact,
-            curvature,
-        };
-        let x = Tensor::zeros([rows, c, h, w], &models.device);
-        let (x0, n) = crate::pnpdm::run(models.plain, schedule, &lik, &file.pnpdm, x, rng, || {
-            on_step()
-        });
-        nfe = n;
-        values.extend(tweedie_core::host_values(x0.clamp(-1.0, 1.0)));
-    }
-    Ok(MethodRun {
-        method: ReconMethod::Pnpdm,
-        samples: k,
-        values,
-        nfe,
-        vjps: 0,
-        seconds: clock.elapsed().as_secs_f64(),
-        particles: None,
-        train_seconds: None,
-    })
+    draw::reconstruct(file, spec, problem, models, schedule, rng, on_step)
 }
 
 /// A⁺ŷ, clamped to the image range: one "sample" per image.
@@ -446,7 +187,7 @@ fn pinv(file: &ReconFile, problem: &Problem, device: &Device) -> Result<MethodRu
         bail!("pinv needs a linear operator");
     };
     Ok(MethodRun {
-        method: ReconMethod::Pinv,
+        method: Method::Pinv,
         samples: 1,
         values: tweedie_core::host_values(x.clamp(-1.0, 1.0)),
         nfe: 0,
@@ -708,12 +449,7 @@ steps = 30
             quiet: true,
         };
         let op = file.operator(8, 8).unwrap();
-        for m in [
-            ReconMethod::Pinv,
-            ReconMethod::Dps,
-            ReconMethod::Diffpir,
-            ReconMethod::Pigdm,
-        ] {
+        for m in [Method::Pinv, Method::Dps, Method::Diffpir, Method::Pigdm] {
             let mut steps = 0;
             let run = reconstruct(&file, m, &problem, &models, &schedule, &mut rng, || {
                 steps += 1

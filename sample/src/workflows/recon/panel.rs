@@ -6,7 +6,7 @@
 use anyhow::{Context, Result};
 
 use super::{MethodRun, Problem, moments};
-use crate::recon::config::{NoiseSpec, ReconFile, ReconMethod};
+use crate::recon::config::{Method, NoiseSpec, ReconFile};
 
 /// The observation of image `i` drawn at the image's size: nearest-neighbour enlarged when it is
 /// smaller (super-resolution), Poisson counts divided by the rate.
@@ -55,7 +55,7 @@ pub fn panel_png(
     let blank = vec![f32::NAN; per];
     let pinv_img = pinv.map_or(blank.clone(), |p| p.values[i * per..(i + 1) * per].to_vec());
     let mut rows: Vec<Vec<Vec<f32>>> = Vec::new();
-    for run in runs.iter().filter(|r| r.method != ReconMethod::Pinv) {
+    for run in runs.iter().filter(|r| r.method != Method::Pinv) {
         let (mean, std) = moments(run, i, per);
         let k = run.samples;
         let mut cells = vec![truth.clone(), obs.clone(), pinv_img.clone()];

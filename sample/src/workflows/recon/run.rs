@@ -12,7 +12,7 @@ use tweedie_core::lpips::{Lpips, LpipsFiles};
 use tweedie_core::rng::Rng;
 use tweedie_datasets::DatasetKind;
 
-use super::{MethodReport, MethodRun, Models, Problem, ReconFile, ReconMethod, panel_png};
+use super::{Method, MethodReport, MethodRun, Models, Problem, ReconFile, panel_png};
 use super::{add_lpips, reconstruct, score};
 use crate::output::{grid_png, npy_bytes, u8_nhwc, write_file};
 use crate::prior::Prior;
@@ -122,7 +122,7 @@ pub fn run(file: &ReconFile, opts: &ReconOptions) -> Result<ReconReport> {
     let noise = file.noise_model()?.name();
     let rows: Vec<String> = specs
         .iter()
-        .filter(|m| m.method != ReconMethod::Pinv)
+        .filter(|m| m.method != Method::Pinv)
         .map(|m| m.key())
         .collect();
     let record = serde_json::json!({
@@ -228,7 +228,7 @@ impl ReconReport {
                 &grid_png(&bytes, shape, run.samples.max(1) * 4)?,
             )?;
         }
-        let pinv = self.runs.iter().find(|r| r.method == ReconMethod::Pinv);
+        let pinv = self.runs.iter().find(|r| r.method == Method::Pinv);
         for (i, index) in self.problem.indices.iter().enumerate() {
             let png = panel_png(
                 &self.file,

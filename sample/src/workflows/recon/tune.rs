@@ -15,7 +15,7 @@ use tweedie_core::device::BackendKind;
 use tweedie_core::rng::Rng;
 
 use super::run::load_problem;
-use super::{Models, ReconFile, ReconMethod, reconstruct, score};
+use super::{Method, Models, ReconFile, reconstruct, score};
 use crate::prior::Prior;
 
 /// How to tune.
@@ -55,7 +55,7 @@ pub struct TuneReport {
 
 /// A tunable parameter: its section and key, how to read and set it, and its coarse grid.
 struct Param {
-    method: ReconMethod,
+    method: Method,
     key: &'static str,
     get: fn(&ReconFile) -> f64,
     set: fn(&mut ReconFile, f64),
@@ -88,7 +88,7 @@ fn share_grid(_: f64) -> Vec<f64> {
 fn params() -> Vec<Param> {
     vec![
         Param {
-            method: ReconMethod::Dps,
+            method: Method::Dps,
             key: "zeta",
             get: |f| f.dps.zeta,
             set: |f, v| f.dps.zeta = v,
@@ -96,7 +96,7 @@ fn params() -> Vec<Param> {
             refine: true,
         },
         Param {
-            method: ReconMethod::Diffpir,
+            method: Method::Diffpir,
             key: "lambda",
             get: |f| f.diffpir.lambda,
             set: |f, v| f.diffpir.lambda = v,
@@ -104,7 +104,7 @@ fn params() -> Vec<Param> {
             refine: true,
         },
         Param {
-            method: ReconMethod::Diffpir,
+            method: Method::Diffpir,
             key: "zeta",
             get: |f| f.diffpir.zeta,
             set: |f, v| f.diffpir.zeta = v,
@@ -112,7 +112,7 @@ fn params() -> Vec<Param> {
             refine: false,
         },
         Param {
-            method: ReconMethod::Pigdm,
+            method: Method::Pigdm,
             key: "weight",
             get: |f| f.pigdm.weight,
             set: |f, v| f.pigdm.weight = v,
@@ -120,7 +120,7 @@ fn params() -> Vec<Param> {
             refine: true,
         },
         Param {
-            method: ReconMethod::Reddiff,
+            method: Method::Reddiff,
             key: "lambda",
             get: |f| f.reddiff.lambda,
             set: |f, v| f.reddiff.lambda = v,
@@ -128,7 +128,7 @@ fn params() -> Vec<Param> {
             refine: true,
         },
         Param {
-            method: ReconMethod::Daps,
+            method: Method::Daps,
             key: "lr",
             get: |f| f.daps.lr,
             set: |f, v| f.daps.lr = v,
@@ -179,10 +179,10 @@ pub fn tune(file: &ReconFile, opts: &TuneOptions) -> Result<TuneReport> {
     );
     // The floor every method should clear: A⁺y on the same images.
     let pinv_psnr = {
-        let mut rng = Rng::derive(opts.seed, ReconMethod::Pinv.stream());
+        let mut rng = Rng::derive(opts.seed, Method::Pinv.stream());
         reconstruct(
             &base,
-            ReconMethod::Pinv,
+            Method::Pinv,
             &problem,
             &models,
             &prior.schedule,
