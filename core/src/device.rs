@@ -95,20 +95,62 @@ impl BackendKind {
     }
 }
 
-/// One device of a multi-device run (`train --devices flex,ndarray`, `--devices wgpu:0,wgpu:1`):
-/// a backend and, for wgpu, which discrete GPU (`wgpu` alone is the adapter wgpu picks).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DeviceSpec {
-    pub backend: BackendKind,
-    pub index: Option<usize>,
+/// One device of a multi-device run (`train --devices flex,ndarray`, `--devices wgpu:0,wgpu:1`,
+/// `--devices flex,remote:10.0.0.2:7000`): a local backend and, for wgpu, which discrete GPU
+/// (`wgpu` alone is the adapter wgpu picks); or a device of a node server on another machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Local {
+        backend: BackendKind,
+        index: Option<usize>,
+    },
+    Remote(Node),
 }
 
+/// A node server's address (`train node --bind HOST:PORT`) and the index of one of its devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub host: String,
+    pub port: u16,
+    pub index: usize,
+}
+
+/// How long connecting to a node may take by default (`train --node-timeout`).
+pub const NODE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl DeviceSpec {
-    /// The plain (inference) device. Errors if the binary was built without the backend.
-    pub fn device(self) -> Result<Device, CoreError> {
-        match (self.backend, self.index) {
-            (BackendKind::Wgpu, Some(i)) => wgpu_device(DeviceKind::DiscreteGpu(i)),
-            (b, _) => b.device(),
+    /// The plain (inference) device; a node is connected to now, within
+    /// [`NODE_CONNECT_TIMEOUT`]. Errors if the binary was built without the backend, or the node
+    /// does not answer.
+    pub fn device(&self) -> Result<Device, CoreError> {
+        self.device_within(NODE_CONNECT_TIMEOUT)
+    }
+
+    /// As [`DeviceSpec::device`], a node given `timeout` to answer.
+    pub fn device_within(&self, timeout: std::time::Duration) -> Result<Device, CoreError> {
+        match self {
+            DeviceSpec::Local {
+                backend: BackendKind::Wgpu,
+                index: Some(i),
+            } => wgpu_device(DeviceKind::DiscreteGpu(*i)),
+            DeviceSpec::Local { backend, .. } => backend.device(),
+            DeviceSpec::Remote(node) => node.connect(timeout),
+        }
+    }
+
+    /// The local backend (None for a node's device).
+    pub fn backend(&self) -> Option<BackendKind> {
+        match self {
+            DeviceSpec::Local { backend, .. } => Some(*backend),
+            DeviceSpec::Remote(_) => None,
+        }
+    }
+
+    /// A local device of `backend`.
+    pub fn local(backend: BackendKind) -> Self {
+        DeviceSpec::Local {
+            backend,
+            index: None,
         }
     }
 
@@ -129,9 +171,73 @@ impl DeviceSpec {
     }
 }
 
+impl Node {
+    /// The node's WebSocket address.
+    pub fn url(&self) -> String {
+        format!("ws://{}:{}", self.host, self.port)
+    }
+
+    /// Connects to the node's device, giving up after `timeout` (burn's own connect has no
+    /// timeout: a host that drops packets would hold it for the OS's TCP timeout, minutes).
+    pub fn connect(&self, timeout: std::time::Duration) -> Result<Device, CoreError> {
+        let (url, index) = (self.url(), self.index);
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let host = burn::remote::RemoteHost::websocket(&url);
+            let device = Device::remote_options(&host).device_index(index).init();
+            let _ = tx.send(device.map_err(|e| format!("{e:?}")));
+        });
+        let err = |why: String| CoreError::Node {
+            node: self.to_string(),
+            why,
+        };
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(device)) => Ok(device),
+            Ok(Err(why)) => Err(err(format!(
+                "unreachable ({why}); is `train node --bind {}:{}` running there?",
+                self.host, self.port
+            ))),
+            Err(_) => Err(err(format!(
+                "no answer within {:.0} s (--node-timeout)",
+                timeout.as_secs_f64()
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "remote:{}:{}", self.host, self.port)?;
+        if self.index > 0 {
+            write!(f, "/{}", self.index)?;
+        }
+        Ok(())
+    }
+}
+
 impl std::str::FromStr for DeviceSpec {
     type Err = CoreError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(rest) = s.strip_prefix("remote:") {
+            let bad = |why: &str| CoreError::Backend {
+                name: s.into(),
+                why: format!("{why} (remote:HOST:PORT or remote:HOST:PORT/INDEX)"),
+            };
+            let (addr, index) = match rest.split_once('/') {
+                Some((a, i)) => (a, i.parse().map_err(|_| bad("the index is not a number"))?),
+                None => (rest, 0),
+            };
+            let (host, port) = addr.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+            let port: u16 = port.parse().map_err(|_| bad("the port is not a number"))?;
+            if host.is_empty() || port == 0 {
+                return Err(bad("an empty host or port 0"));
+            }
+            return Ok(DeviceSpec::Remote(Node {
+                host: host.into(),
+                port,
+                index,
+            }));
+        }
         let (name, index) = match s.split_once(':') {
             Some((n, i)) => (n, Some(i)),
             None => (s, None),
@@ -152,15 +258,19 @@ impl std::str::FromStr for DeviceSpec {
                 });
             }
         };
-        Ok(Self { backend, index })
+        Ok(DeviceSpec::Local { backend, index })
     }
 }
 
 impl std::fmt::Display for DeviceSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.index {
-            Some(i) => write!(f, "{}:{i}", self.backend),
-            None => write!(f, "{}", self.backend),
+        match self {
+            DeviceSpec::Local {
+                backend,
+                index: Some(i),
+            } => write!(f, "{backend}:{i}"),
+            DeviceSpec::Local { backend, .. } => write!(f, "{backend}"),
+            DeviceSpec::Remote(node) => write!(f, "{node}"),
         }
     }
 }
@@ -251,12 +361,32 @@ mod tests {
             l.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             ["flex", "ndarray", "wgpu:1"]
         );
-        assert_eq!(l[2].index, Some(1));
+        assert_eq!(
+            l[2],
+            DeviceSpec::Local {
+                backend: BackendKind::Wgpu,
+                index: Some(1)
+            }
+        );
+        let r = DeviceSpec::parse_list("flex,remote:10.0.0.2:7000,remote:10.0.0.2:7000/1").unwrap();
+        assert_eq!(
+            r[2],
+            DeviceSpec::Remote(Node {
+                host: "10.0.0.2".into(),
+                port: 7000,
+                index: 1
+            })
+        );
+        assert_eq!(r[1].to_string(), "remote:10.0.0.2:7000");
         for (bad, says) in [
             ("flex,flex", "named twice"),
             ("flex:1", "only wgpu takes an index"),
             ("wgpu:x", "not a GPU index"),
             ("flex,cuda", "`ndarray`"),
+            ("remote:host", "no port"),
+            ("remote:host:x", "the port is not a number"),
+            ("remote:host:7000/a", "the index is not a number"),
+            ("remote:h:1,remote:h:1", "named twice"),
         ] {
             let e = DeviceSpec::parse_list(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");

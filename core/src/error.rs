@@ -30,6 +30,9 @@ pub enum CoreError {
         path.display()
     )]
     Locked { path: PathBuf, holder: Option<u32> },
+    /// A node server (`train node`) that could not be reached, or that failed mid-step.
+    #[error("node {node}: {why}")]
+    Node { node: String, why: String },
     /// A fresh run was asked to start in a directory that already holds one.
     #[error("{} already holds a run", path.display())]
     RunExists { path: PathBuf },

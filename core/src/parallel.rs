@@ -225,12 +225,16 @@ pub fn rows_on<const D: usize>(x: &Tensor<D>, r: &Range<usize>, device: &Device)
 /// random in every process, so with devices of different backends the same seed would not give
 /// the same weights twice (a resumed flex + ndarray run differed from the straight one in its
 /// last digits).
+///
+/// A device that fails mid-step (a node server that died: burn's remote client panics on a
+/// read that gets no answer) is an error naming its shard, not a panic: the caller's model and
+/// optimiser are untouched, since the step had not been applied yet.
 pub fn loss_and_grads_across<M, F>(
     devices: &[Device],
     model: &M,
     batch: usize,
     loss: F,
-) -> (f64, GradientsParams)
+) -> Result<(f64, GradientsParams), ShardFailure>
 where
     M: Module + Sync,
     F: Fn(&M, usize, Range<usize>) -> Tensor<1> + Sync,
@@ -243,15 +247,91 @@ where
             .enumerate()
             .map(|(j, r)| {
                 let device = &devices[j];
-                s.spawn(move || shard_pass(model, device, j, r, batch, loss))
+                s.spawn(move || quiet_panics(|| shard_pass(model, device, j, r, batch, loss)))
             })
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+            .enumerate()
+            .map(|(j, h)| {
+                h.join().map_err(|p| ShardFailure {
+                    shard: j,
+                    why: panic_text(&*p),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })?;
+    // Moving a shard's gradients off its device reads them: a device lost since then fails here.
+    let mut failed = None;
+    let parts: Vec<_> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(j, (value, grads))| {
+            let first = devices.first().expect("at least one device");
+            let moved = quiet_panics(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    grads.to_device(first, model)
+                }))
+            });
+            match moved {
+                Ok(g) => (value, g),
+                Err(p) => {
+                    failed.get_or_insert(ShardFailure {
+                        shard: j,
+                        why: panic_text(&*p),
+                    });
+                    (value, GradientsParams::new())
+                }
+            }
+        })
+        .collect();
+    if let Some(f) = failed {
+        return Err(f);
+    }
+    Ok(sum_shards(model, parts, None))
+}
+
+/// A shard whose device failed during a step, and burn's message.
+#[derive(Debug, Clone)]
+pub struct ShardFailure {
+    pub shard: usize,
+    pub why: String,
+}
+
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let text = p
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "the device failed".into());
+    // burn's read errors carry advice for its API's callers before the cause: keep the cause.
+    let line = text.lines().next().unwrap_or_default();
+    match line.find("Execution(") {
+        Some(i) => line[i..].to_string(),
+        None => line.to_string(),
+    }
+}
+
+thread_local! {
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's panics kept off stderr (their message becomes a
+/// [`ShardFailure`], printed once as a one-line error), other threads' panics printed as before.
+fn quiet_panics<T>(f: impl FnOnce() -> T) -> T {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(|q| q.get()) {
+                previous(info);
+            }
+        }));
     });
-    sum_shards(model, parts, devices.first())
+    QUIET.with(|q| q.set(true));
+    let out = f();
+    QUIET.with(|q| q.set(false));
+    out
 }
 
 /// A [`Denoiser`] evaluated in `k` shards of the batch, concurrently, one core each (CPU

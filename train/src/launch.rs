@@ -40,6 +40,8 @@ pub struct DiffusionRun {
     pub backend: BackendKind,
     /// Data parallelism across these devices (`--devices`); empty: `backend`'s one device.
     pub devices: Vec<DeviceSpec>,
+    /// How long a node of `devices` may take to answer (`--node-timeout`).
+    pub node_timeout: std::time::Duration,
     /// Stop after this many seconds of training (`--time-limit`), saving as at the last step.
     pub time_limit: Option<f64>,
     /// Continue from this checkpoint.
@@ -86,8 +88,13 @@ pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
     };
     let opts = RunOptions {
         // The first of several devices decides what the CPU-only paths (shards, timing) see.
-        backend: o.devices.first().map_or(o.backend, |d| d.backend),
+        backend: o
+            .devices
+            .first()
+            .and_then(|d| d.backend())
+            .unwrap_or(o.backend),
         devices: o.devices.clone(),
+        node_timeout: o.node_timeout,
         time_limit: o.time_limit,
         resume: o.resume.clone(),
         restart: o.restart,

@@ -12,5 +12,6 @@ pub mod ema;
 pub mod eval;
 pub mod fid_score;
 pub mod launch;
+pub mod node;
 pub mod plot;
 pub mod trainer;

@@ -57,8 +57,13 @@ struct Args {
     /// (`wgpu:N` is the N-th discrete GPU). Each step's batch is split into one contiguous shard
     /// per device (in place of the file's `[train] shards`); the first device holds the model, the
     /// EMA and the checkpoints.
+    /// `remote:HOST:PORT[/INDEX]` is a device of a node server (`train node`) on another
+    /// machine, mixed freely with local ones after the first.
     #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "shards"])]
     devices: Option<String>,
+    /// Seconds a node of `--devices` may take to answer when the run connects to it.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    node_timeout: f64,
     /// Arithmetic of a training step: f32, or mixed-f16 (wgpu: f16 forward and backward on a copy
     /// of the f32 weights, dynamic loss scaling; overrides `[train] precision`).
     #[arg(long, value_parser = tweedie_core::choice::parse::<Precision>)]
@@ -104,6 +109,22 @@ enum Command {
     /// README.md with the training configuration and metrics), loadable by
     /// `DDPMPipeline.from_pretrained(OUT)`.
     Export(ExportArgs),
+    /// Serves this machine's device to training runs on other machines (burn's remote backend,
+    /// over WebSocket): `train --devices flex,remote:THIS_HOST:PORT` on the training machine
+    /// sends it a shard of every step. Runs until stopped (Ctrl+C). burn's protocol is plain
+    /// WebSocket without authentication or encryption: bind to a private network, or to
+    /// 127.0.0.1 and reach it through an SSH tunnel.
+    Node(NodeArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct NodeArgs {
+    /// Address to listen on, HOST:PORT (port 0: any free port, printed).
+    #[arg(long, default_value = "127.0.0.1:7000")]
+    bind: String,
+    /// The backend whose device is served: flex (CPU) or wgpu (GPU; needs the `wgpu` feature).
+    #[arg(long, default_value_t = BackendKind::default())]
+    backend: BackendKind,
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +145,17 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<()> {
+    if let Some(Command::Node(n)) = &args.command {
+        let listener = std::net::TcpListener::bind(&n.bind)
+            .map_err(|e| anyhow::anyhow!("--bind {}: {e}", n.bind))?;
+        let addr = listener.local_addr()?;
+        eprintln!(
+            "node: serving {} on {addr} (no authentication: keep it on a private network); \
+             train --devices flex,remote:{addr}",
+            n.backend
+        );
+        return tweedie_train::node::serve(listener, n.backend);
+    }
     if let Some(Command::Export(e)) = &args.command {
         let out = launch::export(&e.checkpoint, &e.out, e.raw_weights)?;
         println!("wrote {}", out.display());
@@ -177,6 +209,10 @@ fn run(args: Args) -> Result<()> {
             devices: match &args.devices {
                 Some(list) => DeviceSpec::parse_list(list).context("--devices")?,
                 None => Vec::new(),
+            },
+            node_timeout: match args.node_timeout {
+                s if s.is_finite() && s > 0.0 => std::time::Duration::from_secs_f64(s),
+                s => bail!("--node-timeout must be a positive number of seconds, got {s}"),
             },
             time_limit: match args.time_limit {
                 Some(s) if !(s.is_finite() && s > 0.0) => {

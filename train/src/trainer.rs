@@ -65,6 +65,8 @@ pub struct RunOptions {
     /// per device; the first holds the model, the EMA and the checkpoints). Empty: one device,
     /// `backend`'s.
     pub devices: Vec<DeviceSpec>,
+    /// How long a node of `devices` may take to answer when the run connects to it.
+    pub node_timeout: std::time::Duration,
     /// Stop after the step during which this many seconds of training have passed, as if it
     /// were the run's last (checkpoint, samples, evaluation); `--resume` goes on from there.
     pub time_limit: Option<f64>,
@@ -161,6 +163,8 @@ pub struct TrainState<'a> {
     device: Device,
     /// The autodiff devices of a multi-device run (the first is `device`); empty otherwise.
     devices: Vec<Device>,
+    /// Their names as given (`flex`, `remote:10.0.0.2:7000`), for errors.
+    device_names: Vec<String>,
     /// Conditional runs: the observation model the training pairs are drawn from.
     observer: Option<Observer>,
     model: UNet,
@@ -252,6 +256,7 @@ impl<'a> TrainState<'a> {
             schedule,
             device,
             devices,
+            device_names: opts.devices.iter().map(|d| d.to_string()).collect(),
             observer,
             model,
             optim,
@@ -375,6 +380,10 @@ impl<'a> TrainState<'a> {
             let sharded = self.shards > 1 && self.backend.is_cpu();
             if !self.devices.is_empty() {
                 parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream)
+                    .map_err(|f| tweedie_core::CoreError::Node {
+                        node: self.device_names[f.shard].clone(),
+                        why: format!("stopped answering in step {} ({})", step + 1, f.why),
+                    })?
             } else if sharded {
                 parallel::loss_and_grads(self.backend, self.shards, &self.model, b, with_stream)
             } else {
@@ -565,7 +574,19 @@ impl<'a> Trainer<'a> {
             Ok(out) => out,
             Err(e) => {
                 self.bar.abandon();
-                return Err(e);
+                let last = &self.last_checkpoint;
+                let node_lost = matches!(
+                    e.downcast_ref::<tweedie_core::CoreError>(),
+                    Some(tweedie_core::CoreError::Node { .. })
+                );
+                if !node_lost || last.as_os_str().is_empty() {
+                    return Err(e);
+                }
+                return Err(e.context(format!(
+                    "stopped; the last checkpoint, {}, is intact (--resume it, with other \
+                     --devices if a node is gone)",
+                    last.display()
+                )));
             }
         };
         if !out.skipped {
@@ -892,10 +913,16 @@ fn load_resumed(
 /// The autodiff device that holds the model, and the devices a step's batch is split across
 /// (empty for one device), from `opts.devices` or else `opts.backend`.
 fn training_devices(opts: &RunOptions, tc: &TrainSection) -> Result<(Device, Vec<Device>)> {
+    if let Some(DeviceSpec::Remote(node)) = opts.devices.first() {
+        bail!(
+            "--devices: the first device holds the model, the EMA and the checkpoints, so it must \
+             be local (flex, wgpu, …), not {node}"
+        );
+    }
     let devices = opts
         .devices
         .iter()
-        .map(|d| Ok(d.device()?.autodiff()))
+        .map(|d| Ok(d.device_within(opts.node_timeout)?.autodiff()))
         .collect::<Result<Vec<_>>>()?;
     if devices.len() > 1 && tc.shards > 1 {
         bail!(
@@ -921,7 +948,11 @@ fn training_devices(opts: &RunOptions, tc: &TrainSection) -> Result<(Device, Vec
 
 /// Mixed precision's loss scale at the start of a fresh run (`None` in f32); refused on the CPU.
 fn initial_loss_scale(opts: &RunOptions, tc: &TrainSection) -> Result<Option<LossScale>> {
-    let on_cpu = opts.backend.is_cpu() || opts.devices.iter().any(|d| d.backend.is_cpu());
+    let on_cpu = opts.backend.is_cpu()
+        || opts
+            .devices
+            .iter()
+            .any(|d| d.backend().is_some_and(|b| b.is_cpu()));
     match tc.precision {
         Precision::F32 => Ok(None),
         Precision::MixedF16 if on_cpu => bail!(

@@ -45,6 +45,7 @@ fn opts(resume: Option<PathBuf>) -> RunOptions {
     RunOptions {
         backend: BackendKind::Flex,
         devices: Vec::new(),
+        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
         time_limit: None,
         resume,
         restart: false,
@@ -305,6 +306,7 @@ fn training_across_two_cpu_devices_follows_one_device_and_resumes_exactly() {
     // gradients summed on flex and clipped (grad_clip = 1) before Adam.
     let two_devices = |resume: Option<PathBuf>| RunOptions {
         devices: DeviceSpec::parse_list("flex,ndarray").unwrap(),
+        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
         ..opts(resume)
     };
     let no_dropout = |dir: &PathBuf| {

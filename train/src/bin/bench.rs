@@ -163,6 +163,7 @@ fn run(a: Args) -> Result<()> {
             let opts = RunOptions {
                 backend: a.backend,
                 devices: Vec::new(),
+                node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
                 time_limit: None,
                 resume: None,
                 restart: false,
