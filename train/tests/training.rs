@@ -1,6 +1,10 @@
 //! End-to-end behaviour of the trainer on a tiny U-Net and synthetic 8×8 images (CPU).
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
@@ -566,4 +570,135 @@ fn fid_is_scored_logged_plotted_and_resumed() {
     );
     assert!(!gray_run.exists());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+// Training across node servers (burn's remote backend) on loopback: the same steps as one device,
+// a node that is not there at the start, and a node killed mid-run.
+
+/// Dropout off (the same steps as one device up to summation order), clipping on.
+fn quiet_plan(run_dir: &std::path::Path, steps: usize) -> tweedie_train::config::Plan {
+    let mut p = plan(run_dir, steps, "grad_clip = 1.0\nsample_every = 0");
+    p.unet.dropout = 0.0;
+    p
+}
+
+/// [`opts`] over `devices` (a `--devices` list; empty: one flex device).
+fn on(devices: &str, resume: Option<PathBuf>) -> RunOptions {
+    RunOptions {
+        devices: if devices.is_empty() {
+            Vec::new()
+        } else {
+            DeviceSpec::parse_list(devices).unwrap()
+        },
+        ..opts(resume)
+    }
+}
+
+/// A node server on a free loopback port, in this process; its address.
+fn node_in_process() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || tweedie_train::node::serve(listener, BackendKind::Flex));
+    format!("remote:{addr}")
+}
+
+#[test]
+fn training_across_two_loopback_nodes_follows_one_device() {
+    let (a, b) = (tmp("node-one"), tmp("node-three"));
+    let devices = format!("flex,{},{}", node_in_process(), node_in_process());
+    let one = trainer::train(&quiet_plan(&a, 3), &data(), &on("", None)).unwrap();
+    let three = trainer::train(&quiet_plan(&b, 3), &data(), &on(&devices, None)).unwrap();
+    assert_eq!(one.losses.len(), 3);
+    for (x, y) in one.losses.iter().zip(&three.losses) {
+        assert!((x - y).abs() <= 1e-4 * x.abs(), "losses {x} vs {y}");
+    }
+    let (wa, wb) = (weights(&one.model), weights(&three.model));
+    let err = wa
+        .iter()
+        .zip(&wb)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err < 1e-3, "weights differ by {err}");
+    // A node that is not there: one line naming it, within the timeout.
+    let c = tmp("node-absent");
+    let mut o = on("flex,remote:127.0.0.1:1", None);
+    o.node_timeout = Duration::from_secs(2);
+    let clock = Instant::now();
+    let e = format!(
+        "{:#}",
+        trainer::train(&quiet_plan(&c, 3), &data(), &o)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("node remote:127.0.0.1:1") && !e.contains('\n'),
+        "{e}"
+    );
+    assert!(clock.elapsed() < Duration::from_secs(10));
+    assert!(!c.exists(), "nothing is written before the devices answer");
+    // The first device holds the model: it must be local.
+    let e = format!(
+        "{:#}",
+        trainer::train(
+            &quiet_plan(&c, 3),
+            &data(),
+            &on("remote:127.0.0.1:1,flex", None)
+        )
+        .err()
+        .unwrap()
+    );
+    assert!(e.contains("must be local"), "{e}");
+    for d in [a, b, c] {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+#[test]
+fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes_without_it() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(["node", "--bind", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // "node: serving flex on 127.0.0.1:PORT (…"
+    let mut line = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .to_string();
+    let dir = tmp("node-killed");
+    let run = {
+        let (dir, devices) = (dir.clone(), format!("flex,remote:{addr}"));
+        std::thread::spawn(move || {
+            trainer::train(&quiet_plan(&dir, 10_000), &data(), &on(&devices, None)).map(|_| ())
+        })
+    };
+    // Kill the node once two checkpoints are written.
+    let clock = Instant::now();
+    while checkpoint::list_steps(&dir).map_or(0, |s| s.len()) < 2 {
+        assert!(clock.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let e = format!("{:#}", run.join().unwrap().expect_err("the run stops"));
+    eprintln!("{e}");
+    assert!(
+        e.contains(&format!("node remote:{addr}")) && e.contains("is intact") && !e.contains('\n'),
+        "{e}"
+    );
+    // The newest checkpoint reads back, and the run goes on from it on the local device alone.
+    let steps = checkpoint::list_steps(&dir).unwrap();
+    let last = *steps.last().unwrap();
+    let resumed = trainer::train(
+        &quiet_plan(&dir, last + 2),
+        &data(),
+        &on("", Some(dir.clone())),
+    );
+    assert_eq!(resumed.unwrap().losses.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
 }
