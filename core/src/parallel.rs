@@ -158,7 +158,7 @@ where
     let parts = run_shards(backend, ranges, |j, r| {
         shard_pass(model, &device, j, r, batch, &loss)
     });
-    sum_shards(model, parts, None)
+    sum_shards(model, parts)
 }
 
 /// Shard `j`'s pass: `loss` on a fork of `model` on `device` (fresh autodiff leaves, the same
@@ -183,21 +183,12 @@ where
     (value, GradientsParams::from_grads(l.backward(), &fork))
 }
 
-/// The shards' loss values and gradients summed, in shard order; the gradients moved to `to`
-/// first when they were made on other devices.
-fn sum_shards<M: Module>(
-    model: &M,
-    parts: Vec<(f64, GradientsParams)>,
-    to: Option<&Device>,
-) -> (f64, GradientsParams) {
+/// The shards' loss values and gradients (all on the model's device) summed, in shard order.
+fn sum_shards<M: Module>(model: &M, parts: Vec<(f64, GradientsParams)>) -> (f64, GradientsParams) {
     let mut total = 0.0;
     let mut acc = GradientsAccumulator::<M>::new();
     for (value, grads) in parts {
         total += value;
-        let grads = match to {
-            Some(device) => grads.to_device(device, model),
-            None => grads,
-        };
         acc.accumulate(model, grads);
     }
     (total, acc.grads())
@@ -262,33 +253,21 @@ where
             .collect::<Result<Vec<_>, _>>()
     })?;
     // Moving a shard's gradients off its device reads them: a device lost since then fails here.
-    let mut failed = None;
-    let parts: Vec<_> = parts
-        .into_iter()
-        .enumerate()
-        .map(|(j, (value, grads))| {
-            let first = devices.first().expect("at least one device");
-            let moved = quiet_panics(|| {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    grads.to_device(first, model)
-                }))
-            });
-            match moved {
-                Ok(g) => (value, g),
-                Err(p) => {
-                    failed.get_or_insert(ShardFailure {
-                        shard: j,
-                        why: panic_text(&*p),
-                    });
-                    (value, GradientsParams::new())
-                }
-            }
+    let first = devices.first().expect("at least one device");
+    let mut moved = Vec::with_capacity(parts.len());
+    for (j, (value, grads)) in parts.into_iter().enumerate() {
+        let grads = quiet_panics(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                grads.to_device(first, model)
+            }))
         })
-        .collect();
-    if let Some(f) = failed {
-        return Err(f);
+        .map_err(|p| ShardFailure {
+            shard: j,
+            why: panic_text(&*p),
+        })?;
+        moved.push((value, grads));
     }
-    Ok(sum_shards(model, parts, None))
+    Ok(sum_shards(model, moved))
 }
 
 /// A shard whose device failed during a step, and burn's message.

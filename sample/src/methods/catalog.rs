@@ -364,7 +364,7 @@ impl MethodSettings<'_> {
             if m == Method::Fk {
                 self.fk.validate()?;
             } else {
-                common.validate()?;
+                self.tds.validate()?;
             }
             let key = common.key;
             if common.twist == Some(Twist::Pigdm) {
