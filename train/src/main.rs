@@ -148,12 +148,6 @@ fn run(args: Args) -> Result<()> {
     if let Some(Command::Node(n)) = &args.command {
         let listener = std::net::TcpListener::bind(&n.bind)
             .map_err(|e| anyhow::anyhow!("--bind {}: {e}", n.bind))?;
-        let addr = listener.local_addr()?;
-        eprintln!(
-            "node: serving {} on {addr} (no authentication: keep it on a private network); \
-             train --devices flex,remote:{addr}",
-            n.backend
-        );
         return tweedie_train::node::serve(listener, n.backend);
     }
     if let Some(Command::Export(e)) = &args.command {

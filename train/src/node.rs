@@ -7,7 +7,8 @@ use std::net::TcpListener;
 use anyhow::{Result, bail};
 use tweedie_core::device::BackendKind;
 
-/// Serves `backend`'s device on `listener` until the process is stopped.
+/// Serves `backend`'s device on `listener` until the process is stopped, saying where on stderr
+/// once the device is ready.
 pub fn serve(listener: TcpListener, backend: BackendKind) -> Result<()> {
     if !matches!(
         backend,
@@ -19,6 +20,11 @@ pub fn serve(listener: TcpListener, backend: BackendKind) -> Result<()> {
         );
     }
     let device = backend.device()?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "node: serving {backend} on {addr} (no authentication: keep it on a private network); \
+         train --devices flex,remote:{addr}"
+    );
     burn::server::RemoteServer::new([device])
         .serve(burn::server::WebSocketTransport::from_listener(listener))
         .map_err(|e| anyhow::anyhow!("node on {:?}: {e:?}", backend))
