@@ -118,6 +118,27 @@ pub struct Node {
 /// How long connecting to a node may take by default (`train --node-timeout`).
 pub const NODE_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long a training step with nodes may take by default (`train --step-timeout`): ten
+/// minutes, torch.distributed's default for NCCL collectives.
+pub const NODE_STEP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How long the nodes of a run may take to answer: when it connects to them, and in a step
+/// (a node that hangs with its connection open is otherwise waited on for ever).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeTimeouts {
+    pub connect: std::time::Duration,
+    pub step: std::time::Duration,
+}
+
+impl Default for NodeTimeouts {
+    fn default() -> Self {
+        NodeTimeouts {
+            connect: NODE_CONNECT_TIMEOUT,
+            step: NODE_STEP_TIMEOUT,
+        }
+    }
+}
+
 impl DeviceSpec {
     /// The plain (inference) device; a node is connected to now, within
     /// [`NODE_CONNECT_TIMEOUT`]. Errors if the binary was built without the backend, or the node

@@ -21,7 +21,8 @@
 //! nothing but memory bandwidth (BENCHMARKS.md, "Data parallelism across cores").
 
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
@@ -156,14 +157,16 @@ where
         .next()
         .expect("a model with parameters");
     let parts = run_shards(backend, ranges, |j, r| {
-        shard_pass(model, &device, j, r, batch, &loss)
+        let (value, grads, _) = shard_pass(model, &device, j, r, batch, &loss);
+        (value, grads)
     });
     sum_shards(model, parts)
 }
 
 /// Shard `j`'s pass: `loss` on a fork of `model` on `device` (fresh autodiff leaves, the same
 /// parameter ids), weighted by |r| / `batch` so that the shards' losses sum to the full batch's
-/// mean; its value and gradients.
+/// mean; its value, gradients and times. Reading the value waits for the forward pass (on a node,
+/// for the weights and the shard to arrive first).
 fn shard_pass<M, F>(
     model: &M,
     device: &Device,
@@ -171,16 +174,20 @@ fn shard_pass<M, F>(
     r: Range<usize>,
     batch: usize,
     loss: &F,
-) -> (f64, GradientsParams)
+) -> (f64, GradientsParams, ShardTime)
 where
     M: Module,
     F: Fn(&M, usize, Range<usize>) -> Tensor<1>,
 {
+    let start = Instant::now();
     let fork = model.clone().fork(device);
     let weight = r.len() as f64 / batch as f64;
     let l = loss(&fork, j, r).mul_scalar(weight);
     let value = l.clone().into_scalar::<f32>() as f64;
-    (value, GradientsParams::from_grads(l.backward(), &fork))
+    let forward = start.elapsed().as_secs_f64();
+    let grads = GradientsParams::from_grads(l.backward(), &fork);
+    let backward = start.elapsed().as_secs_f64() - forward;
+    (value, grads, ShardTime { forward, backward })
 }
 
 /// The shards' loss values and gradients (all on the model's device) summed, in shard order.
@@ -218,56 +225,91 @@ pub fn rows_on<const D: usize>(x: &Tensor<D>, r: &Range<usize>, device: &Device)
 /// last digits).
 ///
 /// A device that fails mid-step (a node server that died: burn's remote client panics on a
-/// read that gets no answer) is an error naming its shard, not a panic: the caller's model and
-/// optimiser are untouched, since the step had not been applied yet.
+/// read that gets no answer) is an error naming its shard, not a panic; so is a device that has
+/// not answered within `timeout` (a node that hangs with its connection open, which burn would
+/// wait on for ever). Either way the caller's model and optimiser are untouched, since the step
+/// had not been applied yet. The threads are not scoped, so that a hung one can be left behind:
+/// it holds its own clones of the model and of `loss`, and ends when its connection does.
 pub fn loss_and_grads_across<M, F>(
     devices: &[Device],
     model: &M,
     batch: usize,
+    timeout: Duration,
     loss: F,
-) -> Result<(f64, GradientsParams), ShardFailure>
+) -> Result<Across, ShardFailure>
 where
-    M: Module + Sync,
-    F: Fn(&M, usize, Range<usize>) -> Tensor<1> + Sync,
+    M: Module + Send + 'static,
+    F: Fn(&M, usize, Range<usize>) -> Tensor<1> + Send + Sync + 'static,
 {
     let ranges = shard_ranges(batch, devices.len());
-    let loss = &loss;
-    let parts: Vec<(f64, GradientsParams)> = std::thread::scope(|s| {
-        let handles: Vec<_> = ranges
-            .into_iter()
-            .enumerate()
-            .map(|(j, r)| {
-                let device = &devices[j];
-                s.spawn(move || quiet_panics(|| shard_pass(model, device, j, r, batch, loss)))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .enumerate()
-            .map(|(j, h)| {
-                h.join().map_err(|p| ShardFailure {
-                    shard: j,
-                    why: panic_text(&*p),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
-    // Moving a shard's gradients off its device reads them: a device lost since then fails here.
-    let first = devices.first().expect("at least one device");
-    let mut moved = Vec::with_capacity(parts.len());
-    for (j, (value, grads)) in parts.into_iter().enumerate() {
-        let grads = quiet_panics(|| {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                grads.to_device(first, model)
-            }))
-        })
-        .map_err(|p| ShardFailure {
-            shard: j,
-            why: panic_text(&*p),
-        })?;
-        moved.push((value, grads));
+    let shards = ranges.len();
+    let first = devices.first().expect("at least one device").clone();
+    let loss = Arc::new(loss);
+    let (tx, rx) = mpsc::channel();
+    for (j, r) in ranges.into_iter().enumerate() {
+        let (model, device, first) = (model.clone(), devices[j].clone(), first.clone());
+        let (loss, tx) = (Arc::clone(&loss), tx.clone());
+        std::thread::spawn(move || {
+            // Moving the gradients off the device reads them: a device lost by then fails here.
+            let part = quiet_panics(|| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    let (value, grads, mut time) = shard_pass(&model, &device, j, r, batch, &*loss);
+                    let moving = Instant::now();
+                    let grads = grads.to_device(&first, &model);
+                    time.backward += moving.elapsed().as_secs_f64();
+                    (value, grads, time)
+                }))
+            });
+            // The receiver is gone only when the step already failed.
+            let _ = tx.send((j, part.map_err(|p| panic_text(&*p))));
+        });
     }
-    Ok(sum_shards(model, moved))
+    drop(tx);
+    // `recv_timeout` waits for ever when the deadline is past `Instant`'s range.
+    let deadline = Instant::now().checked_add(timeout);
+    let left = || {
+        deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        })
+    };
+    let mut parts: Vec<Option<(f64, GradientsParams, ShardTime)>> =
+        (0..shards).map(|_| None).collect();
+    for _ in 0..shards {
+        match rx.recv_timeout(left()) {
+            Ok((j, Ok(part))) => parts[j] = Some(part),
+            Ok((shard, Err(why))) => return Err(ShardFailure { shard, why }),
+            Err(_) => {
+                let shard = parts.iter().position(Option::is_none).unwrap_or(0);
+                let why = format!("no answer within {} s", timeout.as_secs_f64());
+                return Err(ShardFailure { shard, why });
+            }
+        }
+    }
+    let (mut sums, mut times) = (Vec::with_capacity(shards), Vec::with_capacity(shards));
+    for (value, grads, time) in parts.into_iter().map(|p| p.expect("every shard answered")) {
+        sums.push((value, grads));
+        times.push(time);
+    }
+    let (loss, grads) = sum_shards(model, sums);
+    Ok(Across { loss, grads, times })
+}
+
+/// A step's loss and gradients across devices ([`loss_and_grads_across`]), and each device's
+/// share of its time.
+pub struct Across {
+    pub loss: f64,
+    pub grads: GradientsParams,
+    pub times: Vec<ShardTime>,
+}
+
+/// Seconds of one device's shard in a step across devices, as seen from the training process:
+/// `forward` until its loss value arrives (on a node: the weights and the shard sent, the forward
+/// pass), `backward` from there until its gradients are on the first device (on a node: the
+/// backward pass and the gradients' way back).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ShardTime {
+    pub forward: f64,
+    pub backward: f64,
 }
 
 /// A shard whose device failed during a step, and burn's message.
@@ -283,10 +325,14 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "the device failed".into());
-    // burn's read errors carry advice for its API's callers before the cause: keep the cause.
+    // burn's read errors carry advice for its API's callers before the cause, `Execution(…)`:
+    // keep the cause.
     let line = text.lines().next().unwrap_or_default();
     match line.find("Execution(") {
-        Some(i) => line[i..].to_string(),
+        Some(i) => format!(
+            "burn: {}",
+            line[i + "Execution(".len()..].trim_end_matches(')')
+        ),
         None => line.to_string(),
     }
 }

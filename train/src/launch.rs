@@ -40,8 +40,8 @@ pub struct DiffusionRun {
     pub backend: BackendKind,
     /// Data parallelism across these devices (`--devices`); empty: `backend`'s one device.
     pub devices: Vec<DeviceSpec>,
-    /// How long a node of `devices` may take to answer (`--node-timeout`).
-    pub node_timeout: std::time::Duration,
+    /// How long a node of `devices` may take to answer (`--node-timeout`, `--step-timeout`).
+    pub nodes: tweedie_core::device::NodeTimeouts,
     /// Stop after this many seconds of training (`--time-limit`), saving as at the last step.
     pub time_limit: Option<f64>,
     /// Continue from this checkpoint.
@@ -94,7 +94,7 @@ pub fn diffusion(plan: &Plan, o: &DiffusionRun) -> Result<Report> {
             .and_then(|d| d.backend())
             .unwrap_or(o.backend),
         devices: o.devices.clone(),
-        node_timeout: o.node_timeout,
+        nodes: o.nodes,
         time_limit: o.time_limit,
         resume: o.resume.clone(),
         restart: o.restart,

@@ -64,6 +64,12 @@ struct Args {
     /// Seconds a node of `--devices` may take to answer when the run connects to it.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     node_timeout: f64,
+    /// Seconds a training step with nodes in `--devices` may take before the run stops, naming
+    /// the nodes that have not answered (one that hangs with its connection open would
+    /// otherwise be waited on for ever). The default, ten minutes, is torch.distributed's for
+    /// NCCL; lower it when steps are short.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
+    step_timeout: f64,
     /// Arithmetic of a training step: f32, or mixed-f16 (wgpu: f16 forward and backward on a copy
     /// of the f32 weights, dynamic loss scaling; overrides `[train] precision`).
     #[arg(long, value_parser = tweedie_core::choice::parse::<Precision>)]
@@ -204,9 +210,9 @@ fn run(args: Args) -> Result<()> {
                 Some(list) => DeviceSpec::parse_list(list).context("--devices")?,
                 None => Vec::new(),
             },
-            node_timeout: match args.node_timeout {
-                s if s.is_finite() && s > 0.0 => std::time::Duration::from_secs_f64(s),
-                s => bail!("--node-timeout must be a positive number of seconds, got {s}"),
+            nodes: tweedie_core::device::NodeTimeouts {
+                connect: seconds("--node-timeout", args.node_timeout)?,
+                step: seconds("--step-timeout", args.step_timeout)?,
             },
             time_limit: match args.time_limit {
                 Some(s) if !(s.is_finite() && s > 0.0) => {
@@ -289,4 +295,12 @@ fn classifier(file: &ClassifierFile, stem: &str, args: &Args) -> Result<()> {
         run_dir.display()
     );
     Ok(())
+}
+
+/// A flag's positive, finite number of seconds as a duration.
+fn seconds(flag: &str, s: f64) -> Result<std::time::Duration> {
+    if !(s.is_finite() && s > 0.0) {
+        bail!("{flag} must be a positive number of seconds, got {s}");
+    }
+    Ok(std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::MAX))
 }

@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -16,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use tweedie_core::CoreError;
 use tweedie_core::checkpoint::{self, CheckpointMeta, EMA_FILE, FORMAT_VERSION, MODEL_FILE};
 use tweedie_core::denoiser::{Conditioned, Denoiser};
-use tweedie_core::device::{BackendKind, DeviceSpec};
+use tweedie_core::device::{BackendKind, DeviceSpec, NodeTimeouts};
 use tweedie_core::loss::{l_simple, l_weighted, min_snr_weights};
 use tweedie_core::parallel;
 use tweedie_core::precision::{self, LossScale, Precision};
@@ -65,8 +66,9 @@ pub struct RunOptions {
     /// per device; the first holds the model, the EMA and the checkpoints). Empty: one device,
     /// `backend`'s.
     pub devices: Vec<DeviceSpec>,
-    /// How long a node of `devices` may take to answer when the run connects to it.
-    pub node_timeout: std::time::Duration,
+    /// How long a node of `devices` may take to answer when the run connects to it, and in a
+    /// step.
+    pub nodes: NodeTimeouts,
     /// Stop after the step during which this many seconds of training have passed, as if it
     /// were the run's last (checkpoint, samples, evaluation); `--resume` goes on from there.
     pub time_limit: Option<f64>,
@@ -165,6 +167,11 @@ pub struct TrainState<'a> {
     devices: Vec<Device>,
     /// Their names as given (`flex`, `remote:10.0.0.2:7000`), for errors.
     device_names: Vec<String>,
+    /// How long a step across `devices` may take before the shards that have not answered are
+    /// given up on.
+    step_timeout: std::time::Duration,
+    /// The last step's time on each of `devices`.
+    shard_times: Vec<parallel::ShardTime>,
     /// Conditional runs: the observation model the training pairs are drawn from.
     observer: Option<Observer>,
     model: UNet,
@@ -257,6 +264,8 @@ impl<'a> TrainState<'a> {
             device,
             devices,
             device_names: opts.devices.iter().map(|d| d.to_string()).collect(),
+            step_timeout: opts.nodes.step,
+            shard_times: Vec::new(),
             observer,
             model,
             optim,
@@ -277,6 +286,12 @@ impl<'a> TrainState<'a> {
     /// Stops naming the step when the loss is not finite.
     pub fn step(&mut self) -> Result<StepOutcome> {
         self.step_marked(&mut |_| {})
+    }
+
+    /// Where the last step's time went on each device of a run across devices (`--devices`),
+    /// in their order; empty otherwise.
+    pub fn shard_times(&self) -> &[parallel::ShardTime] {
+        &self.shard_times
     }
 
     /// [`TrainState::step`], calling `mark` after each phase (`data`, `backward`, `clip`,
@@ -324,11 +339,12 @@ impl<'a> TrainState<'a> {
                 Some(t.iter().map(|&i| p.c_out[i].powi(-2)).collect())
             }
         };
-        let schedule = &self.schedule;
+        let schedule = self.schedule.clone();
         let scale = self.loss_scale.as_ref().map(|s| s.scale);
         // Shard j's part of the batch, on its model's device (the whole batch for one shard);
         // under mixed precision through an f16 copy of the weights, the loss times the scale.
-        let shard_loss = |m: &UNet, r: Range<usize>| {
+        // It owns what it reads: a shard on a node that hangs outlives the step.
+        let shard_loss = Arc::new(move |m: &UNet, r: Range<usize>| {
             let half;
             let m = match scale {
                 Some(_) => {
@@ -358,20 +374,23 @@ impl<'a> TrainState<'a> {
                 None => m,
             };
             let l = match &weights {
-                None => l_simple(model, schedule, x0, &t[r], eps),
-                Some(w) => l_weighted(model, schedule, x0, &t[r.clone()], eps, &w[r]),
+                None => l_simple(model, &schedule, x0, &t[r], eps),
+                Some(w) => l_weighted(model, &schedule, x0, &t[r.clone()], eps, &w[r]),
             };
             match scale {
                 Some(s) => l.mul_scalar(s),
                 None => l,
             }
-        };
+        });
         // Dropout draws from the device RNG: reseed it per step so a resumed run draws the same
         // masks, and hold the lock until the passes are done. Several shards at once (cores or
         // devices) draw from streams of their own, functions of (seed, step, shard), instead.
-        let with_stream = |m: &UNet, j: usize, r: Range<usize>| {
-            let stream = Rng::derive(f.seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
-            tweedie_core::rng::with_mask_stream(stream, || shard_loss(m, r))
+        let with_stream = {
+            let (seed, shard_loss) = (f.seed, Arc::clone(&shard_loss));
+            move |m: &UNet, j: usize, r: Range<usize>| {
+                let stream = Rng::derive(seed ^ MASK_STREAM, ((step as u64) << 16) | j as u64);
+                tweedie_core::rng::with_mask_stream(stream, || shard_loss(m, r))
+            }
         };
         let (loss_value, grads) = {
             let _guard = tweedie_core::rng::device_rng_lock();
@@ -379,11 +398,20 @@ impl<'a> TrainState<'a> {
                 .seed(f.seed ^ (step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
             let sharded = self.shards > 1 && self.backend.is_cpu();
             if !self.devices.is_empty() {
-                parallel::loss_and_grads_across(&self.devices, &self.model, b, with_stream)
-                    .map_err(|f| tweedie_core::CoreError::Node {
-                        node: self.device_names[f.shard].clone(),
-                        why: format!("stopped answering in step {} ({})", step + 1, f.why),
-                    })?
+                let timeout = self.step_timeout;
+                let across = parallel::loss_and_grads_across(
+                    &self.devices,
+                    &self.model,
+                    b,
+                    timeout,
+                    with_stream,
+                )
+                .map_err(|f| tweedie_core::CoreError::Node {
+                    node: self.device_names[f.shard].clone(),
+                    why: format!("stopped answering in step {} ({})", step + 1, f.why),
+                })?;
+                self.shard_times = across.times;
+                (across.loss, across.grads)
             } else if sharded {
                 parallel::loss_and_grads(self.backend, self.shards, &self.model, b, with_stream)
             } else {
@@ -922,7 +950,7 @@ fn training_devices(opts: &RunOptions, tc: &TrainSection) -> Result<(Device, Vec
     let devices = opts
         .devices
         .iter()
-        .map(|d| Ok(d.device_within(opts.node_timeout)?.autodiff()))
+        .map(|d| Ok(d.device_within(opts.nodes.connect)?.autodiff()))
         .collect::<Result<Vec<_>>>()?;
     if devices.len() > 1 && tc.shards > 1 {
         bail!(

@@ -197,7 +197,7 @@ fn train_with(
     let opts = RunOptions {
         backend,
         devices,
-        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
+        nodes: Default::default(),
         time_limit: None,
         resume: None,
         restart: false,

@@ -49,7 +49,7 @@ fn opts(resume: Option<PathBuf>) -> RunOptions {
     RunOptions {
         backend: BackendKind::Flex,
         devices: Vec::new(),
-        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
+        nodes: Default::default(),
         time_limit: None,
         resume,
         restart: false,
@@ -310,7 +310,7 @@ fn training_across_two_cpu_devices_follows_one_device_and_resumes_exactly() {
     // gradients summed on flex and clipped (grad_clip = 1) before Adam.
     let two_devices = |resume: Option<PathBuf>| RunOptions {
         devices: DeviceSpec::parse_list("flex,ndarray").unwrap(),
-        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
+        nodes: Default::default(),
         ..opts(resume)
     };
     let no_dropout = |dir: &PathBuf| {
@@ -621,7 +621,7 @@ fn training_across_two_loopback_nodes_follows_one_device() {
     // A node that is not there: one line naming it, within the timeout.
     let c = tmp("node-absent");
     let mut o = on("flex,remote:127.0.0.1:1", None);
-    o.node_timeout = Duration::from_secs(2);
+    o.nodes.connect = Duration::from_secs(2);
     let clock = Instant::now();
     let e = format!(
         "{:#}",
@@ -652,8 +652,8 @@ fn training_across_two_loopback_nodes_follows_one_device() {
     }
 }
 
-#[test]
-fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes_without_it() {
+/// A `train node` subprocess on a free loopback port, and its `remote:` device.
+fn node_subprocess() -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(["node", "--bind", "127.0.0.1:0"])
         .stderr(Stdio::piped())
@@ -670,25 +670,36 @@ fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
+    (child, format!("remote:{addr}"))
+}
+
+/// Waits until the run in `dir` has written `n` checkpoints.
+fn await_checkpoints(dir: &std::path::Path, n: usize) {
+    let clock = Instant::now();
+    while checkpoint::list_steps(dir).map_or(0, |s| s.len()) < n {
+        assert!(clock.elapsed() < Duration::from_secs(120), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes_without_it() {
+    let (mut child, node) = node_subprocess();
     let dir = tmp("node-killed");
     let run = {
-        let (dir, devices) = (dir.clone(), format!("flex,remote:{addr}"));
+        let (dir, devices) = (dir.clone(), format!("flex,{node}"));
         std::thread::spawn(move || {
             trainer::train(&quiet_plan(&dir, 10_000), &data(), &on(&devices, None)).map(|_| ())
         })
     };
     // Kill the node once two checkpoints are written.
-    let clock = Instant::now();
-    while checkpoint::list_steps(&dir).map_or(0, |s| s.len()) < 2 {
-        assert!(clock.elapsed() < Duration::from_secs(120), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    await_checkpoints(&dir, 2);
     child.kill().unwrap();
     child.wait().unwrap();
     let e = format!("{:#}", run.join().unwrap().expect_err("the run stops"));
     eprintln!("{e}");
     assert!(
-        e.contains(&format!("node remote:{addr}")) && e.contains("is intact") && !e.contains('\n'),
+        e.contains(&format!("node {node}")) && e.contains("is intact") && !e.contains('\n'),
         "{e}"
     );
     // The newest checkpoint reads back, and the run goes on from it on the local device alone.
@@ -700,5 +711,57 @@ fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes
         &on("", Some(dir.clone())),
     );
     assert_eq!(resumed.unwrap().losses.len(), 2);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a subprocess.
+fn signal(child: &std::process::Child, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_node_that_hangs_is_given_up_on_after_the_step_timeout_and_the_run_resumes_once_it_answers() {
+    let (mut child, node) = node_subprocess();
+    let dir = tmp("node-hangs");
+    let devices = format!("flex,{node}");
+    let step = Duration::from_secs(8);
+    let run = {
+        let (dir, devices) = (dir.clone(), devices.clone());
+        std::thread::spawn(move || {
+            let mut o = on(&devices, None);
+            o.nodes.step = step;
+            trainer::train(&quiet_plan(&dir, 10_000), &data(), &o).map(|_| ())
+        })
+    };
+    // Stop the node (its connection stays open, nothing answers) after the first checkpoint.
+    await_checkpoints(&dir, 1);
+    signal(&child, "-STOP");
+    let clock = Instant::now();
+    let e = format!("{:#}", run.join().unwrap().expect_err("the run stops"));
+    let waited = clock.elapsed();
+    eprintln!("{e}");
+    assert!(
+        e.contains(&format!("node {node}"))
+            && e.contains("no answer within 8 s")
+            && e.contains("is intact")
+            && !e.contains('\n'),
+        "{e}"
+    );
+    assert!(waited < step + Duration::from_secs(20), "{waited:?}");
+    // Once the node answers again, the run goes on across it from its newest checkpoint.
+    signal(&child, "-CONT");
+    let last = *checkpoint::list_steps(&dir).unwrap().last().unwrap();
+    let resumed = trainer::train(
+        &quiet_plan(&dir, last + 2),
+        &data(),
+        &on(&devices, Some(dir.clone())),
+    );
+    assert_eq!(resumed.unwrap().losses.len(), 2);
+    child.kill().unwrap();
+    child.wait().unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -62,7 +62,7 @@ fn every_workflow_runs_as_library_code_and_reports() {
     let run = DiffusionRun {
         backend: BackendKind::Flex,
         devices: Vec::new(),
-        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
+        nodes: Default::default(),
         time_limit: None,
         resume: None,
         restart: false,
@@ -387,7 +387,7 @@ fn a_conditional_model_trains_and_serves_its_own_observation_model_only() {
     let run = DiffusionRun {
         backend: BackendKind::Flex,
         devices: Vec::new(),
-        node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
+        nodes: Default::default(),
         time_limit: None,
         resume: None,
         restart: false,

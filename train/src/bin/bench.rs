@@ -4,13 +4,13 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use burn::module::Module;
 use clap::{Parser, ValueEnum};
 use tweedie_core::denoiser::Denoiser;
-use tweedie_core::device::BackendKind;
+use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::elbo::ModelVariance;
-use tweedie_core::parallel::Sharded;
+use tweedie_core::parallel::{ShardTime, Sharded};
 use tweedie_core::rng::Rng;
 use tweedie_core::schedule::{BetaSchedule, NoiseSchedule};
 use tweedie_core::unet::{UNetConfig, UNetPreset};
@@ -66,6 +66,10 @@ struct Args {
     /// gradients summed; sampling: outputs concatenated). 1 = off.
     #[arg(long, default_value_t = 1)]
     shards: usize,
+    /// Train mode: data parallelism across these devices, as `train --devices` (nodes included:
+    /// `flex,remote:HOST:PORT`); with `--phases` each device's forward and backward time too.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["backend", "shards"])]
+    devices: Option<String>,
 }
 
 /// Milliseconds spent in each phase of the timed steps, summed; `mark` synchronises the device
@@ -75,6 +79,8 @@ struct Phases {
     device: burn::tensor::Device,
     last: Instant,
     ms: Vec<(&'static str, f64)>,
+    /// Runs across devices: each device's forward and backward seconds, summed over the steps.
+    shards: Vec<ShardTime>,
 }
 
 impl Phases {
@@ -123,7 +129,19 @@ fn run(a: Args) -> Result<()> {
         return conv_bench(&a, &cfg);
     }
     let schedule = NoiseSchedule::new(BetaSchedule::ddpm_linear(), 1000)?;
-    let plain = a.backend.device()?;
+    let devices = match &a.devices {
+        Some(list) if !matches!(a.mode, Mode::Train) => {
+            anyhow::bail!("--devices {list}: only --mode train runs across devices")
+        }
+        Some(list) => DeviceSpec::parse_list(list).context("--devices")?,
+        None => Vec::new(),
+    };
+    // Across devices, the first (local) one holds the model and is the one synchronised.
+    let backend = devices
+        .first()
+        .and_then(|d| d.backend())
+        .unwrap_or(a.backend);
+    let plain = backend.device()?;
     let mut rng = Rng::new(a.seed);
     let shape = [a.batch, cfg.in_channels, cfg.resolution, cfg.resolution];
     let params;
@@ -132,6 +150,7 @@ fn run(a: Args) -> Result<()> {
         device: plain.clone(),
         last: Instant::now(),
         ms: Vec::new(),
+        shards: Vec::new(),
     };
     let mut step: Box<Step> = match a.mode {
         Mode::Train => {
@@ -161,9 +180,9 @@ fn run(a: Args) -> Result<()> {
                 labels: vec![0; n],
             }));
             let opts = RunOptions {
-                backend: a.backend,
-                devices: Vec::new(),
-                node_timeout: tweedie_core::device::NODE_CONNECT_TIMEOUT,
+                backend,
+                devices: devices.clone(),
+                nodes: Default::default(),
                 time_limit: None,
                 resume: None,
                 restart: false,
@@ -175,9 +194,18 @@ fn run(a: Args) -> Result<()> {
             let mut state = TrainState::fresh(&plan, data, &opts)?;
             params = state.num_params();
             Box::new(move |_: &mut Rng, ph: &mut Phases| {
-                state
+                let loss = state
                     .step_marked(&mut |phase| ph.mark(phase))
-                    .map_or(f32::NAN, |o| o.loss as f32)
+                    .map_or(f32::NAN, |o| o.loss as f32);
+                if ph.on {
+                    let times = state.shard_times();
+                    ph.shards.resize(times.len(), ShardTime::default());
+                    for (sum, t) in ph.shards.iter_mut().zip(times) {
+                        sum.forward += t.forward;
+                        sum.backward += t.backward;
+                    }
+                }
+                loss
             })
         }
         Mode::Conv => unreachable!("handled above"),
@@ -260,7 +288,7 @@ fn report(a: &Args, params: usize, secs: f64, last: f32, phases: Option<&Phases>
     let mut json = serde_json::json!({
         "impl": "tweedie",
         "config": a.checkpoint.as_ref().map_or(tweedie_core::choice::name(&a.config), |c| c.display().to_string()),
-        "device": a.backend.name(),
+        "device": a.devices.clone().unwrap_or_else(|| a.backend.name().to_string()),
         "mode": format!("{:?}", a.mode).to_lowercase(),
         "batch": a.batch,
         "params": params,
@@ -281,6 +309,20 @@ fn report(a: &Args, params: usize, secs: f64, last: f32, phases: Option<&Phases>
             .map(|(k, v)| (k.to_string(), per_step(*v).into()))
             .collect();
         json["phases_ms"] = map.into();
+        if let Some(list) = &a.devices {
+            let shards: Vec<_> = list
+                .split(',')
+                .zip(&phases.shards)
+                .map(|(name, t)| {
+                    serde_json::json!({
+                        "device": name.trim(),
+                        "forward_ms": per_step(t.forward * 1e3),
+                        "backward_ms": per_step(t.backward * 1e3),
+                    })
+                })
+                .collect();
+            json["devices_ms"] = shards.into();
+        }
     }
     println!("{json}");
     Ok(())
