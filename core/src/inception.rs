@@ -9,7 +9,7 @@
 //! file and its batch norm folded into the convolution. Inputs are images on [0, 1], resized to
 //! 299×299 by bilinear interpolation (PyTorch's `align_corners=False`, as pytorch-fid) and mapped
 //! to [−1, 1]. Weights: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, read from the file
-//! users have (nothing is downloaded). `scripts/fid-parity.py` checks the features against
+//! users have (or `sample download inception` fetches when asked). `scripts/fid-parity.py` checks the features against
 //! `pytorch_fid.inception.InceptionV3`.
 
 use std::path::{Path, PathBuf};
@@ -37,11 +37,17 @@ pub fn locate() -> Option<PathBuf> {
         .map(PathBuf::from)
         .unwrap_or_else(|| home.join(".cache/torch"));
     [
-        home.join(".cache/tweedie/inception").join(WEIGHTS_FILE),
+        cache_dir()?.join(WEIGHTS_FILE),
         torch.join("hub/checkpoints").join(WEIGHTS_FILE),
     ]
     .into_iter()
     .find(|p| p.is_file())
+}
+
+/// Tweedie's own folder for the weights, `~/.cache/tweedie/inception/` (where `sample download
+/// inception` puts them).
+pub fn cache_dir() -> Option<PathBuf> {
+    Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/tweedie/inception"))
 }
 
 /// The side the images are resized to.

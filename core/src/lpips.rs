@@ -14,7 +14,7 @@
 //!
 //! Weights are read from the files users already have: torchvision's AlexNet state dict
 //! (`alexnet-owt-7be5be79.pth`, in the torch hub cache) and the package's `weights/v0.1/alex.pth`
-//! (`lpips/weights/v0.1/alex.pth` in its install directory). Nothing is downloaded.
+//! (`lpips/weights/v0.1/alex.pth` in its install directory), or `sample download lpips`.
 //! `scripts/lpips-parity.py` checks this module against `lpips.LPIPS(net="alex")`.
 
 use std::path::{Path, PathBuf};
@@ -93,7 +93,7 @@ impl LpipsFiles {
             return files.exist().then_some(files);
         }
         let home = PathBuf::from(std::env::var_os("HOME")?);
-        let ours = home.join(".cache/tweedie/lpips");
+        let ours = Self::cache_dir()?;
         let torch = std::env::var_os("TORCH_HOME")
             .map(PathBuf::from)
             .unwrap_or_else(|| home.join(".cache/torch"))
@@ -103,6 +103,12 @@ impl LpipsFiles {
             .into_iter()
             .find(|p| p.is_file())?;
         linear.is_file().then_some(Self { trunk, linear })
+    }
+
+    /// Tweedie's own folder for both files, `~/.cache/tweedie/lpips/` (where `sample download
+    /// lpips` puts them).
+    pub fn cache_dir() -> Option<PathBuf> {
+        Some(PathBuf::from(std::env::var_os("HOME")?).join(".cache/tweedie/lpips"))
     }
 
     fn exist(&self) -> bool {

@@ -16,6 +16,9 @@ use crate::error::DataError;
 pub enum Checksum {
     Sha256(&'static str),
     Md5(&'static str),
+    /// The first hex digits of the SHA-256, as torch hub names its files (`…-6726825d.pth`) and
+    /// checks them.
+    Sha256Prefix(&'static str),
 }
 
 /// One file to fetch.
@@ -107,6 +110,10 @@ pub fn verify(bytes: &[u8], sum: Checksum, path: &Path) -> Result<(), DataError>
     let (got, want) = match sum {
         Checksum::Sha256(w) => (hex(&Sha256::digest(bytes)), w),
         Checksum::Md5(w) => (hex(&Md5::digest(bytes)), w),
+        Checksum::Sha256Prefix(w) => {
+            let got = hex(&Sha256::digest(bytes));
+            (got.get(..w.len()).unwrap_or(&got).to_string(), w)
+        }
     };
     if got == want {
         Ok(())
@@ -142,6 +149,24 @@ pub fn ensure(kind: DatasetKind, dir: &Path) -> Result<(), DataError> {
         }
     }
     Ok(())
+}
+
+/// `r` at `dest` (its folder created): left alone when already there, else downloaded and
+/// verified before it is moved into place, so a failed or corrupt download leaves nothing behind.
+/// For published weight files, which are not datasets but are fetched the same way.
+pub fn ensure_file(r: &Remote, dest: &Path) -> Result<(), DataError> {
+    if dest.is_file() {
+        return Ok(());
+    }
+    if let Some(dir) = dest.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| DataError::Io {
+            path: dir.into(),
+            error: e,
+        })?;
+    }
+    let bytes = fetch(r, dest)?;
+    verify(&bytes, r.checksum, dest)?;
+    crate::write_replacing(dest, &bytes)
 }
 
 fn fetch(r: &Remote, dest: &Path) -> Result<Vec<u8>, DataError> {
@@ -216,6 +241,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("x.gz") && e.contains("checksum mismatch"), "{e}");
+        // torch hub's file-name prefix: the first digits of the SHA-256.
+        verify(b"abc", Checksum::Sha256Prefix("ba7816bf"), p).unwrap();
+        let e = verify(b"abd", Checksum::Sha256Prefix("ba7816bf"), p).unwrap_err();
+        assert!(e.to_string().contains("expected ba7816bf"), "{e}");
+    }
+
+    #[test]
+    fn a_weight_file_already_there_is_left_alone() {
+        let dir = std::env::temp_dir().join(format!("tweedie-ensure-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let dest = dir.join("w.pth");
+        std::fs::write(&dest, b"kept").unwrap();
+        let r = Remote {
+            file: "w.pth",
+            urls: &["http://127.0.0.1:1/"],
+            checksum: Checksum::Sha256Prefix("00000000"),
+        };
+        ensure_file(&r, &dest).unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"kept");
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

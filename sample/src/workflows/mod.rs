@@ -12,3 +12,4 @@ pub mod nfe;
 pub mod plot;
 pub mod prior;
 pub mod recon;
+pub mod weights;

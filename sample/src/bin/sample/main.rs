@@ -141,16 +141,20 @@ enum Command {
     /// in, N×C×H×W on the model's [−1, 1] scale; float32 .npy out. For parity checks against
     /// other implementations (scripts/diffusers-parity.py).
     Eps(EpsArgs),
-    /// Fetches a published diffusers model (e.g. hf:google/ddpm-cifar10-32) into the Hugging
-    /// Face cache and prints its folder; afterwards `--checkpoint hf:<org>/<model>` (or
-    /// `checkpoint = "hf:..."` in a file) reads it from there, offline. Needs a build with the
-    /// `hub` feature (cargo build --release --features tweedie-core/hub) and a network.
+    /// Fetches published weights and prints where they went. `inception`: pytorch-fid's FID
+    /// Inception into ~/.cache/tweedie/inception/; `lpips`: torchvision's AlexNet and the lpips
+    /// package's linear layers into ~/.cache/tweedie/lpips/ (both with `curl`, checked against
+    /// their published digests, skipped when already there). hf:<org>/<model>: a diffusers model
+    /// (e.g. hf:google/ddpm-cifar10-32) into the Hugging Face cache; afterwards
+    /// `--checkpoint hf:<org>/<model>` (or `checkpoint = "hf:..."` in a file) reads it from
+    /// there, offline (needs a build with the `hub` feature: cargo build --release --features
+    /// tweedie-core/hub).
     Download(DownloadArgs),
 }
 
 #[derive(clap::Args, Debug)]
 struct DownloadArgs {
-    /// The model: hf:<org>/<model> (the `hf:` may be left out).
+    /// What: inception, lpips, or hf:<org>/<model> (the `hf:` may be left out).
     model: String,
 }
 
@@ -450,8 +454,23 @@ fn run(a: Args) -> Result<()> {
         Some(Command::Tune(t)) => return run_tune(t),
         Some(Command::Eps(e)) => return run_eps(e),
         Some(Command::Download(d)) => {
-            let repo = d.model.strip_prefix(hub::PREFIX).unwrap_or(&d.model);
-            println!("{}", hub::fetch(repo)?.display());
+            use tweedie_sample::workflows::weights::{self, Published};
+            let published = match d.model.as_str() {
+                "inception" => Some(Published::Inception),
+                "lpips" => Some(Published::Lpips),
+                _ => None,
+            };
+            match published {
+                Some(what) => {
+                    for path in weights::download(what)? {
+                        println!("{}", path.display());
+                    }
+                }
+                None => {
+                    let repo = d.model.strip_prefix(hub::PREFIX).unwrap_or(&d.model);
+                    println!("{}", hub::fetch(repo)?.display());
+                }
+            }
             return Ok(());
         }
         None => {}
