@@ -28,7 +28,7 @@ import numpy as np
 
 def cifar(pattern):
     """The images of every CIFAR-10 binary batch matching `pattern`, N×32×32×3 uint8."""
-    files = sorted(glob.glob(pattern))
+    files = [f for f in sorted(glob.glob(pattern)) if f.endswith((".bin", ".bin.gz"))]
     if not files:
         sys.exit(f"no CIFAR-10 files match {pattern}")
     rows = []
@@ -65,6 +65,8 @@ def main():
     p.add_argument("--data", default=os.path.join(os.environ.get("TWEEDIE_DATA", "data"), "cifar10"))
     p.add_argument("--n-test", type=int, default=0)
     a = p.parse_args()
+    if a.n_test < 0:
+        sys.exit(f"--n-test must be 0 (all) or positive, got {a.n_test}")
     test = cifar(os.path.join(a.data, "test_batch*.bin*"))
     train = cifar(os.path.join(a.data, "data_batch*.bin*"))
     if a.n_test:
@@ -79,19 +81,23 @@ def main():
             capture_output=True, text=True)
         if run.returncode != 0:
             sys.exit(f"sample fid failed: {run.stderr.strip()}")
-        ours = json.loads(run.stdout.strip().splitlines()[-1])
+        lines = run.stdout.strip().splitlines()
+        if not lines:
+            sys.exit("sample fid printed nothing")
+        ours = json.loads(lines[-1])
         out.update(tweedie_fid=ours["fid"], tweedie_kid=ours["kid"], kid_std=ours["kid_std"],
                    tweedie_seconds=round(time.time() - clock, 1))
         try:
             import pytorch_fid  # noqa: F401
         except ImportError:
+            out.update(pytorch_fid=None, note="pytorch-fid not installed: not compared")
             print(json.dumps(out))
             return
         pngs(test, os.path.join(tmp, "test"))
         pngs(train, os.path.join(tmp, "train"))
         clock = time.time()
         theirs = by_pytorch_fid(a.weights, os.path.join(tmp, "test"), os.path.join(tmp, "train"))
-        rel = abs(ours["fid"] - theirs) / abs(theirs)
+        rel = abs(ours["fid"] - theirs) / max(abs(theirs), 1e-12)
         out.update(pytorch_fid=theirs, relative_difference=rel,
                    pytorch_fid_seconds=round(time.time() - clock, 1))
     print(json.dumps(out))

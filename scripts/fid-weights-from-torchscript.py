@@ -19,6 +19,7 @@ installed, the script also checks that pytorch-fid's `InceptionV3` on the writte
 TorchScript network's features on random inputs (tolerance 1e-4 of their largest magnitude), and
 exits non-zero otherwise. Needs torch (PyPI).
 """
+import os
 import sys
 
 import torch
@@ -100,6 +101,7 @@ def main():
         sys.exit(__doc__)
     net = torch.jit.load(sys.argv[1], map_location="cpu").eval()
     state = convert(net)
+    os.makedirs(os.path.dirname(os.path.abspath(sys.argv[2])), exist_ok=True)
     torch.save(state, sys.argv[2])
     print(f"wrote {sys.argv[2]}: {len(state)} tensors")
     check(net, sys.argv[2])

@@ -9,8 +9,8 @@
 //! file and its batch norm folded into the convolution. Inputs are images on [0, 1], resized to
 //! 299×299 by bilinear interpolation (PyTorch's `align_corners=False`, as pytorch-fid) and mapped
 //! to [−1, 1]. Weights: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth`, read from the file
-//! users have (or `sample download inception` fetches when asked). `scripts/fid-parity.py` checks the features against
-//! `pytorch_fid.inception.InceptionV3`.
+//! users have (or that `sample download inception` fetches when asked). `scripts/fid-parity.py`
+//! checks the features against `pytorch_fid.inception.InceptionV3`.
 
 use std::path::{Path, PathBuf};
 

@@ -230,6 +230,9 @@ pub fn rows_on<const D: usize>(x: &Tensor<D>, r: &Range<usize>, device: &Device)
 /// wait on for ever). Either way the caller's model and optimiser are untouched, since the step
 /// had not been applied yet. The threads are not scoped, so that a hung one can be left behind:
 /// it holds its own clones of the model and of `loss`, and ends when its connection does.
+///
+/// # Panics
+/// When `devices` is empty.
 pub fn loss_and_grads_across<M, F>(
     devices: &[Device],
     model: &M,
@@ -260,6 +263,8 @@ where
                     (value, grads, time)
                 }))
             });
+            // Before answering: the step's optimiser then holds the only handles on the weights.
+            drop((model, loss));
             // The receiver is gone only when the step already failed.
             let _ = tx.send((j, part.map_err(|p| panic_text(&*p))));
         });
@@ -277,11 +282,19 @@ where
     for _ in 0..shards {
         match rx.recv_timeout(left()) {
             Ok((j, Ok(part))) => parts[j] = Some(part),
-            Ok((shard, Err(why))) => return Err(ShardFailure { shard, why }),
-            Err(_) => {
-                let shard = parts.iter().position(Option::is_none).unwrap_or(0);
+            Ok((j, Err(why))) => {
+                return Err(ShardFailure {
+                    shards: vec![j],
+                    why,
+                });
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let shards = (0..shards).filter(|&j| parts[j].is_none()).collect();
                 let why = format!("no answer within {} s", timeout.as_secs_f64());
-                return Err(ShardFailure { shard, why });
+                return Err(ShardFailure { shards, why });
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                unreachable!("every shard's thread sends once before it ends")
             }
         }
     }
@@ -312,10 +325,11 @@ pub struct ShardTime {
     pub backward: f64,
 }
 
-/// A shard whose device failed during a step, and burn's message.
+/// The shards whose devices failed during a step (the one that failed first, or every one that
+/// had not answered by the step's deadline), and why.
 #[derive(Debug, Clone)]
 pub struct ShardFailure {
-    pub shard: usize,
+    pub shards: Vec<usize>,
     pub why: String,
 }
 
@@ -325,16 +339,24 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .cloned()
         .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
         .unwrap_or_else(|| "the device failed".into());
-    // burn's read errors carry advice for its API's callers before the cause, `Execution(…)`:
-    // keep the cause.
-    let line = text.lines().next().unwrap_or_default();
-    match line.find("Execution(") {
-        Some(i) => format!(
-            "burn: {}",
-            line[i + "Execution(".len()..].trim_end_matches(')')
-        ),
-        None => line.to_string(),
-    }
+    // burn's read errors carry advice for its API's callers before the cause,
+    // `Execution(WHAT\nCaused by:\n  WHY)`: keep WHAT and WHY.
+    let Some(i) = text.find("Execution(") else {
+        return text.lines().next().unwrap_or_default().to_string();
+    };
+    let rest = &text[i + "Execution(".len()..];
+    let mut lines = rest.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines.next().unwrap_or_default();
+    let why = match lines.next() {
+        Some("Caused by:") => lines.next(),
+        _ => None,
+    };
+    let text = match why {
+        Some(why) => format!("burn: {what}: {why}"),
+        None => format!("burn: {what}"),
+    };
+    // The `Execution(` opened above closes at the end of the text.
+    text.strip_suffix(')').map(str::to_string).unwrap_or(text)
 }
 
 thread_local! {
@@ -395,6 +417,21 @@ mod tests {
     use crate::schedule::{BetaSchedule, NoiseSchedule};
     use crate::unet::{UNet, UNetConfig};
     use burn::module::{ModuleVisitor, Param};
+
+    #[test]
+    fn a_failed_read_keeps_burns_cause_on_one_line() {
+        let burn = "Can't read the data, the tensor might be on another device: \
+                    Execution(An error happened during execution\nCaused by:\n  Failed to read \
+                    tensor: connection closed (Io(reset)))";
+        let text = panic_text(&burn.to_string());
+        assert_eq!(
+            text,
+            "burn: An error happened during execution: Failed to read tensor: connection \
+             closed (Io(reset))"
+        );
+        assert_eq!(panic_text(&"Execution(Io(x))"), "burn: Io(x)");
+        assert_eq!(panic_text(&"plain\nsecond"), "plain");
+    }
 
     /// Every parameter's gradient in `a` and `b`, side by side.
     struct Pairs<'a>(

@@ -67,7 +67,8 @@ struct Args {
     /// Seconds a training step with nodes in `--devices` may take before the run stops, naming
     /// the nodes that have not answered (one that hangs with its connection open would
     /// otherwise be waited on for ever). The default, ten minutes, is torch.distributed's for
-    /// NCCL; lower it when steps are short.
+    /// NCCL; lower it when steps are short, leaving room for a GPU node's first step (kernel
+    /// compilation and autotuning).
     #[arg(long, value_name = "SECONDS", default_value_t = 600.0)]
     step_timeout: f64,
     /// Arithmetic of a training step: f32, or mixed-f16 (wgpu: f16 forward and backward on a copy
@@ -299,8 +300,8 @@ fn classifier(file: &ClassifierFile, stem: &str, args: &Args) -> Result<()> {
 
 /// A flag's positive, finite number of seconds as a duration.
 fn seconds(flag: &str, s: f64) -> Result<std::time::Duration> {
-    if !(s.is_finite() && s > 0.0) {
-        bail!("{flag} must be a positive number of seconds, got {s}");
+    if !(s.is_finite() && s >= 0.001) {
+        bail!("{flag} must be a number of seconds, at least 0.001, got {s}");
     }
     Ok(std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::MAX))
 }

@@ -168,7 +168,7 @@ pub struct TrainState<'a> {
     /// Their names as given (`flex`, `remote:10.0.0.2:7000`), for errors.
     device_names: Vec<String>,
     /// How long a step across `devices` may take before the shards that have not answered are
-    /// given up on.
+    /// given up on (without nodes: for ever).
     step_timeout: std::time::Duration,
     /// The last step's time on each of `devices`.
     shard_times: Vec<parallel::ShardTime>,
@@ -264,7 +264,16 @@ impl<'a> TrainState<'a> {
             device,
             devices,
             device_names: opts.devices.iter().map(|d| d.to_string()).collect(),
-            step_timeout: opts.nodes.step,
+            // Local devices do not hang up; a run without nodes waits for its steps.
+            step_timeout: if opts
+                .devices
+                .iter()
+                .any(|d| matches!(d, DeviceSpec::Remote(_)))
+            {
+                opts.nodes.step
+            } else {
+                std::time::Duration::MAX
+            },
             shard_times: Vec::new(),
             observer,
             model,
@@ -407,7 +416,12 @@ impl<'a> TrainState<'a> {
                     with_stream,
                 )
                 .map_err(|f| tweedie_core::CoreError::Node {
-                    node: self.device_names[f.shard].clone(),
+                    node: f
+                        .shards
+                        .iter()
+                        .map(|&j| self.device_names[j].as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     why: format!("stopped answering in step {} ({})", step + 1, f.why),
                 })?;
                 self.shard_times = across.times;

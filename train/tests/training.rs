@@ -652,8 +652,22 @@ fn training_across_two_loopback_nodes_follows_one_device() {
     }
 }
 
+/// A `train node` subprocess, continued and killed when dropped, so that a failing assertion
+/// leaves no stopped node behind.
+struct NodeProcess(std::process::Child);
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-CONT", &self.0.id().to_string()])
+            .status();
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `train node` subprocess on a free loopback port, and its `remote:` device.
-fn node_subprocess() -> (std::process::Child, String) {
+fn node_subprocess() -> (NodeProcess, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_train"))
         .args(["node", "--bind", "127.0.0.1:0"])
         .stderr(Stdio::piped())
@@ -670,7 +684,7 @@ fn node_subprocess() -> (std::process::Child, String) {
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("no address in {line:?}"))
         .to_string();
-    (child, format!("remote:{addr}"))
+    (NodeProcess(child), format!("remote:{addr}"))
 }
 
 /// Waits until the run in `dir` has written `n` checkpoints.
@@ -684,7 +698,7 @@ fn await_checkpoints(dir: &std::path::Path, n: usize) {
 
 #[test]
 fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes_without_it() {
-    let (mut child, node) = node_subprocess();
+    let (child, node) = node_subprocess();
     let dir = tmp("node-killed");
     let run = {
         let (dir, devices) = (dir.clone(), format!("flex,{node}"));
@@ -694,8 +708,7 @@ fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes
     };
     // Kill the node once two checkpoints are written.
     await_checkpoints(&dir, 2);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let e = format!("{:#}", run.join().unwrap().expect_err("the run stops"));
     eprintln!("{e}");
     assert!(
@@ -714,10 +727,10 @@ fn a_node_killed_mid_run_stops_it_with_its_checkpoint_intact_and_the_run_resumes
     let _ = std::fs::remove_dir_all(dir);
 }
 
-/// Sends `signal` (`-STOP`, `-CONT`) to a subprocess.
-fn signal(child: &std::process::Child, signal: &str) {
+/// Sends `signal` (`-STOP`, `-CONT`) to a node subprocess.
+fn signal(node: &NodeProcess, signal: &str) {
     let status = Command::new("kill")
-        .args([signal, &child.id().to_string()])
+        .args([signal, &node.0.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
@@ -725,7 +738,7 @@ fn signal(child: &std::process::Child, signal: &str) {
 
 #[test]
 fn a_node_that_hangs_is_given_up_on_after_the_step_timeout_and_the_run_resumes_once_it_answers() {
-    let (mut child, node) = node_subprocess();
+    let (child, node) = node_subprocess();
     let dir = tmp("node-hangs");
     let devices = format!("flex,{node}");
     let step = Duration::from_secs(15);
@@ -761,7 +774,6 @@ fn a_node_that_hangs_is_given_up_on_after_the_step_timeout_and_the_run_resumes_o
         &on(&devices, Some(dir.clone())),
     );
     assert_eq!(resumed.unwrap().losses.len(), 2);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     let _ = std::fs::remove_dir_all(dir);
 }

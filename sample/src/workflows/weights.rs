@@ -2,7 +2,7 @@
 //! (`sample download inception|lpips`), verified, and put where the metrics look for them:
 //! pytorch-fid's FID Inception (torch hub's SHA-256 prefix in its name), and LPIPS's two files,
 //! torchvision's AlexNet and the `lpips` package's v0.1 linear layers. Uses the datasets' `curl`
-//! fetch; nothing else in Tweedie downloads.
+//! fetch (as `--download` does for datasets).
 
 use std::path::PathBuf;
 
@@ -24,8 +24,8 @@ const ALEXNET: Remote = Remote {
     checksum: Checksum::Sha256Prefix("7be5be79"),
 };
 
-/// The `lpips` package's v0.1 AlexNet linear layers; the digest is that of the file in its PyPI
-/// release 0.1.4.
+/// The `lpips` package's v0.1 AlexNet linear layers, from its repository; the digest is that of
+/// the file in its PyPI release 0.1.4 (a later change upstream is a one-line checksum error).
 const LPIPS_LINEAR: Remote = Remote {
     file: LINEAR_FILE,
     urls: &[
@@ -61,8 +61,21 @@ pub fn destinations(what: Published) -> Result<Vec<(Remote, PathBuf)>> {
     })
 }
 
-/// Downloads whatever of `what`'s files is not already in place, verifying each; the paths.
+/// The files the metric reads now (`$TWEEDIE_INCEPTION`, `$TWEEDIE_LPIPS`, Tweedie's cache or the
+/// torch hub cache), when it finds them.
+fn found(what: Published) -> Option<Vec<PathBuf>> {
+    match what {
+        Published::Inception => tweedie_core::inception::locate().map(|p| vec![p]),
+        Published::Lpips => LpipsFiles::locate().map(|f| vec![f.trunk, f.linear]),
+    }
+}
+
+/// The paths of `what`'s files: those the metric already finds, else the downloads, each
+/// verified, of whatever is not already in Tweedie's cache.
 pub fn download(what: Published) -> Result<Vec<PathBuf>> {
+    if let Some(paths) = found(what) {
+        return Ok(paths);
+    }
     destinations(what)?
         .into_iter()
         .map(|(remote, dest)| {

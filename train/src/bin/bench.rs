@@ -99,8 +99,9 @@ impl Phases {
     }
 }
 
-/// One timed step: its output value (to check it is finite), phases marked as it goes.
-type Step = dyn FnMut(&mut Rng, &mut Phases) -> f32;
+/// One timed step: its output value (to check it is finite), phases marked as it goes; a step
+/// that fails (a node lost) ends the benchmark with its error.
+type Step = dyn FnMut(&mut Rng, &mut Phases) -> Result<f32>;
 
 fn main() -> ExitCode {
     tweedie_sample::cli::main::<Args>(run)
@@ -194,9 +195,7 @@ fn run(a: Args) -> Result<()> {
             let mut state = TrainState::fresh(&plan, data, &opts)?;
             params = state.num_params();
             Box::new(move |_: &mut Rng, ph: &mut Phases| {
-                let loss = state
-                    .step_marked(&mut |phase| ph.mark(phase))
-                    .map_or(f32::NAN, |o| o.loss as f32);
+                let loss = state.step_marked(&mut |phase| ph.mark(phase))?.loss as f32;
                 if ph.on {
                     let times = state.shard_times();
                     ph.shards.resize(times.len(), ShardTime::default());
@@ -205,7 +204,7 @@ fn run(a: Args) -> Result<()> {
                         sum.backward += t.backward;
                     }
                 }
-                loss
+                Ok(loss)
             })
         }
         Mode::Conv => unreachable!("handled above"),
@@ -265,7 +264,7 @@ fn run(a: Args) -> Result<()> {
         }
     };
     for _ in 0..a.warmup {
-        step(&mut rng, &mut phases);
+        step(&mut rng, &mut phases)?;
     }
     plain.sync().ok();
     phases.on = a.phases && matches!(a.mode, Mode::Train);
@@ -273,7 +272,7 @@ fn run(a: Args) -> Result<()> {
     let clock = Instant::now();
     let mut last = 0.0;
     for _ in 0..a.steps {
-        last = step(&mut rng, &mut phases);
+        last = step(&mut rng, &mut phases)?;
     }
     plain.sync().ok();
     let secs = clock.elapsed().as_secs_f64();

@@ -144,7 +144,7 @@ enum Command {
     /// Fetches published weights and prints where they went. `inception`: pytorch-fid's FID
     /// Inception into ~/.cache/tweedie/inception/; `lpips`: torchvision's AlexNet and the lpips
     /// package's linear layers into ~/.cache/tweedie/lpips/ (both with `curl`, checked against
-    /// their published digests, skipped when already there). hf:<org>/<model>: a diffusers model
+    /// their published digests; nothing is fetched when the metric already finds its files). hf:<org>/<model>: a diffusers model
     /// (e.g. hf:google/ddpm-cifar10-32) into the Hugging Face cache; afterwards
     /// `--checkpoint hf:<org>/<model>` (or `checkpoint = "hf:..."` in a file) reads it from
     /// there, offline (needs a build with the `hub` feature: cargo build --release --features
