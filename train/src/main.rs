@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use tweedie_core::device::{BackendKind, DeviceSpec};
 use tweedie_core::precision::Precision;
+use tweedie_sample::check::{self, Range};
 use tweedie_sample::experiment::{self, Binary, ExperimentFile, ExperimentKind, Set};
 use tweedie_train::classify::ClassifierFile;
 use tweedie_train::config::TrainFile;
@@ -215,12 +216,10 @@ fn run(args: Args) -> Result<()> {
                 connect: seconds("--node-timeout", args.node_timeout)?,
                 step: seconds("--step-timeout", args.step_timeout)?,
             },
-            time_limit: match args.time_limit {
-                Some(s) if !(s.is_finite() && s > 0.0) => {
-                    bail!("--time-limit must be a positive number of seconds, got {s}")
-                }
-                s => s,
-            },
+            time_limit: args
+                .time_limit
+                .map(|s| check::float("--time-limit", s, Range::Positive))
+                .transpose()?,
             resume: args.resume.clone(),
             restart: args.restart,
             no_eval: args.no_eval,
@@ -298,10 +297,9 @@ fn classifier(file: &ClassifierFile, stem: &str, args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// A flag's positive, finite number of seconds as a duration.
+/// A flag's number of seconds, at least a millisecond, as a duration (beyond `Duration`'s range:
+/// for ever).
 fn seconds(flag: &str, s: f64) -> Result<std::time::Duration> {
-    if !(s.is_finite() && s >= 0.001) {
-        bail!("{flag} must be a number of seconds, at least 0.001, got {s}");
-    }
+    let s = check::float(flag, s, Range::AtLeast(0.001))?;
     Ok(std::time::Duration::try_from_secs_f64(s).unwrap_or(std::time::Duration::MAX))
 }

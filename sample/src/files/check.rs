@@ -28,6 +28,8 @@ pub enum Range {
     Unit,
     /// lo ≤ x ≤ hi.
     Closed(f64, f64),
+    /// x ≥ lo.
+    AtLeast(f64),
 }
 
 impl Range {
@@ -42,6 +44,7 @@ impl Range {
                 Range::UnitExclusiveOne => (0.0..1.0).contains(&x),
                 Range::Unit => (0.0..=1.0).contains(&x),
                 Range::Closed(lo, hi) => (lo..=hi).contains(&x),
+                Range::AtLeast(lo) => x >= lo,
             }
     }
 }
@@ -57,6 +60,7 @@ impl fmt::Display for Range {
             Range::UnitExclusiveOne => write!(f, "in [0, 1)"),
             Range::Unit => write!(f, "in [0, 1]"),
             Range::Closed(lo, hi) => write!(f, "in [{lo}, {hi}]"),
+            Range::AtLeast(lo) => write!(f, "≥ {lo}"),
         }
     }
 }

@@ -52,11 +52,8 @@ pub fn destinations(what: Published) -> Result<Vec<(Remote, PathBuf)>> {
             vec![(INCEPTION, dir.join(INCEPTION.file))]
         }
         Published::Lpips => {
-            let dir = LpipsFiles::cache_dir().ok_or_else(no_home)?;
-            [ALEXNET, LPIPS_LINEAR]
-                .into_iter()
-                .map(|r| (r, dir.join(r.file)))
-                .collect()
+            let files = LpipsFiles::in_dir(&LpipsFiles::cache_dir().ok_or_else(no_home)?);
+            vec![(ALEXNET, files.trunk), (LPIPS_LINEAR, files.linear)]
         }
     })
 }
